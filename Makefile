@@ -1,0 +1,41 @@
+# make run   : create .venv, install, train the CPU char-level GPT on Tiny Shakespeare, print a sample
+# make test  : create .venv, install with test extras, run the test suite
+# make bench : training throughput, Lightning vs a bare PyTorch loop
+#
+# TORCH_SPEC pins torch (a CPU build installs from a local wheel here; an unpinned torch pulls a multi-GB
+# CUDA build). For your own CUDA build: make run TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+CONFIG ?= configs/shakespeare_char_cpu.yaml
+ARGS ?=
+CKPT ?= out/shakespeare_char_cpu/checkpoints/last.ckpt
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(PY) setup.cfg pyproject.toml
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(PY) main.py fit --config $(CONFIG) $(ARGS)
+	$(PY) main.py generate --ckpt_path $(CKPT) --max_new_tokens 500
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) bench/train_throughput.py
+
+clean:
+	rm -rf $(VENV) out lightning_logs

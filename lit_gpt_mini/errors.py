@@ -1,0 +1,17 @@
+"""Errors in what the user gave us (data, config, checkpoint): reported as one line, not a traceback."""
+
+
+class UserError(ValueError):
+    """Base of errors caused by the user's input; the CLI prints the message and exits with status 1."""
+
+
+class DataError(UserError):
+    """Bad input data: missing, corrupt, wrong checksum, empty or too small."""
+
+
+class ConfigError(UserError):
+    """A configuration value that cannot work (e.g. n_embd not divisible by n_head)."""
+
+
+class CheckpointError(UserError):
+    """A file that is not a usable lit-gpt-mini checkpoint."""

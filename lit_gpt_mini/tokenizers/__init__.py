@@ -1,0 +1,21 @@
+"""Tokenizers, and the registry that turns a checkpoint's stored tokenizer dict back into one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lit_gpt_mini.tokenizers.base import Tokenizer
+from lit_gpt_mini.tokenizers.char import CharTokenizer
+
+TOKENIZERS: dict[str, type[Tokenizer]] = {CharTokenizer.kind: CharTokenizer}
+
+
+def tokenizer_from_dict(data: dict[str, Any]) -> Tokenizer:
+    """Rebuild the tokenizer that :meth:`Tokenizer.to_dict` described."""
+    kind = data.get("kind")
+    if kind not in TOKENIZERS:
+        raise ValueError(f"unknown tokenizer kind {kind!r}; known kinds: {sorted(TOKENIZERS)}")
+    return TOKENIZERS[kind].from_dict(data)
+
+
+__all__ = ["CharTokenizer", "Tokenizer", "TOKENIZERS", "tokenizer_from_dict"]

@@ -1,0 +1,42 @@
+"""What every tokenizer offers, and how one is rebuilt from the plain dict stored in a checkpoint."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+
+class Tokenizer(ABC):
+    """Text <-> token ids. ``to_dict`` holds only plain types so checkpoints load with ``weights_only=True``."""
+
+    kind: str  # the key under which the class is registered in :data:`TOKENIZERS`
+
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int: ...
+
+    @abstractmethod
+    def encode(self, text: str) -> list[int]: ...
+
+    @abstractmethod
+    def decode(self, ids: list[int]) -> str: ...
+
+    @abstractmethod
+    def to_dict(self) -> dict[str, Any]: ...
+
+    @classmethod
+    @abstractmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Tokenizer": ...
+
+    def encode_to_array(self, text: str) -> np.ndarray:
+        """Token ids of ``text`` as the smallest unsigned dtype that holds the vocabulary."""
+        dtype = np.uint16 if self.vocab_size <= 2**16 else np.uint32
+        return np.asarray(self.encode(text), dtype=dtype)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Tokenizer) and self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash(repr(self.to_dict()))

@@ -1,0 +1,128 @@
+"""Tiny Shakespeare (Karpathy's char-rnn corpus, 1.1 MB): the character-level default."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.request
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from tqdm import tqdm
+
+from data_modules.base import TokenDataModule
+from lit_gpt_mini.errors import DataError
+from lit_gpt_mini.tokenizers import CharTokenizer, Tokenizer
+
+URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+FILENAME = "tinyshakespeare.txt"
+
+
+def download(url: str, dest: Path) -> None:
+    """Fetch ``url`` into ``dest`` atomically (a temporary file renamed into place), with a progress bar.
+
+    This is the module's one network boundary.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=f"Downloading {dest.name}") as bar:
+                while chunk := response.read(1 << 16):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class ShakespeareDataModule(TokenDataModule):
+    """Tiny Shakespeare as characters, split 90/10 into train/val, served as random windows.
+
+    Args:
+        path: A local copy of the text to use instead of downloading; it is used as is (no checksum).
+        url: Where to download the text from when ``path`` is not given and ``data_dir`` has no copy yet.
+        sha256: Expected checksum of the download; ``None`` skips the check (for a ``url`` of your own).
+
+    The other arguments are :class:`~data_modules.base.TokenDataModule`'s.
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data/shakespeare",
+        path: Optional[str] = None,
+        url: str = URL,
+        sha256: Optional[str] = SHA256,
+        block_size: int = 256,
+        batch_size: int = 64,
+        val_fraction: float = 0.1,
+        seed: int = 1337,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__(
+            data_dir=data_dir,
+            block_size=block_size,
+            batch_size=batch_size,
+            val_fraction=val_fraction,
+            seed=seed,
+            num_workers=num_workers,
+        )
+        self.path = Path(path) if path is not None else None
+        self.url = url
+        self.sha256 = sha256
+
+    @property
+    def text_path(self) -> Path:
+        return self.path if self.path is not None else self.data_dir / FILENAME
+
+    def prepare_data(self) -> None:
+        if self.path is not None:
+            if not self.path.is_file():
+                raise DataError(f"data.path {self.path} does not exist; fix the path, or remove it to download")
+            return
+        dest = self.text_path
+        if dest.is_file():
+            self._verify(dest, "is corrupt or a different file; delete it to download it again")
+            return
+        try:
+            download(self.url, dest)
+        except OSError as e:
+            raise DataError(
+                f"could not download Tiny Shakespeare from {self.url}: {e}. Without internet, put the text at "
+                f"{dest} or set data.path to a local copy"
+            ) from None
+        self._verify(dest, "was downloaded but does not match; it was removed", remove=True)
+
+    def _verify(self, path: Path, problem: str, remove: bool = False) -> None:
+        if self.sha256 is None:
+            return
+        actual = sha256_of(path)
+        if actual != self.sha256:
+            if remove:
+                path.unlink()
+            raise DataError(f"{path}: sha256 {actual} != expected {self.sha256}: the file {problem}")
+
+    def load_tokens(self) -> tuple[np.ndarray, Tokenizer]:
+        self.prepare_data()  # idempotent; the CLI needs the vocabulary before the Trainer calls prepare_data
+        path = self.text_path
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path} is not UTF-8 text (byte {e.start}): is it the right file?") from None
+        if not text:
+            raise DataError(f"{path} is empty")
+        tokenizer = CharTokenizer.from_text(text)
+        return tokenizer.encode_to_array(text), tokenizer

@@ -1,0 +1,67 @@
+"""The command line: LightningCLI for ``fit``/``validate``/``test``/``predict``, plus ``generate``.
+
+``python main.py fit --config configs/shakespeare_char_cpu.yaml`` reads the YAML into the LightningModule,
+the data module and the Trainer (every key is also a command-line flag), links the data's vocabulary size
+into the model, and runs. Errors in the user's input end in one line on stderr, not a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from typing import Optional
+
+from lightning.pytorch.cli import LightningCLI
+
+from data_modules.base import TokenDataModule
+from lit_gpt_mini.errors import UserError
+from lit_gpt_mini.lit_module import GPTModule
+
+
+class GPTCLI(LightningCLI):
+    """LightningCLI over any :class:`GPTModule` and any :class:`TokenDataModule`, chosen by ``class_path``."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        # The vocabulary is a property of the data (its tokenizer); the model's embedding follows it.
+        parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
+
+
+# SequentialWindows shards itself across DataLoader workers, so Lightning's warning about a sized
+# IterableDataset under several workers does not apply; the pytree one is Lightning's own, with newer torch.
+warnings.filterwarnings("ignore", message=r".*`IterableDataset` has `__len__` defined.*")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+
+
+def main(args: Optional[list[str]] = None) -> Optional[GPTCLI]:
+    """Entry point of ``main.py``; ``args`` default to the command line. Returns the CLI (None for generate)."""
+    argv = sys.argv[1:] if args is None else args
+    try:
+        if argv and argv[0] == "generate":
+            from lit_gpt_mini.generate import main as generate_main
+
+            generate_main(argv[1:])
+            return None
+        return GPTCLI(
+            GPTModule,
+            TokenDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+        )
+    except Exception as e:
+        user_error = _find_user_error(e)
+        if user_error is None:
+            raise
+        sys.exit(f"error: {user_error}")
+
+
+def _find_user_error(exc: Optional[BaseException]) -> Optional[UserError]:
+    # jsonargparse re-raises errors from a class's __init__ as its own ValueError, chained to the original.
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, UserError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None

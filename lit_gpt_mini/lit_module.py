@@ -1,0 +1,270 @@
+"""LightningModules around :class:`~lit_gpt_mini.model.GPT`: one implementation, three presets.
+
+``GPTModule`` holds the training logic. ``CharGPT``, ``BPEGPT`` and ``GPT2`` only change the defaults of its
+arguments to fit each kind of GPT, so a YAML config picks one with ``class_path`` and overrides what it needs.
+Every ``__init__`` argument is a plain type: Lightning stores them as the checkpoint's hyperparameters and
+``--ckpt_path`` re-parses them (with ``weights_only=True``) to rebuild the exact model.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Optional
+
+import lightning as L
+import torch
+from torch.nn import functional as F
+from torchmetrics import MeanMetric
+
+from lit_gpt_mini.errors import ConfigError
+from lit_gpt_mini.model import GPT, GPTConfig
+from lit_gpt_mini.optim import param_groups, warmup_cosine_lr
+from lit_gpt_mini.tokenizers import Tokenizer, tokenizer_from_dict
+
+TOKENIZER_KEY = "tokenizer"  # where the tokenizer lives in a checkpoint, beside the weights
+
+
+class GPTModule(L.LightningModule):
+    """Trains a GPT with (fused) AdamW and a warmup + cosine learning-rate schedule stepped per optimizer step.
+
+    Args:
+        vocab_size: Size of the tokenizer's vocabulary; linked from the data module by the CLI.
+        block_size: Context length (the longest sequence the model can see).
+        n_layer, n_head, n_embd, dropout, bias: The model's shape, as in :class:`~lit_gpt_mini.model.GPTConfig`.
+        learning_rate: Peak learning rate, reached after ``warmup_steps``.
+        min_lr: Learning rate at the end of the cosine decay.
+        warmup_steps: Optimizer steps of linear warmup.
+        lr_decay_steps: Optimizer step at which the cosine reaches ``min_lr``; ``None`` uses the Trainer's
+            ``max_steps``.
+        weight_decay: AdamW weight decay, applied to matrices only (not to biases and LayerNorm gains).
+        beta1, beta2, eps: AdamW's moment coefficients and epsilon.
+        compile: Compile the model's forward with ``torch.compile`` (state-dict keys are unchanged).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int = 50257,
+        block_size: int = 1024,
+        n_layer: int = 12,
+        n_head: int = 12,
+        n_embd: int = 768,
+        dropout: float = 0.0,
+        bias: bool = True,
+        learning_rate: float = 6e-4,
+        min_lr: float = 6e-5,
+        warmup_steps: int = 0,
+        lr_decay_steps: Optional[int] = None,
+        weight_decay: float = 0.1,
+        beta1: float = 0.9,
+        beta2: float = 0.95,
+        eps: float = 1e-8,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.config = GPTConfig(
+            vocab_size=vocab_size,
+            block_size=block_size,
+            n_layer=n_layer,
+            n_head=n_head,
+            n_embd=n_embd,
+            dropout=dropout,
+            bias=bias,
+        )
+        if min_lr > learning_rate:
+            raise ConfigError(f"min_lr ({min_lr}) must not exceed learning_rate ({learning_rate})")
+        self.model: Optional[GPT] = None
+        self.tokenizer: Optional[Tokenizer] = None
+        # One metric object per stage: Lightning reduces it across DDP ranks, weighted by token counts.
+        self.val_loss = MeanMetric()
+        self.test_loss = MeanMetric()
+        self.flops_per_batch = 0  # read by the throughput callback for MFU; set per batch
+
+    def configure_model(self) -> None:
+        # Called by the Trainer before a checkpoint's weights are restored; may run more than once.
+        if self.model is not None:
+            return
+        self.model = GPT(self.config)
+        if self.hparams.compile:
+            # Module.compile() compiles forward in place: state-dict keys stay free of "_orig_mod.".
+            self.model.compile()
+
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        data_tokenizer = getattr(datamodule, "tokenizer", None)
+        if data_tokenizer is None:
+            return
+        if datamodule.block_size > self.config.block_size:
+            raise ConfigError(
+                f"data.block_size ({datamodule.block_size}) is larger than model.block_size "
+                f"({self.config.block_size}), the longest context the model has positions for"
+            )
+        if self.tokenizer is not None and self.tokenizer != data_tokenizer:
+            raise ConfigError(
+                "the checkpoint's tokenizer differs from the data module's: the model was trained on other data "
+                "or with another tokenizer; use the data config the checkpoint was trained with"
+            )
+        if data_tokenizer.vocab_size != self.config.vocab_size:
+            raise ConfigError(
+                f"model.vocab_size is {self.config.vocab_size} but the data's tokenizer has "
+                f"{data_tokenizer.vocab_size} tokens"
+            )
+        self.tokenizer = data_tokenizer
+
+    @functools.lru_cache(maxsize=8)
+    def _flops_per_token(self, seq_len: int) -> int:
+        # counting parameters walks the whole model: do it once per sequence length
+        return self.model.flops_per_token(seq_len)
+
+    # --- steps --------------------------------------------------------------------------------------------------
+
+    def _loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = batch  # (B, T) inputs and the same windows shifted by one
+        logits = self.model(x)
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self._loss(batch)
+        self.flops_per_batch = self._flops_per_token(batch[0].size(1)) * batch[0].numel()
+        # Lightning's self.log costs ~1.5 ms a call on a CPU (3% of a small model's step): call it only on the
+        # steps the logger writes (every trainer.log_every_n_steps), which also feed the progress bar.
+        if self.trainer._logger_connector.should_update_logs:
+            self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        loss = self._loss(batch)
+        self.flops_per_batch = self._flops_per_token(batch[0].size(1)) * batch[0].numel() // 3  # forward only
+        self.val_loss.update(loss, weight=batch[1].numel())
+        self.log("val/loss", self.val_loss, prog_bar=True)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        loss = self._loss(batch)
+        self.test_loss.update(loss, weight=batch[1].numel())
+        self.log("test/loss", self.test_loss)
+
+    # --- optimization -------------------------------------------------------------------------------------------
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        decay_steps = hp.lr_decay_steps
+        if decay_steps is None:
+            decay_steps = self.trainer.max_steps
+            if decay_steps is None or decay_steps < 0:
+                raise ConfigError(
+                    "the learning-rate schedule needs a length: set trainer.max_steps or model.lr_decay_steps"
+                )
+        optimizer = torch.optim.AdamW(
+            param_groups(self.model, hp.weight_decay),
+            lr=hp.learning_rate,
+            betas=(hp.beta1, hp.beta2),
+            eps=hp.eps,
+            fused=self.device.type in ("cuda", "cpu"),  # one kernel for all parameters
+        )
+        # LambdaLR multiplies the initial lr by the lambda's value, so the lambda returns lr / max_lr.
+        schedule = functools.partial(
+            _lr_factor,
+            max_lr=hp.learning_rate,
+            min_lr=hp.min_lr,
+            warmup_steps=hp.warmup_steps,
+            decay_steps=decay_steps,
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # --- checkpoints carry the tokenizer so that one file is enough to sample text --------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.tokenizer is not None:
+            checkpoint[TOKENIZER_KEY] = self.tokenizer.to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if TOKENIZER_KEY in checkpoint:
+            self.tokenizer = tokenizer_from_dict(checkpoint[TOKENIZER_KEY])
+
+
+def _lr_factor(step: int, max_lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:
+    # A module-level function (not a lambda) so the scheduler's state stays picklable.
+    return warmup_cosine_lr(step, max_lr, min_lr, warmup_steps, decay_steps) / max_lr
+
+
+class CharGPT(GPTModule):
+    """Character-level GPT: defaults are nanoGPT's Shakespeare-char GPU recipe (6 layers, 384 wide, dropout 0.2)."""
+
+    def __init__(
+        self,
+        vocab_size: int = 65,
+        block_size: int = 256,
+        n_layer: int = 6,
+        n_head: int = 6,
+        n_embd: int = 384,
+        dropout: float = 0.2,
+        bias: bool = False,
+        learning_rate: float = 1e-3,
+        min_lr: float = 1e-4,
+        warmup_steps: int = 100,
+        lr_decay_steps: Optional[int] = None,
+        weight_decay: float = 0.1,
+        beta1: float = 0.9,
+        beta2: float = 0.99,
+        eps: float = 1e-8,
+        compile: bool = False,
+    ) -> None:
+        super().__init__(**_args(locals()))
+
+
+class BPEGPT(GPTModule):
+    """GPT over our own byte-level BPE vocabulary: a small model, sized for a few thousand tokens of vocabulary."""
+
+    def __init__(
+        self,
+        vocab_size: int = 4096,
+        block_size: int = 256,
+        n_layer: int = 6,
+        n_head: int = 6,
+        n_embd: int = 384,
+        dropout: float = 0.1,
+        bias: bool = False,
+        learning_rate: float = 1e-3,
+        min_lr: float = 1e-4,
+        warmup_steps: int = 100,
+        lr_decay_steps: Optional[int] = None,
+        weight_decay: float = 0.1,
+        beta1: float = 0.9,
+        beta2: float = 0.99,
+        eps: float = 1e-8,
+        compile: bool = False,
+    ) -> None:
+        super().__init__(**_args(locals()))
+
+
+class GPT2(GPTModule):
+    """GPT-2 124M over GPT-2's tiktoken vocabulary, with the GPT-3 paper's optimizer settings.
+
+    The larger GPT-2 shapes differ only in ``n_layer``/``n_head``/``n_embd`` (see ``model.PRESETS``).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int = 50257,
+        block_size: int = 1024,
+        n_layer: int = 12,
+        n_head: int = 12,
+        n_embd: int = 768,
+        dropout: float = 0.0,
+        bias: bool = True,
+        learning_rate: float = 6e-4,
+        min_lr: float = 6e-5,
+        warmup_steps: int = 715,
+        lr_decay_steps: Optional[int] = None,
+        weight_decay: float = 0.1,
+        beta1: float = 0.9,
+        beta2: float = 0.95,
+        eps: float = 1e-8,
+        compile: bool = False,
+    ) -> None:
+        super().__init__(**_args(locals()))
+
+
+def _args(local_vars: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in local_vars.items() if k not in ("self", "__class__")}

@@ -99,11 +99,6 @@ class GPTModule(L.LightningModule):
                 f"data.block_size ({datamodule.block_size}) is larger than model.block_size "
                 f"({self.config.block_size}), the longest context the model has positions for"
             )
-        if self.tokenizer is not None and self.tokenizer != data_tokenizer:
-            raise ConfigError(
-                "the checkpoint's tokenizer differs from the data module's: the model was trained on other data "
-                "or with another tokenizer; use the data config the checkpoint was trained with"
-            )
         if data_tokenizer.vocab_size != self.config.vocab_size:
             raise ConfigError(
                 f"model.vocab_size is {self.config.vocab_size} but the data's tokenizer has "
@@ -179,8 +174,18 @@ class GPTModule(L.LightningModule):
             checkpoint[TOKENIZER_KEY] = self.tokenizer.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if TOKENIZER_KEY in checkpoint:
-            self.tokenizer = tokenizer_from_dict(checkpoint[TOKENIZER_KEY])
+        # Runs after setup() took the data's tokenizer and before the weights are loaded: a model is only
+        # meaningful with the token ids it was trained on.
+        if TOKENIZER_KEY not in checkpoint:
+            return
+        saved = tokenizer_from_dict(checkpoint[TOKENIZER_KEY])
+        if self.tokenizer is not None and self.tokenizer != saved:
+            raise ConfigError(
+                f"the checkpoint's {saved.kind} tokenizer ({saved.vocab_size} tokens) differs from the data's "
+                f"({self.tokenizer.vocab_size} tokens): the model was trained on other data or with another "
+                f"tokenizer; use the data config it was trained with"
+            )
+        self.tokenizer = saved
 
 
 def _lr_factor(step: int, max_lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:

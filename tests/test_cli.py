@@ -52,6 +52,14 @@ def test_validate_from_checkpoint_restores_the_model_and_its_val_loss(tmp_path, 
     assert cli.trainer.callback_metrics["val/loss"].item() == pytest.approx(fit_val, abs=1e-6)
 
 
+def test_checkpoint_with_another_tokenizer_is_refused(tmp_path, monkeypatch, shakespeare_path, small_text):
+    fit(tmp_path, monkeypatch, "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
+        data_path=shakespeare_path)
+    ckpt = tmp_path / "out/debug_char/checkpoints/last.ckpt"
+    with pytest.raises(SystemExit, match="checkpoint's char tokenizer .65 tokens. differs from the data's .41 tokens"):
+        main(["validate", "--config", DEBUG, "--data.path", str(small_text), "--ckpt_path", str(ckpt)])
+
+
 def test_resume_from_last_checkpoint_continues_step_lr_and_data(tmp_path, monkeypatch, shakespeare_path):
     # One run of 12 steps, and one of 6 steps resumed for 6 more, must end with the same weights.
     schedule = ["--model.lr_decay_steps", "12", "--trainer.val_check_interval", "3"]

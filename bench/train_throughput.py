@@ -3,7 +3,8 @@
 Both sides train the same model shape on the same batches (the base data module's random windows) with the
 same AdamW groups, gradient clipping and per-step LR schedule. The Lightning side runs with the callbacks of
 the configs (TensorBoard logger, LR monitor, throughput monitor, progress bar) but no validation. Each side runs
-``--rounds`` times, alternating, and the best steady-state time (after warmup steps) counts.
+``--rounds`` times, alternating which goes first, and the best steady-state time (after warmup steps) counts:
+on a shared 2-core machine single runs vary by several percent.
 
     python bench/train_throughput.py                       # both shapes below
     python bench/train_throughput.py --only shakespeare_char_cpu --steps 300
@@ -37,8 +38,8 @@ warnings.filterwarnings("ignore")
 
 SHAPES = {
     # name: model kwargs, batch size, default steps, default warmup steps
-    "shakespeare_char_cpu": (dict(n_layer=4, n_head=4, n_embd=128, block_size=64, bias=False), 12, 300, 30),
-    "gpt2_124m_B4_T256": (dict(n_layer=12, n_head=12, n_embd=768, block_size=256, bias=True), 4, 8, 2),
+    "shakespeare_char_cpu": (dict(n_layer=4, n_head=4, n_embd=128, block_size=64, bias=False), 12, 500, 50),
+    "gpt2_124m_B4_T256": (dict(n_layer=12, n_head=12, n_embd=768, block_size=256, bias=True), 4, 6, 2),
 }
 OPTIM = dict(learning_rate=1e-3, min_lr=1e-4, warmup_steps=10, weight_decay=0.1, beta1=0.9, beta2=0.99, eps=1e-8)
 
@@ -81,7 +82,12 @@ def lightning_run(tokens, tokenizer, shape, batch_size, steps, warmup, seed) -> 
             gradient_clip_val=1.0,
             log_every_n_steps=10,
             logger=L.pytorch.loggers.TensorBoardLogger(tmp, name="bench"),
-            callbacks=[timer, L.pytorch.callbacks.LearningRateMonitor("step"), TokenThroughput()],
+            callbacks=[
+                timer,
+                L.pytorch.callbacks.TQDMProgressBar(refresh_rate=10),
+                L.pytorch.callbacks.LearningRateMonitor("step"),
+                TokenThroughput(),
+            ],
             enable_checkpointing=False,
             enable_model_summary=False,
             enable_progress_bar=True,
@@ -124,7 +130,7 @@ def main() -> None:
     parser.add_argument("--only", choices=sorted(SHAPES), help="run one shape")
     parser.add_argument("--steps", type=int, help="steps per run (default per shape)")
     parser.add_argument("--warmup", type=int, help="untimed steps at the start of each run")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating runs per side; the best counts")
+    parser.add_argument("--rounds", type=int, default=4, help="alternating runs per side; the best counts")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, lightning {L.__version__}, {torch.get_num_threads()} threads, "
           f"{os.cpu_count()} cpus")
@@ -141,9 +147,15 @@ def main() -> None:
             tokenizer = CharTokenizer([chr(0x100 + i) for i in range(50257)])
             tokens = np.random.default_rng(0).integers(0, 50257, size=2_000_000).astype(np.uint16)
         bare, lit = [], []
-        for _ in range(args.rounds):
-            bare.append(bare_run(tokens, tokenizer, shape, batch_size, steps, warmup, seed=1337))
-            lit.append(lightning_run(tokens, tokenizer, shape, batch_size, steps, warmup, seed=1337))
+        for r in range(args.rounds):
+            # alternate which side goes first: a run is a little slower after another in the same process
+            for side in (("bare", "lightning") if r % 2 == 0 else ("lightning", "bare")):
+                if side == "bare":
+                    bare.append(bare_run(tokens, tokenizer, shape, batch_size, steps, warmup, seed=1337))
+                else:
+                    lit.append(lightning_run(tokens, tokenizer, shape, batch_size, steps, warmup, seed=1337))
+            print(f"{name} round {r}: bare {bare[-1] * 1e3:.2f} ms/it, lightning {lit[-1] * 1e3:.2f} ms/it",
+                  flush=True)
         tokens_per_step = batch_size * shape["block_size"]
         b, li = min(bare), min(lit)
         results.append((name, tokens_per_step / b, tokens_per_step / li, b / li, b * 1e3, li * 1e3))

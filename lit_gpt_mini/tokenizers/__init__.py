@@ -6,8 +6,9 @@ from typing import Any
 
 from lit_gpt_mini.tokenizers.base import Tokenizer
 from lit_gpt_mini.tokenizers.char import CharTokenizer
+from lit_gpt_mini.tokenizers.gpt2 import GPT2Tokenizer
 
-TOKENIZERS: dict[str, type[Tokenizer]] = {CharTokenizer.kind: CharTokenizer}
+TOKENIZERS: dict[str, type[Tokenizer]] = {CharTokenizer.kind: CharTokenizer, GPT2Tokenizer.kind: GPT2Tokenizer}
 
 
 def tokenizer_from_dict(data: dict[str, Any]) -> Tokenizer:
@@ -18,4 +19,4 @@ def tokenizer_from_dict(data: dict[str, Any]) -> Tokenizer:
     return TOKENIZERS[kind].from_dict(data)
 
 
-__all__ = ["CharTokenizer", "Tokenizer", "TOKENIZERS", "tokenizer_from_dict"]
+__all__ = ["CharTokenizer", "GPT2Tokenizer", "Tokenizer", "TOKENIZERS", "tokenizer_from_dict"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -16,6 +16,16 @@ class Tokenizer(ABC):
     @property
     @abstractmethod
     def vocab_size(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def name(self) -> str:
+        """A short identifier of this exact vocabulary, written into token shards to catch mixed-up data."""
+
+    @property
+    def eot_id(self) -> Optional[int]:
+        """The end-of-text token that separates documents in a token stream; ``None`` if the vocabulary has none."""
+        return None
 
     @abstractmethod
     def encode(self, text: str) -> list[int]: ...

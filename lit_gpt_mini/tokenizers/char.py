@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,11 @@ class CharTokenizer(Tokenizer):
     @property
     def vocab_size(self) -> int:
         return len(self.chars)
+
+    @property
+    def name(self) -> str:
+        digest = hashlib.sha256("".join(self.chars).encode("utf-8", "surrogatepass")).hexdigest()
+        return f"char{len(self.chars)}-{digest[:12]}"
 
     def encode(self, text: str) -> list[int]:
         try:

@@ -1,6 +1,7 @@
 """Training throughput: this project's LightningModule + Trainer + data module vs a bare PyTorch loop.
 
-Both sides train the same model shape on the same batches (the base data module's random windows) with the
+Both sides train the same model shape on the same batches (the base data module's shuffled windows over token
+shards) with the
 same AdamW groups, gradient clipping and per-step LR schedule. The Lightning side runs with the callbacks of
 the configs (TensorBoard logger, LR monitor, throughput monitor, progress bar) but no validation. Each side runs
 ``--rounds`` times, alternating which goes first, and the best steady-state time (after warmup steps) counts:
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -27,7 +29,8 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_modules.base import RandomWindows, TokenDataModule  # noqa: E402
+from data_modules.base import ShuffledWindows, TokenDataModule  # noqa: E402
+from data_modules.shards import ShardSet, ShardWriter  # noqa: E402
 from lit_gpt_mini.callbacks import TokenThroughput  # noqa: E402
 from lit_gpt_mini.lit_module import GPTModule  # noqa: E402
 from lit_gpt_mini.model import GPT  # noqa: E402
@@ -44,15 +47,26 @@ SHAPES = {
 OPTIM = dict(learning_rate=1e-3, min_lr=1e-4, warmup_steps=10, weight_decay=0.1, beta1=0.9, beta2=0.99, eps=1e-8)
 
 
-class ArrayDataModule(TokenDataModule):
-    """The base data module over a token array already in memory."""
+def write_shards(directory: Path, tokens: np.ndarray, tokenizer: Tokenizer) -> None:
+    """The token array as shards (10% validation), as every data module writes them."""
+    writer = ShardWriter(directory, tokenizer, shard_size=len(tokens), val_tokens=len(tokens) // 10, settings={})
+    writer.resume()
+    writer.add(0, tokens)
+    writer.finish()
 
-    def __init__(self, tokens: np.ndarray, tokenizer: Tokenizer, **kwargs) -> None:
+
+class ShardDataModule(TokenDataModule):
+    """The base data module over shards already written by :func:`write_shards`."""
+
+    def __init__(self, tokenizer: Tokenizer, **kwargs) -> None:
         super().__init__(**kwargs)
-        self._tokens, self._tok = tokens, tokenizer
+        self._tok = tokenizer
 
-    def load_tokens(self):
-        return self._tokens, self._tok
+    def load_tokenizer(self) -> Tokenizer:
+        return self._tok
+
+    def prepare_data(self) -> None:
+        pass
 
 
 class StepTimer(L.Callback):
@@ -67,10 +81,11 @@ class StepTimer(L.Callback):
         self.t1 = time.perf_counter()
 
 
-def lightning_run(tokens, tokenizer, shape, batch_size, steps, warmup, seed) -> float:
+def lightning_run(data_dir, tokenizer, shape, batch_size, steps, warmup, seed) -> float:
     torch.manual_seed(seed)
     module = GPTModule(vocab_size=tokenizer.vocab_size, lr_decay_steps=steps, **shape, **OPTIM)
-    data = ArrayDataModule(tokens, tokenizer, block_size=shape["block_size"], batch_size=batch_size, seed=seed)
+    data = ShardDataModule(tokenizer, data_dir=data_dir, block_size=shape["block_size"], batch_size=batch_size,
+                           seed=seed)
     timer = StepTimer(warmup)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = L.Trainer(
@@ -96,7 +111,7 @@ def lightning_run(tokens, tokenizer, shape, batch_size, steps, warmup, seed) -> 
     return (timer.t1 - timer.t0) / (steps - warmup)
 
 
-def bare_run(tokens, tokenizer, shape, batch_size, steps, warmup, seed) -> float:
+def bare_run(data_dir, tokenizer, shape, batch_size, steps, warmup, seed) -> float:
     torch.manual_seed(seed)
     module = GPTModule(vocab_size=tokenizer.vocab_size, **shape)  # the same init path, used bare
     module.configure_model()
@@ -105,7 +120,8 @@ def bare_run(tokens, tokenizer, shape, batch_size, steps, warmup, seed) -> float
         param_groups(model, OPTIM["weight_decay"]), lr=OPTIM["learning_rate"], fused=True,
         betas=(OPTIM["beta1"], OPTIM["beta2"]), eps=OPTIM["eps"],
     )
-    windows = RandomWindows(tokens, shape["block_size"], batch_size, seed)
+    shards = ShardSet.open(Path(data_dir) / "shards", "train", tokenizer)
+    windows = ShuffledWindows(shards, shape["block_size"], batch_size, seed)
     for step in range(steps):
         if step == warmup:
             t0 = time.perf_counter()
@@ -146,16 +162,19 @@ def main() -> None:
         else:  # GPT-2 vocabulary; the token values do not change the cost of a step
             tokenizer = CharTokenizer([chr(0x100 + i) for i in range(50257)])
             tokens = np.random.default_rng(0).integers(0, 50257, size=2_000_000).astype(np.uint16)
+        data_dir = tempfile.mkdtemp(prefix="bench-")
+        write_shards(Path(data_dir) / "shards", tokens, tokenizer)
         bare, lit = [], []
         for r in range(args.rounds):
             # alternate which side goes first: a run is a little slower after another in the same process
             for side in (("bare", "lightning") if r % 2 == 0 else ("lightning", "bare")):
                 if side == "bare":
-                    bare.append(bare_run(tokens, tokenizer, shape, batch_size, steps, warmup, seed=1337))
+                    bare.append(bare_run(data_dir, tokenizer, shape, batch_size, steps, warmup, seed=1337))
                 else:
-                    lit.append(lightning_run(tokens, tokenizer, shape, batch_size, steps, warmup, seed=1337))
+                    lit.append(lightning_run(data_dir, tokenizer, shape, batch_size, steps, warmup, seed=1337))
             print(f"{name} round {r}: bare {bare[-1] * 1e3:.2f} ms/it, lightning {lit[-1] * 1e3:.2f} ms/it",
                   flush=True)
+        shutil.rmtree(data_dir)
         tokens_per_step = batch_size * shape["block_size"]
         b, li = min(bare), min(lit)
         results.append((name, tokens_per_step / b, tokens_per_step / li, b / li, b * 1e3, li * 1e3))

@@ -1,12 +1,16 @@
-"""What every data source shares: directories, windows over a token stream, DDP-aware and resumable loading.
+"""What every data source shares: token shards on disk, windows over them, DDP-aware and resumable loading.
 
-A source subclasses :class:`TokenDataModule` and provides two things: ``prepare_data`` (download, tokenize,
-cache: rank 0 only, sets no attributes) and ``load_tokens`` (return the token stream and the tokenizer, on
-every process). Everything after that, splitting, windows, batches, ranks and resuming, lives here once.
+A source subclasses :class:`TokenDataModule` and provides two things: ``load_tokenizer`` (cheap, every
+process; the CLI needs the vocabulary before training starts) and ``prepare_data`` (download, tokenize and
+write :mod:`data_modules.shards` into ``shard_dir``: rank 0 only, skipped when done, sets no attributes).
+Everything after that, windows, batches, ranks and resuming, lives here once.
 
-The training stream is a pure function of ``(seed, global batch index, rank)``: batch ``i`` of a run is the
-same whatever happened before it, so a run resumed from a checkpoint continues the stream exactly where it
-stopped, and every DDP rank draws its own windows.
+The training stream is a pure function of the seed and a global window position: epoch after epoch, every
+window of the training shards once per epoch in a seeded order (shards shuffled, windows shuffled inside
+each shard, window grid shifted by a random offset per epoch). Global batch ``g`` is the ``B * world_size``
+windows at positions ``[g * B * W, (g + 1) * B * W)``; rank ``r`` takes the ``r``-th run of ``B`` of them, so
+ranks never share a window. The module counts the windows training consumed and saves that count in the
+checkpoint, so a resumed run continues the stream exactly where it stopped (with any number of devices).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from data_modules.shards import ShardSet
 from lit_gpt_mini.errors import DataError
 from lit_gpt_mini.tokenizers import Tokenizer
 
@@ -32,43 +37,105 @@ def _to_batch(windows: np.ndarray) -> Batch:
     return w[:, :-1], w[:, 1:]
 
 
-class RandomWindows(IterableDataset):
-    """An endless stream of batches of random windows of ``block_size + 1`` tokens (nanoGPT's sampling).
+def _worker_slice() -> tuple[int, int]:
+    # With several DataLoader workers, worker w makes batches i = w, w + n, ...; the DataLoader takes them
+    # round-robin, so the stream is the same for any number of workers.
+    info = torch.utils.data.get_worker_info()
+    return (1, 0) if info is None else (info.num_workers, info.id)
 
-    Batch ``i`` on rank ``r`` draws its window offsets from a generator seeded with ``(seed, i, r)``. With
-    several DataLoader workers, worker ``w`` makes batches ``i ≡ w (mod num_workers)``; the DataLoader takes
-    them round-robin, so the stream is the same for any number of workers.
+
+def _read_windows(shards: ShardSet, shard_ids: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+    out = np.empty((len(starts), length), dtype=np.int64)
+    for shard in np.unique(shard_ids):
+        rows = shard_ids == shard
+        out[rows] = shards.read(int(shard), starts[rows], length)
+    return out
+
+
+class ShuffledWindows(IterableDataset):
+    """An endless, seeded stream of batches of ``block_size + 1``-token windows of the training shards.
+
+    Epoch ``e`` visits every window once: shards in an order drawn from ``(seed, e)``, windows inside shard
+    ``s`` in an order drawn from ``(seed, e, s)``, all windows shifted by an offset in ``[0, block_size)``
+    drawn from ``(seed, e)`` so successive epochs cut the text at different places. ``start_window`` is the
+    global position to begin at (windows already consumed by all ranks).
     """
 
     def __init__(
         self,
-        tokens: np.ndarray,
+        shards: ShardSet,
         block_size: int,
         batch_size: int,
         seed: int,
         rank: int = 0,
-        start_batch: int = 0,
+        world_size: int = 1,
+        start_window: int = 0,
     ) -> None:
-        if len(tokens) < block_size + 1:
-            raise DataError(f"the training split has {len(tokens)} tokens, fewer than block_size + 1")
-        self.tokens = tokens
+        self.shards = shards
         self.block_size = block_size
         self.batch_size = batch_size
         self.seed = seed
         self.rank = rank
-        self.start_batch = start_batch
+        self.world_size = world_size
+        self.start_window = start_window
+        # Windows fit a shard for every offset; windows never span two shards.
+        self.windows_per_shard = np.maximum(shards.lengths - block_size, 0) // block_size
+        self.windows_per_epoch = int(self.windows_per_shard.sum())
+        if self.windows_per_epoch == 0:
+            raise DataError(
+                f"data.block_size ({block_size}) is too large for the training data: a shard must hold "
+                f"2 * block_size tokens, and the largest holds {int(shards.lengths.max())}; use a smaller "
+                f"block_size, or more data or larger shards"
+            )
+        self._epochs: dict[int, tuple[np.ndarray, np.ndarray, int]] = {}
+        self._orders: dict[tuple[int, int], np.ndarray] = {}
+
+    def _epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray, int]:
+        # (shard order, cumulative window counts in that order, window offset) of one epoch
+        if epoch not in self._epochs:
+            rng = np.random.default_rng([self.seed, epoch])
+            order = rng.permutation(len(self.windows_per_shard))
+            offset = int(rng.integers(self.block_size))
+            self._epochs = {epoch: (order, np.cumsum(self.windows_per_shard[order]), offset)}
+        return self._epochs[epoch]
+
+    def _window_order(self, epoch: int, shard: int) -> np.ndarray:
+        key = (epoch, shard)
+        if key not in self._orders:
+            if len(self._orders) >= 4:  # a batch touches one or two shards: keep memory flat
+                self._orders.pop(next(iter(self._orders)))
+            rng = np.random.default_rng([self.seed, epoch, shard])
+            self._orders[key] = rng.permutation(int(self.windows_per_shard[shard]))
+        return self._orders[key]
+
+    def locate(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(shard, start token) of the windows at global stream ``positions``."""
+        shard_ids = np.empty(len(positions), dtype=np.int64)
+        starts = np.empty(len(positions), dtype=np.int64)
+        epochs, within = np.divmod(positions, self.windows_per_epoch)
+        for epoch in np.unique(epochs):
+            rows = np.flatnonzero(epochs == epoch)
+            order, ends, offset = self._epoch(int(epoch))
+            k = np.searchsorted(ends, within[rows], side="right")
+            shard_ids[rows] = order[k]
+            index_in_shard = within[rows] - (ends[k] - self.windows_per_shard[order[k]])
+            for shard in np.unique(order[k]):
+                mine = shard_ids[rows] == shard
+                windows = self._window_order(int(epoch), int(shard))[index_in_shard[mine]]
+                starts[rows[mine]] = offset + windows * self.block_size
+        return shard_ids, starts
+
+    def positions(self, index: int) -> np.ndarray:
+        """Global stream positions of this rank's batch ``index`` (counted from ``start_window``)."""
+        first = self.start_window + (index * self.world_size + self.rank) * self.batch_size
+        return first + np.arange(self.batch_size)
 
     def batch(self, index: int) -> Batch:
-        """The batch at position ``index`` of this rank's stream."""
-        rng = np.random.default_rng([self.seed, index, self.rank])
-        offsets = rng.integers(0, len(self.tokens) - self.block_size, size=self.batch_size)
-        windows = self.tokens[offsets[:, None] + np.arange(self.block_size + 1)]
-        return _to_batch(windows)
+        shard_ids, starts = self.locate(self.positions(index))
+        return _to_batch(_read_windows(self.shards, shard_ids, starts, self.block_size + 1))
 
     def __iter__(self) -> Iterator[Batch]:
-        info = torch.utils.data.get_worker_info()
-        step, first = (1, 0) if info is None else (info.num_workers, info.id)
-        index = self.start_batch + first
+        step, index = _worker_slice()
         while True:
             yield self.batch(index)
             index += step
@@ -81,37 +148,40 @@ class SequentialWindows(IterableDataset):
     and the token-weighted mean over ranks is the exact loss over the split.
     """
 
-    def __init__(self, tokens: np.ndarray, block_size: int, batch_size: int, rank: int = 0, world_size: int = 1):
-        if len(tokens) < block_size + 1:
-            raise DataError(f"the evaluation split has {len(tokens)} tokens, fewer than block_size + 1")
-        self.tokens = tokens
+    def __init__(self, shards: ShardSet, block_size: int, batch_size: int, rank: int = 0, world_size: int = 1):
+        self.shards = shards
         self.block_size = block_size
         self.batch_size = batch_size
-        num_windows = (len(tokens) - 1) // block_size
-        self.window_ids = np.arange(rank, num_windows, world_size)
+        self.windows_per_shard = np.maximum(shards.lengths - 1, 0) // block_size
+        if self.windows_per_shard.sum() == 0:
+            raise DataError(
+                f"data.block_size ({block_size}) is too large for the validation data: a shard must hold "
+                f"block_size + 1 tokens, and the largest holds {int(shards.lengths.max())}; use a smaller "
+                f"block_size or more validation data"
+            )
+        self.window_ids = np.arange(rank, int(self.windows_per_shard.sum()), world_size)
 
     def __len__(self) -> int:
         return -(-len(self.window_ids) // self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
-        # Like RandomWindows, worker w makes every num_workers-th batch; the DataLoader restores the order.
-        info = torch.utils.data.get_worker_info()
-        step, first = (1, 0) if info is None else (info.num_workers, info.id)
-        span = np.arange(self.block_size + 1)
+        step, first = _worker_slice()
+        ends = np.cumsum(self.windows_per_shard)
         for i in range(first * self.batch_size, len(self.window_ids), step * self.batch_size):
-            starts = self.window_ids[i : i + self.batch_size] * self.block_size
-            yield _to_batch(self.tokens[starts[:, None] + span])
+            ids = self.window_ids[i : i + self.batch_size]
+            shard_ids = np.searchsorted(ends, ids, side="right")
+            starts = (ids - (ends[shard_ids] - self.windows_per_shard[shard_ids])) * self.block_size
+            yield _to_batch(_read_windows(self.shards, shard_ids, starts, self.block_size + 1))
 
 
 class TokenDataModule(L.LightningDataModule):
-    """Base data module: a token stream split into train/val and served as windows of ``block_size + 1``.
+    """Base data module: a source's token shards served as windows of ``block_size + 1`` tokens.
 
     Args:
-        data_dir: Where this source downloads and caches its files.
-        block_size: Tokens per training window (the model's context); must match ``model.block_size``.
+        data_dir: Where this source downloads and caches its files; shards go to ``data_dir/shards``.
+        block_size: Tokens per training window (the model's context); must not exceed ``model.block_size``.
         batch_size: Windows per batch on each device (the micro-batch).
-        val_fraction: The tail fraction of the token stream held out for validation and test.
-        seed: Seed of the training stream; the same seed gives the same batches.
+        seed: Seed of the training order; the same seed gives the same batches.
         num_workers: DataLoader worker processes; batches are identical for any number.
     """
 
@@ -120,39 +190,45 @@ class TokenDataModule(L.LightningDataModule):
         data_dir: str = "data",
         block_size: int = 256,
         batch_size: int = 12,
-        val_fraction: float = 0.1,
         seed: int = 1337,
         num_workers: int = 0,
     ) -> None:
         super().__init__()
         if block_size < 1 or batch_size < 1:
             raise DataError(f"block_size ({block_size}) and batch_size ({batch_size}) must be positive")
-        if not 0.0 < val_fraction < 1.0:
-            raise DataError(f"val_fraction must be between 0 and 1, got {val_fraction}")
         self.data_dir = Path(data_dir)
         self.block_size = block_size
         self.batch_size = batch_size
-        self.val_fraction = val_fraction
         self.seed = seed
         self.num_workers = num_workers
         self._tokenizer: Optional[Tokenizer] = None
-        self.train_tokens: Optional[np.ndarray] = None
-        self.val_tokens: Optional[np.ndarray] = None
-        # Training batches consumed so far; saved in checkpoints so a resumed run continues the stream.
-        self.train_batches_seen = 0
+        self.train_shards: Optional[ShardSet] = None
+        self.val_shards: Optional[ShardSet] = None
+        # Training windows consumed so far by all ranks together; saved in checkpoints so that a resumed run
+        # continues the stream where it stopped.
+        self.train_windows_seen = 0
 
     # --- what a source provides ---------------------------------------------------------------------------------
 
-    def load_tokens(self) -> tuple[np.ndarray, Tokenizer]:
-        """The whole token stream (1-D, unsigned ints) and its tokenizer. Runs on every process."""
+    def load_tokenizer(self) -> Tokenizer:
+        """The tokenizer of this source's data. Runs on every process, before ``prepare_data``: keep it cheap."""
+        raise NotImplementedError
+
+    def prepare_data(self) -> None:
+        """Download, tokenize and write the shards into ``shard_dir`` (see :class:`~data_modules.shards.ShardWriter`);
+        return at once when they are complete."""
         raise NotImplementedError
 
     # --- shared machinery ---------------------------------------------------------------------------------------
 
     @property
+    def shard_dir(self) -> Path:
+        return self.data_dir / "shards"
+
+    @property
     def tokenizer(self) -> Tokenizer:
         if self._tokenizer is None:
-            self.setup("fit")
+            self._tokenizer = self.load_tokenizer()
         return self._tokenizer
 
     @property
@@ -160,19 +236,16 @@ class TokenDataModule(L.LightningDataModule):
         """Linked into ``model.vocab_size`` by the CLI."""
         return self.tokenizer.vocab_size
 
+    @property
+    def train_tokens_seen(self) -> int:
+        """Training tokens consumed so far, over all devices (logged as ``train/tokens``)."""
+        return self.train_windows_seen * self.block_size
+
     def setup(self, stage: str) -> None:
-        if self.train_tokens is not None:
+        if self.train_shards is not None:
             return
-        tokens, self._tokenizer = self.load_tokens()
-        n_val = int(len(tokens) * self.val_fraction)
-        self.train_tokens, self.val_tokens = tokens[: len(tokens) - n_val], tokens[len(tokens) - n_val :]
-        for name, split in (("training", self.train_tokens), ("validation", self.val_tokens)):
-            if len(split) < self.block_size + 1:
-                raise DataError(
-                    f"data.block_size ({self.block_size}) is too large: the {name} split of {type(self).__name__} "
-                    f"has only {len(split)} tokens (of {len(tokens)} in all, val_fraction={self.val_fraction}); "
-                    f"use a smaller block_size or more data"
-                )
+        self.train_shards = ShardSet.open(self.shard_dir, "train", self.tokenizer)
+        self.val_shards = ShardSet.open(self.shard_dir, "val", self.tokenizer)
 
     def _rank_and_world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -190,34 +263,35 @@ class TokenDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        rank, _ = self._rank_and_world()
+        rank, world = self._rank_and_world()
         return self._loader(
-            RandomWindows(
-                self.train_tokens,
+            ShuffledWindows(
+                self.train_shards,
                 self.block_size,
                 self.batch_size,
                 self.seed,
                 rank=rank,
-                start_batch=self.train_batches_seen,
+                world_size=world,
+                start_window=self.train_windows_seen,
             )
         )
 
     def val_dataloader(self) -> DataLoader:
         rank, world = self._rank_and_world()
-        return self._loader(SequentialWindows(self.val_tokens, self.block_size, self.batch_size, rank, world))
+        return self._loader(SequentialWindows(self.val_shards, self.block_size, self.batch_size, rank, world))
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         # Called once for each batch a step actually uses (not for batches the loader fetched ahead), so this
-        # counts what training consumed.
+        # counts what training consumed; every rank consumed a batch of the same size.
         if self.trainer is not None and self.trainer.training:
-            self.train_batches_seen += 1
+            self.train_windows_seen += batch[0].size(0) * self.trainer.world_size
         return batch
 
     def state_dict(self) -> dict[str, Any]:
-        return {"train_batches_seen": self.train_batches_seen, "seed": self.seed}
+        return {"train_windows_seen": self.train_windows_seen, "seed": self.seed}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.train_batches_seen = int(state_dict["train_batches_seen"])
+        self.train_windows_seen = int(state_dict["train_windows_seen"])

@@ -9,10 +9,10 @@ import urllib.request
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 from tqdm import tqdm
 
 from data_modules.base import TokenDataModule
+from data_modules.shards import ShardWriter, publish
 from lit_gpt_mini.errors import DataError
 from lit_gpt_mini.tokenizers import CharTokenizer, Tokenizer
 
@@ -35,7 +35,7 @@ def download(url: str, dest: Path) -> None:
                 while chunk := response.read(1 << 16):
                     out.write(chunk)
                     bar.update(len(chunk))
-        os.replace(tmp, dest)
+        publish(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -50,12 +50,13 @@ def sha256_of(path: Path) -> str:
 
 
 class ShakespeareDataModule(TokenDataModule):
-    """Tiny Shakespeare as characters, split 90/10 into train/val, served as random windows.
+    """Tiny Shakespeare as characters: the last ``val_fraction`` of the text is validation, the rest training.
 
     Args:
         path: A local copy of the text to use instead of downloading; it is used as is (no checksum).
         url: Where to download the text from when ``path`` is not given and ``data_dir`` has no copy yet.
         sha256: Expected checksum of the download; ``None`` skips the check (for a ``url`` of your own).
+        val_fraction: The tail fraction of the text held out for validation and test.
 
     The other arguments are :class:`~data_modules.base.TokenDataModule`'s.
     """
@@ -66,9 +67,9 @@ class ShakespeareDataModule(TokenDataModule):
         path: Optional[str] = None,
         url: str = URL,
         sha256: Optional[str] = SHA256,
+        val_fraction: float = 0.1,
         block_size: int = 256,
         batch_size: int = 64,
-        val_fraction: float = 0.1,
         seed: int = 1337,
         num_workers: int = 0,
     ) -> None:
@@ -76,19 +77,22 @@ class ShakespeareDataModule(TokenDataModule):
             data_dir=data_dir,
             block_size=block_size,
             batch_size=batch_size,
-            val_fraction=val_fraction,
             seed=seed,
             num_workers=num_workers,
         )
+        if not 0.0 < val_fraction < 1.0:
+            raise DataError(f"val_fraction must be between 0 and 1, got {val_fraction}")
         self.path = Path(path) if path is not None else None
         self.url = url
         self.sha256 = sha256
+        self.val_fraction = val_fraction
 
     @property
     def text_path(self) -> Path:
         return self.path if self.path is not None else self.data_dir / FILENAME
 
-    def prepare_data(self) -> None:
+    def fetch(self) -> None:
+        """Make sure the text is on disk: download it (once) unless ``path`` names a local copy."""
         if self.path is not None:
             if not self.path.is_file():
                 raise DataError(f"data.path {self.path} does not exist; fix the path, or remove it to download")
@@ -115,8 +119,8 @@ class ShakespeareDataModule(TokenDataModule):
                 path.unlink()
             raise DataError(f"{path}: sha256 {actual} != expected {self.sha256}: the file {problem}")
 
-    def load_tokens(self) -> tuple[np.ndarray, Tokenizer]:
-        self.prepare_data()  # idempotent; the CLI needs the vocabulary before the Trainer calls prepare_data
+    def read_text(self) -> str:
+        self.fetch()
         path = self.text_path
         try:
             text = path.read_text(encoding="utf-8")
@@ -124,5 +128,30 @@ class ShakespeareDataModule(TokenDataModule):
             raise DataError(f"{path} is not UTF-8 text (byte {e.start}): is it the right file?") from None
         if not text:
             raise DataError(f"{path} is empty")
+        return text
+
+    def load_tokenizer(self) -> Tokenizer:
+        # The alphabet is the text's, so the vocabulary needs the text (downloaded at most once).
+        return CharTokenizer.from_text(self.read_text())
+
+    def prepare_data(self) -> None:
+        text = self.read_text()
         tokenizer = CharTokenizer.from_text(text)
-        return tokenizer.encode_to_array(text), tokenizer
+        settings = {"text_sha256": sha256_of(self.text_path), "val_fraction": self.val_fraction}
+        tokens = tokenizer.encode_to_array(text)
+        n_val = int(len(tokens) * self.val_fraction)
+        if n_val == 0 or n_val == len(tokens):
+            raise DataError(
+                f"{self.text_path}: {len(tokens)} characters are too few to hold out val_fraction={self.val_fraction}"
+            )
+        writer = ShardWriter(self.shard_dir, tokenizer, shard_size=len(tokens), val_tokens=n_val, settings=settings)
+        if writer.is_complete():
+            return
+        # The validation split is the text's tail; it comes first in the stream because the writer puts the
+        # stream's first val_tokens tokens into validation shards.
+        documents = [tokens[len(tokens) - n_val :], tokens[: len(tokens) - n_val]]
+        next_doc, next_token = writer.resume()
+        for doc in range(next_doc, len(documents)):
+            first = next_token if doc == next_doc else 0
+            writer.add(doc, documents[doc][first:], first)
+        writer.finish({"documents": len(documents)})

@@ -57,7 +57,8 @@ def test_checkpoint_with_another_tokenizer_is_refused(tmp_path, monkeypatch, sha
         data_path=shakespeare_path)
     ckpt = tmp_path / "out/debug_char/checkpoints/last.ckpt"
     with pytest.raises(SystemExit, match="checkpoint's char tokenizer .65 tokens. differs from the data's .41 tokens"):
-        main(["validate", "--config", DEBUG, "--data.path", str(small_text), "--ckpt_path", str(ckpt)])
+        main(["validate", "--config", DEBUG, "--data.path", str(small_text), "--data.data_dir", "data/small",
+              "--ckpt_path", str(ckpt)])
 
 
 def test_resume_from_last_checkpoint_continues_step_lr_and_data(tmp_path, monkeypatch, shakespeare_path):
@@ -74,7 +75,7 @@ def test_resume_from_last_checkpoint_continues_step_lr_and_data(tmp_path, monkey
     resumed = main(["fit", "--config", DEBUG, "--data.path", str(shakespeare_path), "--ckpt_path", str(last),
                     "--trainer.max_steps", "12", *schedule])
     assert resumed.trainer.global_step == 12
-    assert resumed.datamodule.train_batches_seen == 12
+    assert resumed.datamodule.train_windows_seen == 12 * 8
     lr = resumed.trainer.optimizers[0].param_groups[0]["lr"]
     assert lr == pytest.approx(full.trainer.optimizers[0].param_groups[0]["lr"]) and lr < half_lr
     for (name, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
@@ -128,7 +129,7 @@ def test_unknown_config_key_is_one_clear_error(tmp_path):
     [
         (["--data.path", "missing.txt"], "data.path missing.txt does not exist"),
         (["--data.path", "empty.txt"], "empty.txt is empty"),
-        (["--data.block_size", "200000", "--model.block_size", "200000"], "block_size (200000) is too large"),
+        (["--data.block_size", "200000", "--model.block_size", "200000"], "data.block_size (200000) is too large"),
         (["--data.block_size", "64"], "data.block_size (64) is larger than model.block_size (32)"),
         (["--model.n_head", "3"], "n_embd (32) must be divisible by n_head (3)"),
     ],

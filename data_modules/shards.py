@@ -1,0 +1,437 @@
+"""The one on-disk format for tokenized data: shards of token ids with a self-describing header.
+
+Every source (Shakespeare, FineWeb, Wikipedia, Discord, Reddit) writes its token stream with
+:class:`ShardWriter` and every training run reads it back with :class:`ShardSet`.
+
+A shard is ``<split>_<index>.bin``: a 256-byte header, then ``num_tokens`` token ids as little-endian uint16
+(uint32 when the vocabulary does not fit 16 bits). The header holds a magic string and format version, the id
+width, the token count, the tokenizer's name, vocabulary size and end-of-text id, a sha256 of the ids, and
+the position in the document stream where the shard ends, which lets an interrupted preparation resume
+exactly. Documents are separated by the tokenizer's end-of-text token, which starts each document (GPT-2's
+convention), so a window never has to guess where one text ended.
+
+A directory of shards is complete when its ``manifest.json`` exists: it is written last, atomically, and
+lists the shards with their splits, token counts and checksums, the tokenizer and the preparation settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from lit_gpt_mini.errors import DataError
+from lit_gpt_mini.tokenizers import Tokenizer
+
+MAGIC = b"LGMTOKS\x00"
+VERSION = 1
+HEADER_BYTES = 256
+MANIFEST = "manifest.json"
+SETTINGS = "settings.json"
+SPLITS = ("train", "val")
+# magic, version, itemsize, num_tokens, vocab_size, eot (-1: none), split, end_doc, end_token, sha256, tokenizer
+_HEADER = struct.Struct("<8sIIQIiB7xQQ32s64s")
+assert _HEADER.size <= HEADER_BYTES
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def dtype_for(vocab_size: int) -> np.dtype:
+    """The narrowest unsigned dtype that holds every id of the vocabulary."""
+    return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32).newbyteorder("<")
+
+
+@dataclass(frozen=True)
+class ShardHeader:
+    """What a shard says about itself. ``end_doc``/``end_token``: the stream position right after its last
+    token (document index, token index inside that document), where the next shard starts."""
+
+    num_tokens: int
+    itemsize: int
+    vocab_size: int
+    eot_id: Optional[int]
+    split: str
+    end_doc: int
+    end_token: int
+    sha256: str
+    tokenizer: str
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.uint16 if self.itemsize == 2 else np.uint32).newbyteorder("<")
+
+    def pack(self) -> bytes:
+        packed = _HEADER.pack(
+            MAGIC,
+            VERSION,
+            self.itemsize,
+            self.num_tokens,
+            self.vocab_size,
+            -1 if self.eot_id is None else self.eot_id,
+            SPLITS.index(self.split),
+            self.end_doc,
+            self.end_token,
+            bytes.fromhex(self.sha256),
+            self.tokenizer.encode("utf-8"),
+        )
+        return packed.ljust(HEADER_BYTES, b"\x00")
+
+
+def _redo(path: Path) -> str:
+    return f"delete {path.name} (finished shards are kept) and run the preparation again"
+
+
+def read_header(path: Path) -> ShardHeader:
+    """Read and check a shard's header, and that the file holds exactly the tokens it announces."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(HEADER_BYTES)
+        size = os.path.getsize(path)
+    except OSError as e:
+        raise DataError(f"cannot read shard {path}: {e}") from None
+    if len(raw) < HEADER_BYTES or raw[:8] != MAGIC:
+        raise DataError(f"{path} is not a lit-gpt-mini token shard (bad header): {_redo(path)}")
+    _, version, itemsize, num_tokens, vocab_size, eot, split, end_doc, end_token, digest, name = _HEADER.unpack(
+        raw[: _HEADER.size]
+    )
+    if version != VERSION:
+        raise DataError(f"{path} has shard format version {version}, this code reads {VERSION}: {_redo(path)}")
+    if itemsize not in (2, 4) or split >= len(SPLITS):
+        raise DataError(f"{path} has a corrupt header (itemsize {itemsize}, split {split}): {_redo(path)}")
+    expected = HEADER_BYTES + num_tokens * itemsize
+    if size != expected:
+        raise DataError(
+            f"{path} is {size} bytes but its header announces {num_tokens} tokens ({expected} bytes): the file "
+            f"is truncated or was changed; {_redo(path)}"
+        )
+    return ShardHeader(
+        num_tokens=num_tokens,
+        itemsize=itemsize,
+        vocab_size=vocab_size,
+        eot_id=None if eot < 0 else eot,
+        split=SPLITS[split],
+        end_doc=end_doc,
+        end_token=end_token,
+        sha256=digest.hex(),
+        tokenizer=name.rstrip(b"\x00").decode("utf-8"),
+    )
+
+
+def open_tokens(path: Path, header: ShardHeader) -> np.memmap:
+    """The shard's ids as a read-only memmap (no copy; pages are read on access)."""
+    return np.memmap(path, dtype=header.dtype, mode="r", offset=HEADER_BYTES, shape=(header.num_tokens,))
+
+
+def verify_checksum(path: Path) -> ShardHeader:
+    """Re-hash a shard's ids and compare with its header: catches corruption the size check cannot."""
+    header = read_header(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        f.seek(HEADER_BYTES)
+        while chunk := f.read(1 << 24):
+            digest.update(chunk)
+    if digest.hexdigest() != header.sha256:
+        raise DataError(f"{path}: the token ids do not match the checksum in its header (corrupt file); {_redo(path)}")
+    return header
+
+
+def publish(tmp: str, path: Path) -> None:
+    """Move a finished temporary file into place (atomic), with the usual permissions (mkstemp's are 0600)."""
+    os.chmod(tmp, 0o666 & ~_UMASK)
+    os.replace(tmp, path)
+
+
+def write_shard(path: Path, tokens: np.ndarray, header: ShardHeader) -> None:
+    """Write one shard atomically: a reader sees the whole file or no file, never a truncated one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(header.pack())
+            f.write(np.ascontiguousarray(tokens, dtype=header.dtype).tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+        publish(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Atomic JSON write (the manifest marks a directory complete, so it must never be half written)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.write("\n")
+        publish(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_manifest(directory: Path) -> Optional[dict[str, Any]]:
+    """The directory's manifest, or ``None`` while its preparation has not finished."""
+    path = directory / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path} is unreadable ({e}): delete it and run the preparation again") from None
+
+
+class ShardSet:
+    """The shards of one split, read through short-lived memmaps.
+
+    A memmap keeps every page it touched resident (and counted in the process's memory) for as long as it is
+    open, so a long run over many gigabytes would look like a leak. Reads open the shard, copy the windows out
+    and close it again: the page cache still serves repeated reads, but nothing accumulates in the process.
+    """
+
+    def __init__(self, paths: list[Path], headers: list[ShardHeader]) -> None:
+        self.paths = paths
+        self.headers = headers
+        self.lengths = np.array([h.num_tokens for h in headers], dtype=np.int64)
+
+    @classmethod
+    def open(cls, directory: Path, split: str, tokenizer: Tokenizer) -> "ShardSet":
+        """The ``split`` shards listed in ``directory``'s manifest, each checked against it and ``tokenizer``."""
+        manifest = read_manifest(directory)
+        if manifest is None:
+            raise DataError(f"{directory} holds no finished token shards ({MANIFEST} is missing): run prepare_data")
+        paths, headers = [], []
+        for entry in manifest["shards"]:
+            if entry["split"] != split:
+                continue
+            path = directory / entry["file"]
+            if not path.is_file():
+                raise DataError(f"shard {path} listed in {directory / MANIFEST} is missing: delete the manifest and run prepare again")
+            header = read_header(path)
+            if header.num_tokens != entry["tokens"] or header.sha256 != entry["sha256"]:
+                raise DataError(f"{path} does not match {directory / MANIFEST}: {_redo(path)}")
+            if header.tokenizer != tokenizer.name or header.vocab_size != tokenizer.vocab_size:
+                raise DataError(
+                    f"{path} was tokenized with {header.tokenizer!r} ({header.vocab_size} tokens) but this run's "
+                    f"tokenizer is {tokenizer.name!r} ({tokenizer.vocab_size} tokens): delete {directory} or use "
+                    f"another data_dir"
+                )
+            paths.append(path)
+            headers.append(header)
+        if not paths:
+            raise DataError(f"{directory} has no {split} shards: the data is too small for a {split} split")
+        return cls(paths, headers)
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.lengths.sum())
+
+    def read(self, shard: int, starts: np.ndarray, length: int) -> np.ndarray:
+        """Windows ``tokens[s : s + length]`` of one shard for each start ``s``, as an (n, length) array."""
+        tokens = open_tokens(self.paths[shard], self.headers[shard])
+        windows = np.array(tokens[starts[:, None] + np.arange(length)])
+        del tokens  # unmaps the file: the pages leave this process's resident memory
+        return windows
+
+
+class ShardWriter:
+    """Cuts a stream of tokenized documents into shards; resumes an interrupted preparation exactly.
+
+    The stream's first ``val_tokens`` tokens form the validation split, the rest the training split; every
+    shard holds ``shard_size`` tokens (the last of each split may hold fewer) and belongs to one split.
+    Shards are written in order, each atomically, with the stream position where it ends; on a restart,
+    :meth:`resume` keeps the finished shards and says which document (and token inside it) comes next, so
+    the re-run produces byte-identical shards.
+
+    Args:
+        directory: Where the shards go; created if missing.
+        tokenizer: Its name, vocabulary size and end-of-text id go into every header.
+        shard_size: Tokens per shard.
+        val_tokens: Tokens at the start of the stream that go to the validation split.
+        settings: What the data was prepared from (source, tokenizer, sizes...); a directory prepared with other
+            settings is refused rather than mixed.
+    """
+
+    def __init__(
+        self, directory: Path, tokenizer: Tokenizer, shard_size: int, val_tokens: int, settings: dict[str, Any]
+    ) -> None:
+        if shard_size < 1 or val_tokens < 1:
+            raise DataError(f"shard_size ({shard_size}) and val_tokens ({val_tokens}) must be positive")
+        self.directory = Path(directory)
+        self.tokenizer = tokenizer
+        self.shard_size = shard_size
+        self.val_tokens = val_tokens
+        self.settings = {**settings, "tokenizer": tokenizer.name, "shard_size": shard_size, "val_tokens": val_tokens}
+        self.dtype = dtype_for(tokenizer.vocab_size)
+        self.shards: list[dict[str, Any]] = []  # manifest entries of the shards written so far
+        self.tokens_written = 0  # tokens in finished shards
+        self._buffer = np.empty(shard_size, dtype=self.dtype)
+        self._filled = 0
+        self._position = (0, 0)  # (document, token inside it) where the stream continues
+
+    # --- restarting -------------------------------------------------------------------------------------------
+
+    def check_settings(self) -> None:
+        """Refuse a directory holding shards prepared, or started, with other settings."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / SETTINGS
+        if not path.is_file() or not any(self.directory.glob("*.bin")):
+            return  # nothing prepared yet: a failed start (a wrong path, say) must not pin its settings
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        changed = sorted(k for k in set(previous) | set(self.settings) if previous.get(k) != self.settings.get(k))
+        if changed:
+            diff = ", ".join(f"{k}: {previous.get(k)!r} -> {self.settings.get(k)!r}" for k in changed)
+            raise DataError(
+                f"{self.directory} was prepared with other settings ({diff}); delete that directory to "
+                f"prepare it again, or choose another data_dir"
+            )
+
+    def is_complete(self) -> bool:
+        """Whether this directory already holds the finished shards of these settings (refuses other settings)."""
+        manifest = read_manifest(self.directory)
+        if manifest is None:
+            return False
+        if manifest.get("settings") != self.settings:
+            self.check_settings()  # explains which settings differ
+            raise DataError(f"{self.directory / MANIFEST} does not match these settings: delete {self.directory}")
+        return True
+
+    def resume(self) -> tuple[int, int]:
+        """Keep the finished shards of an interrupted run; returns the (document, token) to continue from."""
+        self.check_settings()
+        for part in self.directory.glob(".*.part"):  # temporary files of a killed writer: never data
+            part.unlink()
+        index = 0
+        while True:
+            path = self._path(index)
+            if path is None:
+                break
+            header = verify_checksum(path)
+            if header.tokenizer != self.tokenizer.name or header.num_tokens > self.shard_size:
+                raise DataError(f"{path} does not belong to this preparation: {_redo(path)}")
+            self.shards.append(self._entry(path, header))
+            self.tokens_written += header.num_tokens
+            self._position = (header.end_doc, header.end_token)
+            index += 1
+        # Shards after a gap cannot be trusted to follow the stream: the run rewrites them.
+        for stale in self.directory.glob("*_*.bin"):
+            if self._index_of(stale) is not None and self._index_of(stale) >= index:
+                stale.unlink()
+        return self._position
+
+    def _path(self, index: int) -> Optional[Path]:
+        for split in SPLITS:
+            path = self.directory / f"{split}_{index:06d}.bin"
+            if path.is_file():
+                return path
+        return None
+
+    @staticmethod
+    def _index_of(path: Path) -> Optional[int]:
+        split, _, number = path.stem.partition("_")
+        return int(number) if split in SPLITS and number.isdigit() else None
+
+    @staticmethod
+    def _entry(path: Path, header: ShardHeader) -> dict[str, Any]:
+        return {"file": path.name, "split": header.split, "tokens": header.num_tokens, "sha256": header.sha256}
+
+    # --- writing ----------------------------------------------------------------------------------------------
+
+    @property
+    def total_tokens(self) -> int:
+        """Tokens taken so far (in finished shards and in the shard being filled)."""
+        return self.tokens_written + self._filled
+
+    def _capacity(self) -> int:
+        # A shard never crosses the val/train boundary.
+        limit = self.shard_size - self._filled
+        if self.tokens_written < self.val_tokens:  # filling a validation shard
+            limit = min(limit, self.val_tokens - self.total_tokens)
+        return limit
+
+    def add(self, doc: int, tokens: np.ndarray, first: int = 0, max_tokens: Optional[int] = None) -> bool:
+        """Append document ``doc``'s ``tokens`` (which start at the document's token ``first``).
+
+        Returns ``True`` once ``max_tokens`` tokens have been taken: the caller stops feeding documents.
+        """
+        pos = 0
+        while pos < len(tokens):
+            take = min(self._capacity(), len(tokens) - pos)
+            if max_tokens is not None:
+                take = min(take, max_tokens - self.total_tokens)
+                if take <= 0:
+                    return True
+            self._buffer[self._filled : self._filled + take] = tokens[pos : pos + take]
+            self._filled += take
+            pos += take
+            # Where the stream continues after this chunk: the next token of this document, or the next one.
+            self._position = (doc, first + pos) if pos < len(tokens) else (doc + 1, 0)
+            if self._capacity() == 0:
+                self._flush()
+        return max_tokens is not None and self.total_tokens >= max_tokens
+
+    def _flush(self) -> None:
+        if self._filled == 0:
+            return
+        tokens = self._buffer[: self._filled]
+        header = ShardHeader(
+            num_tokens=self._filled,
+            itemsize=self.dtype.itemsize,
+            vocab_size=self.tokenizer.vocab_size,
+            eot_id=self.tokenizer.eot_id,
+            split="val" if self.tokens_written < self.val_tokens else "train",
+            end_doc=self._position[0],
+            end_token=self._position[1],
+            sha256=hashlib.sha256(tokens.tobytes()).hexdigest(),
+            tokenizer=self.tokenizer.name,
+        )
+        if not self.shards:  # written before the first shard: any shard on disk has its settings beside it
+            write_json(self.directory / SETTINGS, self.settings)
+        path = self.directory / f"{header.split}_{len(self.shards):06d}.bin"
+        write_shard(path, tokens, header)
+        self.shards.append(self._entry(path, header))
+        self.tokens_written += self._filled
+        self._filled = 0
+
+    def finish(self, extra: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+        """Write the last partial shard and the manifest (which marks the directory complete); returns it."""
+        self._flush()
+        splits = {split: sum(s["tokens"] for s in self.shards if s["split"] == split) for split in SPLITS}
+        if splits["train"] == 0:
+            raise DataError(
+                f"the data gave {self.tokens_written} tokens, all of them validation (val_tokens="
+                f"{self.val_tokens}): there is nothing left to train on; lower val_tokens or add data"
+            )
+        manifest = {
+            "format": VERSION,
+            "tokenizer": self.tokenizer.to_dict(),
+            "settings": self.settings,
+            "tokens": splits,
+            "shards": self.shards,
+            **(extra or {}),
+        }
+        write_json(self.directory / MANIFEST, manifest)
+        return manifest
+
+
+__all__ = [
+    "HEADER_BYTES",
+    "MANIFEST",
+    "ShardHeader",
+    "ShardSet",
+    "ShardWriter",
+    "dtype_for",
+    "open_tokens",
+    "publish",
+    "read_header",
+    "read_manifest",
+    "verify_checksum",
+    "write_json",
+    "write_shard",
+]

@@ -10,6 +10,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 SHARED_DATA = Path(os.environ.get("LIT_GPT_MINI_SHARED_DATA", ROOT.parent / "shared" / "data"))
+# GPT-2's vocabulary (tiktoken's r50k_base) comes from the shared cache; the hub is never contacted.
+os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED_DATA / "tiktoken_cache"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +32,27 @@ def small_text(tmp_path: Path) -> Path:
     path = tmp_path / "small.txt"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def gpt2_tokenizer():
+    """GPT-2's tokenizer, from ../shared/data/tiktoken_cache (tests fail clearly when it is missing)."""
+    from lit_gpt_mini.tokenizers import GPT2Tokenizer
+
+    return GPT2Tokenizer()
+
+
+def write_jsonl(path: Path, texts: list[str]) -> Path:
+    """Documents as FineWeb-style jsonl rows (``{"text": ..., "id": ...}``)."""
+    import json
+
+    with open(path, "w", encoding="utf-8") as f:
+        for i, text in enumerate(texts):
+            f.write(json.dumps({"text": text, "id": f"doc-{i}"}) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shakespeare_docs(shakespeare_path) -> list[str]:
+    """Tiny Shakespeare cut into its ~7,200 speeches: a real corpus of many documents."""
+    return [p for p in shakespeare_path.read_text(encoding="utf-8").split("\n\n") if p.strip()]

@@ -1,0 +1,345 @@
+"""FineWeb-Edu (or any text dataset) as GPT-2 tokens: stream, tokenize in parallel, write token shards.
+
+By default the documents stream from the Hugging Face hub (``HuggingFaceFW/fineweb-edu``, config
+``sample-10BT``) with ``datasets``; nothing is downloaded beyond what is tokenized, so ``max_tokens`` makes a
+small experiment cheap. ``path`` reads local ``.jsonl`` (optionally ``.gz``) or ``.parquet`` files instead,
+a file or a directory of them, with each bad row reported by file and line.
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import multiprocessing
+import os
+import sys
+from collections import Counter, deque
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional
+
+import numpy as np
+from tqdm import tqdm
+
+from data_modules.base import TokenDataModule
+from data_modules.shards import ShardWriter
+from lit_gpt_mini.errors import DataError
+from lit_gpt_mini.tokenizers import GPT2Tokenizer, Tokenizer
+
+LOCAL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".parquet")
+_BATCH_DOCS = 64  # documents per task sent to a tokenizer process
+_REPORTED_ROWS = 10  # bad rows reported one by one; the rest are only counted
+
+
+def _report(message: str) -> None:
+    tqdm.write(message, file=sys.stderr)  # printed above the progress bar, not through it
+
+
+def stream_dataset(dataset: str, name: Optional[str], split: str) -> Iterable[dict[str, Any]]:
+    """Rows of a dataset streamed by ``datasets`` (from the hub, or a local folder ``datasets`` can read).
+
+    This is the module's one network boundary.
+    """
+    from datasets import load_dataset  # imported here: it is slow to import and only preparation needs it
+
+    return load_dataset(dataset, name=name, split=split, streaming=True)
+
+
+def local_files(path: Path) -> list[Path]:
+    """The data files at ``path`` (a file, or a directory searched recursively), in a stable order."""
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(LOCAL_SUFFIXES))
+    else:
+        raise DataError(f"data.path {path} does not exist")
+    unknown = [f for f in files if not f.name.endswith(LOCAL_SUFFIXES)]
+    if unknown:
+        raise DataError(f"{unknown[0]}: unknown file type; data.path takes {', '.join(LOCAL_SUFFIXES)} files")
+    if not files:
+        raise DataError(f"{path} holds no {', '.join(LOCAL_SUFFIXES)} files")
+    return files
+
+
+class DocumentReader:
+    """Yields the non-empty ``text_field`` of each row, counting (and reporting) the rows it skips."""
+
+    def __init__(self, text_field: str) -> None:
+        self.text_field = text_field
+        self.skipped: Counter[str] = Counter()
+        self.rows = 0
+
+    def _skip(self, reason: str, where: str, detail: str = "") -> None:
+        self.skipped[reason] += 1
+        if sum(self.skipped.values()) <= _REPORTED_ROWS:
+            _report(f"{where}: skipped a row ({reason}{': ' + detail if detail else ''})")
+
+    def _text(self, row: Any, where: str) -> Optional[str]:
+        self.rows += 1
+        if not isinstance(row, dict):
+            self._skip("not an object", where)
+            return None
+        text = row.get(self.text_field)
+        if text is None:
+            self._skip(f"no '{self.text_field}' field", where)
+            return None
+        if not isinstance(text, str):
+            self._skip(f"'{self.text_field}' is not a string", where)
+            return None
+        if not text:
+            self._skip(f"empty '{self.text_field}'", where)
+            return None
+        return text
+
+    def jsonl(self, path: Path) -> Iterator[str]:
+        opener = gzip.open if path.name.endswith(".gz") else open
+        try:
+            with opener(path, "rb") as f:
+                for number, line in enumerate(f, start=1):
+                    if not line.strip():
+                        continue
+                    where = f"{path}:{number}"
+                    try:
+                        row = json.loads(line)
+                    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                        self.rows += 1
+                        self._skip("malformed JSON", where, str(e))
+                        continue
+                    text = self._text(row, where)
+                    if text is not None:
+                        yield text
+        except (OSError, EOFError) as e:  # e.g. a truncated .gz: keep what was read, say where it stopped
+            self.skipped["unreadable file tail"] += 1
+            _report(f"{path}: stopped reading after an error ({e}); the rows before it are kept")
+
+    def parquet(self, path: Path) -> Iterator[str]:
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.ParquetFile(path)
+        except Exception as e:  # pyarrow raises its own error types for files that are not parquet
+            raise DataError(f"{path} is not a readable parquet file ({e}): replace or remove it") from None
+        if self.text_field not in table.schema_arrow.names:
+            raise DataError(
+                f"{path} has no column '{self.text_field}' (columns: {', '.join(table.schema_arrow.names)}); "
+                f"set data.text_field"
+            )
+        number = 0
+        for batch in table.iter_batches(batch_size=1024, columns=[self.text_field]):
+            for value in batch.column(0).to_pylist():
+                number += 1
+                text = self._text({self.text_field: value}, f"{path}:row {number}")
+                if text is not None:
+                    yield text
+
+    def files(self, files: list[Path]) -> Iterator[str]:
+        for path in files:
+            yield from (self.parquet(path) if path.suffix == ".parquet" else self.jsonl(path))
+
+    def rows_of(self, rows: Iterable[dict[str, Any]], source: str) -> Iterator[str]:
+        for number, row in enumerate(rows, start=1):
+            text = self._text(row, f"{source}:row {number}")
+            if text is not None:
+                yield text
+
+
+_worker_tokenizer: Optional[Tokenizer] = None
+
+
+def _init_worker() -> None:
+    global _worker_tokenizer
+    _worker_tokenizer = GPT2Tokenizer()
+
+
+def encode_documents(texts: list[str], tokenizer: Optional[Tokenizer] = None) -> list[np.ndarray]:
+    """Each text as ``[end-of-text] + ids``: the end-of-text token starts every document."""
+    tokenizer = tokenizer or _worker_tokenizer
+    eot = tokenizer.eot_id
+    out = []
+    for text in texts:
+        ids = tokenizer.encode(text)
+        doc = np.empty(len(ids) + 1, dtype=np.uint16)
+        doc[0] = eot
+        doc[1:] = ids
+        out.append(doc)
+    return out
+
+
+def _batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+class FineWebDataModule(TokenDataModule):
+    """FineWeb-Edu, or any dataset of documents with a text field, tokenized with GPT-2's vocabulary.
+
+    Args:
+        dataset: A ``datasets`` dataset id (streamed from the hub) or a local folder ``datasets`` can read.
+        name: The dataset's configuration (FineWeb-Edu: ``sample-10BT``, ``sample-100BT``, ...).
+        split: The dataset split to stream.
+        path: Local ``.jsonl``/``.jsonl.gz``/``.parquet`` file or directory to read instead of ``dataset``.
+        text_field: The field/column holding each document's text.
+        shard_size: Tokens per shard file (100M: 200 MB as uint16).
+        val_tokens: Tokens at the start of the stream held out for validation; ``None``: the first shard.
+        max_tokens: Stop after this many tokens in all (``None``: the whole dataset).
+        num_proc: Tokenizer processes; ``None`` uses every CPU core.
+
+    The other arguments are :class:`~data_modules.base.TokenDataModule`'s. Preparation writes into
+    ``data_dir/shards``, resumes where an interrupted run stopped, and is skipped once complete; a directory
+    prepared with other settings is refused (use another ``data_dir``).
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data/fineweb_edu",
+        dataset: str = "HuggingFaceFW/fineweb-edu",
+        name: Optional[str] = "sample-10BT",
+        split: str = "train",
+        path: Optional[str] = None,
+        text_field: str = "text",
+        shard_size: int = 100_000_000,
+        val_tokens: Optional[int] = None,
+        max_tokens: Optional[int] = None,
+        num_proc: Optional[int] = None,
+        block_size: int = 1024,
+        batch_size: int = 16,
+        seed: int = 1337,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__(
+            data_dir=data_dir, block_size=block_size, batch_size=batch_size, seed=seed, num_workers=num_workers
+        )
+        if shard_size < 1:
+            raise DataError(f"data.shard_size must be positive, got {shard_size}")
+        val_tokens = shard_size if val_tokens is None else val_tokens
+        if val_tokens < 1:
+            raise DataError(f"data.val_tokens must be positive, got {val_tokens}")
+        if max_tokens is not None and max_tokens <= val_tokens:
+            raise DataError(
+                f"data.max_tokens ({max_tokens}) leaves nothing to train on after the first val_tokens "
+                f"({val_tokens}) tokens for validation: raise max_tokens or lower val_tokens/shard_size"
+            )
+        self.dataset = dataset
+        self.name = name
+        self.split = split
+        self.path = Path(path) if path is not None else None
+        self.text_field = text_field
+        self.shard_size = shard_size
+        self.val_tokens = val_tokens
+        self.max_tokens = max_tokens
+        self.num_proc = max(1, num_proc if num_proc is not None else (os.cpu_count() or 1))
+
+    @property
+    def source(self) -> str:
+        if self.path is not None:
+            return str(self.path)
+        return f"{self.dataset}" + (f"/{self.name}" if self.name else "") + f" [{self.split}]"
+
+    def load_tokenizer(self) -> Tokenizer:
+        return GPT2Tokenizer()
+
+    def _settings(self) -> dict[str, Any]:
+        if self.path is not None:
+            source: dict[str, Any] = {"path": str(self.path.resolve())}
+        else:
+            source = {"dataset": self.dataset, "name": self.name, "split": self.split}
+        return {**source, "text_field": self.text_field, "max_tokens": self.max_tokens}
+
+    def _documents(self, reader: DocumentReader) -> Iterator[str]:
+        if self.path is not None:
+            return reader.files(local_files(self.path))
+        try:
+            rows = stream_dataset(self.dataset, self.name, self.split)
+        except Exception as e:  # datasets raises many types (connection, missing config, auth...)
+            raise DataError(
+                f"could not stream {self.source} with datasets: {type(e).__name__}: {e}. Check data.dataset/"
+                f"name/split, or set data.path to local .jsonl/.parquet files"
+            ) from None
+        return reader.rows_of(rows, self.source)
+
+    def prepare_data(self) -> None:
+        tokenizer = self.tokenizer
+        writer = ShardWriter(self.shard_dir, tokenizer, self.shard_size, self.val_tokens, self._settings())
+        if writer.is_complete():
+            return
+        next_doc, next_token = writer.resume()
+        reader = DocumentReader(self.text_field)
+        # Documents before the resume point are read (to count them) but not tokenized again.
+        texts = itertools.islice(self._documents(reader), next_doc, None)
+        doc = next_doc
+        bar = tqdm(
+            total=self.max_tokens,
+            initial=writer.total_tokens,
+            unit="tok",
+            unit_scale=True,
+            desc=f"Tokenizing {self.source}",
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+        with bar, self._encoder() as encode:
+            for docs in encode(_batched(texts, _BATCH_DOCS)):
+                done = False
+                before = writer.total_tokens
+                for tokens in docs:
+                    first = next_token if doc == next_doc else 0
+                    done = writer.add(doc, tokens[first:], first, self.max_tokens)
+                    doc += 1
+                    if done:
+                        break
+                bar.update(writer.total_tokens - before)
+                bar.set_postfix(docs=f"{doc:,}", refresh=False)
+                if done:
+                    break
+        if doc == 0:
+            raise DataError(
+                f"{self.source} gave no documents with a non-empty '{self.text_field}' ({reader.rows} rows read"
+                + (f"; skipped: {dict(reader.skipped)}" if reader.skipped else "")
+                + ")"
+            )
+        manifest = writer.finish({"documents": doc, "rows_skipped": dict(reader.skipped)})
+        skipped = sum(reader.skipped.values())
+        print(
+            f"Prepared {doc:,} documents from {self.source}: {manifest['tokens']['train']:,} training and "
+            f"{manifest['tokens']['val']:,} validation tokens in {len(manifest['shards'])} shards in "
+            f"{self.shard_dir}" + (f"; skipped {skipped} rows: {dict(reader.skipped)}" if skipped else ""),
+            file=sys.stderr,
+        )
+
+    def _encoder(self) -> "_Encoder":
+        return _Encoder(self.num_proc, self.tokenizer)
+
+
+class _Encoder:
+    """``encode(batches)`` yields each batch's token arrays in input order, from a process pool when
+    ``num_proc > 1``; the same order for any ``num_proc``, so the shards are identical."""
+
+    def __init__(self, num_proc: int, tokenizer: Tokenizer) -> None:
+        self.num_proc = num_proc
+        self.tokenizer = tokenizer
+        self.pool = None
+
+    def __enter__(self):
+        if self.num_proc > 1:
+            self.pool = multiprocessing.get_context("fork").Pool(self.num_proc, initializer=_init_worker)
+        return self.encode
+
+    def encode(self, batches: Iterable[list[str]]) -> Iterator[list[np.ndarray]]:
+        if self.pool is None:
+            for batch in batches:
+                yield encode_documents(batch, self.tokenizer)
+            return
+        # Pool.imap would read the whole (possibly endless) stream into its queue: keep a bounded window of
+        # tasks in flight instead.
+        pending: deque = deque()
+        for batch in batches:
+            pending.append(self.pool.apply_async(encode_documents, (batch,)))
+            if len(pending) >= 4 * self.num_proc:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()

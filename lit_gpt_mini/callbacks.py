@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import lightning as L
-from lightning.pytorch.callbacks import ThroughputMonitor
+from lightning.pytorch.callbacks import Callback, ThroughputMonitor
+from lightning.pytorch.utilities import rank_zero_info
+
+from lit_gpt_mini.errors import ConfigError
 
 
 def _windows(batch: Any) -> int:
@@ -39,3 +42,55 @@ class TokenThroughput(ThroughputMonitor):
             self.available_flops = self.peak_flops
             for throughput in self._throughputs.values():
                 throughput.available_flops = self.peak_flops
+
+
+class GradientAccumulation(Callback):
+    """Reaches a fixed number of tokens per optimizer step, whatever the hardware, by gradient accumulation.
+
+    ``accumulate_grad_batches = total_batch_tokens / (data.batch_size * data.block_size * world_size)``, where
+    ``world_size = trainer.devices * trainer.num_nodes``. It must divide exactly; the error says so otherwise.
+
+    Lightning counts ``trainer.val_check_interval`` (an int) in micro-batches but ``max_steps``,
+    ``log_every_n_steps`` and checkpoint intervals in optimizer steps. With this callback an int
+    ``val_check_interval`` is in optimizer steps too (it is multiplied by the accumulation), so a recipe reads
+    the same on one GPU and on 64.
+
+    Args:
+        total_batch_tokens: Tokens per optimizer step over all devices (GPT-2/GPT-3 124M: 524,288 = 2**19).
+    """
+
+    def __init__(self, total_batch_tokens: int = 524_288) -> None:
+        if total_batch_tokens < 1:
+            raise ConfigError(f"total_batch_tokens must be positive, got {total_batch_tokens}")
+        self.total_batch_tokens = total_batch_tokens
+        self.accumulate = 1
+        self._val_check_steps: Optional[int] = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        data = trainer.datamodule
+        batch_size, block_size, world = data.batch_size, data.block_size, trainer.world_size
+        micro = batch_size * block_size * world
+        if self.total_batch_tokens % micro:
+            raise ConfigError(
+                f"total_batch_tokens ({self.total_batch_tokens}) must be a multiple of data.batch_size "
+                f"({batch_size}) x data.block_size ({block_size}) x devices*nodes ({world}) = {micro} tokens per "
+                f"micro-step: change data.batch_size or total_batch_tokens (powers of two divide evenly)"
+            )
+        self.accumulate = self.total_batch_tokens // micro
+        if trainer.accumulate_grad_batches not in (1, self.accumulate):
+            raise ConfigError(
+                f"trainer.accumulate_grad_batches ({trainer.accumulate_grad_batches}) conflicts with "
+                f"GradientAccumulation(total_batch_tokens={self.total_batch_tokens}), which sets it to "
+                f"{self.accumulate}: remove one of them"
+            )
+        trainer.accumulate_grad_batches = self.accumulate
+        if self._val_check_steps is None and isinstance(trainer.val_check_interval, int):
+            self._val_check_steps = trainer.val_check_interval
+        if self._val_check_steps is not None:
+            trainer.val_check_interval = self._val_check_steps * self.accumulate
+        rank_zero_info(
+            f"Gradient accumulation: {self.total_batch_tokens:,} tokens per step = {batch_size} x {block_size} "
+            f"tokens x {world} devices x {self.accumulate} micro-batches"
+        )

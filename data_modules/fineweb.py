@@ -27,7 +27,7 @@ from lit_gpt_mini.errors import DataError
 from lit_gpt_mini.tokenizers import GPT2Tokenizer, Tokenizer
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".parquet")
-_BATCH_DOCS = 64  # documents per task sent to a tokenizer process
+_TASK_CHARS = 1 << 20  # text per task sent to a tokenizer process: large enough to amortize the transfer
 _REPORTED_ROWS = 10  # bad rows reported one by one; the rest are only counted
 
 
@@ -151,23 +151,33 @@ def _init_worker() -> None:
     _worker_tokenizer = GPT2Tokenizer()
 
 
-def encode_documents(texts: list[str], tokenizer: Optional[Tokenizer] = None) -> list[np.ndarray]:
-    """Each text as ``[end-of-text] + ids``: the end-of-text token starts every document."""
+def encode_documents(
+    texts: list[str], tokenizer: Optional[Tokenizer] = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The texts as one array of ids, each document ``[end-of-text] + ids`` (end-of-text starts every
+    document), and the documents' lengths."""
     tokenizer = tokenizer or _worker_tokenizer
     eot = tokenizer.eot_id
-    out = []
+    ids: list[int] = []
+    lengths = np.empty(len(texts), dtype=np.int64)
+    for i, text in enumerate(texts):
+        start = len(ids)
+        ids.append(eot)
+        ids.extend(tokenizer.encode(text))
+        lengths[i] = len(ids) - start
+    return np.array(ids, dtype=np.uint16), lengths
+
+
+def _batched(texts: Iterable[str], chars: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    size = 0
     for text in texts:
-        ids = tokenizer.encode(text)
-        doc = np.empty(len(ids) + 1, dtype=np.uint16)
-        doc[0] = eot
-        doc[1:] = ids
-        out.append(doc)
-    return out
-
-
-def _batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
-    iterator = iter(items)
-    while batch := list(itertools.islice(iterator, size)):
+        batch.append(text)
+        size += len(text)
+        if size >= chars:
+            yield batch
+            batch, size = [], 0
+    if batch:
         yield batch
 
 
@@ -278,15 +288,15 @@ class FineWebDataModule(TokenDataModule):
             dynamic_ncols=True,
         )
         with bar, self._encoder() as encode:
-            for docs in encode(_batched(texts, _BATCH_DOCS)):
-                done = False
+            for tokens, lengths in encode(_batched(texts, _TASK_CHARS)):
+                first = 0
+                if doc == next_doc and next_token:  # resuming inside this document: skip what is written
+                    first, tokens, lengths = next_token, tokens[next_token:], lengths.copy()
+                    lengths[0] -= next_token
                 before = writer.total_tokens
-                for tokens in docs:
-                    first = next_token if doc == next_doc else 0
-                    done = writer.add(doc, tokens[first:], first, self.max_tokens)
-                    doc += 1
-                    if done:
-                        break
+                done = writer.add_documents(doc, tokens, lengths, first, self.max_tokens)
+                # documents taken so far, counting one that max_tokens cut in the middle
+                doc = writer.position[0] + (writer.position[1] > 0) if done else doc + len(lengths)
                 bar.update(writer.total_tokens - before)
                 bar.set_postfix(docs=f"{doc:,}", refresh=False)
                 if done:
@@ -334,7 +344,8 @@ class _Encoder:
         pending: deque = deque()
         for batch in batches:
             pending.append(self.pool.apply_async(encode_documents, (batch,)))
-            if len(pending) >= 4 * self.num_proc:
+            # hand on what is done (in order) before reading more: a slow stream must not hold finished work
+            while pending and (pending[0].ready() or len(pending) >= 2 * self.num_proc):
                 yield pending.popleft().get()
         while pending:
             yield pending.popleft().get()

@@ -344,6 +344,11 @@ class ShardWriter:
     # --- writing ----------------------------------------------------------------------------------------------
 
     @property
+    def position(self) -> tuple[int, int]:
+        """(document, token inside it) where the stream continues after what was taken."""
+        return self._position
+
+    @property
     def total_tokens(self) -> int:
         """Tokens taken so far (in finished shards and in the shard being filled)."""
         return self.tokens_written + self._filled
@@ -360,6 +365,14 @@ class ShardWriter:
 
         Returns ``True`` once ``max_tokens`` tokens have been taken: the caller stops feeding documents.
         """
+        return self.add_documents(doc, tokens, np.array([len(tokens)]), first, max_tokens)
+
+    def add_documents(
+        self, doc: int, tokens: np.ndarray, lengths: np.ndarray, first: int = 0, max_tokens: Optional[int] = None
+    ) -> bool:
+        """Append consecutive documents ``doc, doc + 1, ...`` given as one array cut into ``lengths``; the
+        first of them starts at its token ``first``. Returns ``True`` once ``max_tokens`` tokens were taken."""
+        ends = np.cumsum(lengths)
         pos = 0
         while pos < len(tokens):
             take = min(self._capacity(), len(tokens) - pos)
@@ -370,8 +383,12 @@ class ShardWriter:
             self._buffer[self._filled : self._filled + take] = tokens[pos : pos + take]
             self._filled += take
             pos += take
-            # Where the stream continues after this chunk: the next token of this document, or the next one.
-            self._position = (doc, first + pos) if pos < len(tokens) else (doc + 1, 0)
+            # Where the stream continues: inside document k (at the token after this chunk), or after them all.
+            k = int(np.searchsorted(ends, pos, side="right"))
+            if k == len(lengths):
+                self._position = (doc + k, 0)
+            else:
+                self._position = (doc + k, pos - int(ends[k] - lengths[k]) + (first if k == 0 else 0))
             if self._capacity() == 0:
                 self._flush()
         return max_tokens is not None and self.total_tokens >= max_tokens

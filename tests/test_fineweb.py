@@ -166,16 +166,16 @@ import data_modules.fineweb as fw
 read = fw.DocumentReader.files
 def slow(self, files):
     for i, text in enumerate(read(self, files)):
-        if i == 4000:
-            time.sleep(600)  # the test kills the process here, half way through the corpus
+        if i == 15000:
+            time.sleep(600)  # the test kills the process here, about two thirds through the corpus
         yield text
 fw.DocumentReader.files = slow
-fw.FineWebDataModule(data_dir={data_dir!r}, path={path!r}, shard_size=20000, val_tokens=5000, num_proc=2).prepare_data()
+fw.FineWebDataModule(data_dir={data_dir!r}, path={path!r}, shard_size=20000, val_tokens=5000, num_proc=1).prepare_data()
 """
 
 
 def test_killed_preparation_resumes_to_byte_identical_shards(tmp_path, shakespeare_docs):
-    corpus = write_jsonl(tmp_path / "c.jsonl", shakespeare_docs)
+    corpus = write_jsonl(tmp_path / "c.jsonl", shakespeare_docs * 3)  # ~22k documents, ~1M tokens
     reference = module(tmp_path, "reference", path=str(corpus))
     reference.prepare_data()
     killed = module(tmp_path, "killed", path=str(corpus))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import warnings
-from typing import Optional
+from typing import Any, Optional, Union
 
 from lightning.pytorch.cli import LightningCLI
 
@@ -41,6 +41,9 @@ def main(args: Optional[list[str]] = None) -> Optional[GPTCLI]:
 
             generate_main(argv[1:])
             return None
+        if argv and argv[0] == "prepare":
+            prepare(argv[1:])
+            return None
         return GPTCLI(
             GPTModule,
             TokenDataModule,
@@ -54,6 +57,33 @@ def main(args: Optional[list[str]] = None) -> Optional[GPTCLI]:
         if user_error is None:
             raise
         sys.exit(f"error: {user_error}")
+
+
+def prepare(args: list[str]) -> TokenDataModule:
+    """``python main.py prepare --config <yaml>``: run the config's ``data.prepare_data()`` (download, tokenize,
+    write shards) and nothing else, on a machine without the training hardware if need be.
+
+    Training prepares the data itself (on one process per node, the others waiting), but a preparation of hours
+    would outlast DDP's 30-minute barrier timeout, and nodes sharing a filesystem should not prepare it twice:
+    prepare first, then train (the training's preparation then finds the shards complete and returns).
+    """
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(
+        prog="main.py prepare",
+        description="Prepare a config's data (download, tokenize, write shards) without training.",
+    )
+    parser.add_argument("--config", action=ActionConfigFile, help="a training config; only its data section is used")
+    parser.add_subclass_arguments(TokenDataModule, "data", required=True)
+    # The rest of a training config is accepted and ignored.
+    for section in ("trainer", "model", "optimizer", "lr_scheduler", "ckpt_path"):
+        parser.add_argument(f"--{section}", type=Optional[Any], default=None)
+    parser.add_argument("--seed_everything", type=Union[bool, int], default=True)
+    config = parser.parse_args(args)
+    data = parser.instantiate_classes(config).data
+    data.prepare_data()
+    print(f"{type(data).__name__}: data ready in {data.shard_dir}", file=sys.stderr)
+    return data
 
 
 def _find_user_error(exc: Optional[BaseException]) -> Optional[UserError]:

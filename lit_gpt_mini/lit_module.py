@@ -12,6 +12,7 @@ import functools
 from typing import Any, Optional
 
 import lightning as L
+from lightning.pytorch.strategies import FSDPStrategy
 import torch
 from torch.nn import functional as F
 from torchmetrics import MeanMetric
@@ -135,7 +136,10 @@ class GPTModule(L.LightningModule):
         if self.trainer._logger_connector.should_update_logs:
             self.log("train/loss", self._step_loss / self._step_micro_batches, prog_bar=True, sync_dist=True)
             grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-            self.log("train/grad_norm", torch.nn.utils.get_total_norm(grads))
+            norm = torch.nn.utils.get_total_norm(grads)
+            if isinstance(self.trainer.strategy, FSDPStrategy):  # each rank holds a shard of the gradients
+                norm = self.trainer.strategy.reduce(norm.square(), reduce_op="sum").sqrt()
+            self.log("train/grad_norm", norm)
             tokens_seen = getattr(self.trainer.datamodule, "train_tokens_seen", None)
             if tokens_seen is not None:
                 self.log("train/tokens", float(tokens_seen))

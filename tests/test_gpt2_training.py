@@ -60,8 +60,9 @@ def test_resumed_run_sees_the_same_batches_and_ends_with_the_same_model(tmp_path
     (tmp_path / "split").mkdir()
     monkeypatch.chdir(tmp_path / "split")
     main(["fit", *common, "--trainer.max_steps", "4", RECORD, "--trainer.callbacks.path", "out/first"])
+    # resumed with DataLoader workers, which fetch ahead: the stream must still continue exactly
     resumed = main(["fit", *common, "--ckpt_path", "out/debug_gpt2/checkpoints/last.ckpt", RECORD,
-                    "--trainer.callbacks.path", "out/second"])
+                    "--trainer.callbacks.path", "out/second", "--data.num_workers", "2"])
     assert resumed.trainer.global_step == 8
     seen = torch.load(tmp_path / "full/out/batches_rank0.pt")
     first, second = (torch.load(tmp_path / f"split/out/{part}_rank0.pt") for part in ("first", "second"))
@@ -102,6 +103,17 @@ def test_ddp_on_two_cpu_processes_splits_the_batch_between_ranks(tmp_path, corpu
         torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
     val = [scalars(d / "out/debug_gpt2/version_0")["val/loss"][-1][1] for d in (tmp_path, tmp_path / "ddp")]
     assert val[0] == pytest.approx(val[1], abs=1e-4)
+
+
+def test_prepare_command_writes_the_shards_that_fit_then_uses(tmp_path, monkeypatch, corpus):
+    monkeypatch.chdir(tmp_path)
+    main(["prepare", "--config", DEBUG, "--data.path", str(corpus)])
+    shards = tmp_path / "data/debug_gpt2/shards"
+    before = {p.name: p.stat().st_mtime_ns for p in shards.iterdir()}
+    assert "manifest.json" in before and len(before) > 3
+    cli = main(["fit", "--config", DEBUG, "--data.path", str(corpus), "--trainer.max_steps", "1"])
+    assert cli.trainer.global_step == 1
+    assert before == {p.name: p.stat().st_mtime_ns for p in shards.iterdir()}  # reused, not rewritten
 
 
 def test_a_total_batch_that_does_not_divide_is_one_clear_error(tmp_path, corpus):

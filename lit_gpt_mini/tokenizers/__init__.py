@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from lit_gpt_mini.tokenizers.base import Tokenizer
+from lit_gpt_mini.tokenizers.bpe import BPETokenizer
 from lit_gpt_mini.tokenizers.char import CharTokenizer
 from lit_gpt_mini.tokenizers.gpt2 import GPT2Tokenizer
 
-TOKENIZERS: dict[str, type[Tokenizer]] = {CharTokenizer.kind: CharTokenizer, GPT2Tokenizer.kind: GPT2Tokenizer}
+TOKENIZERS: dict[str, type[Tokenizer]] = {
+    t.kind: t for t in (CharTokenizer, GPT2Tokenizer, BPETokenizer)
+}
 
 
 def tokenizer_from_dict(data: dict[str, Any]) -> Tokenizer:
@@ -19,4 +22,4 @@ def tokenizer_from_dict(data: dict[str, Any]) -> Tokenizer:
     return TOKENIZERS[kind].from_dict(data)
 
 
-__all__ = ["CharTokenizer", "GPT2Tokenizer", "Tokenizer", "TOKENIZERS", "tokenizer_from_dict"]
+__all__ = ["BPETokenizer", "CharTokenizer", "GPT2Tokenizer", "Tokenizer", "TOKENIZERS", "tokenizer_from_dict"]

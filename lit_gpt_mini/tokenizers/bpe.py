@@ -1,0 +1,299 @@
+"""Our own byte-level BPE: a fast trainer, a readable file format, and encoding through tiktoken's core.
+
+Training (:func:`train_bpe`) splits the text with a GPT-style regex (GPT-2's or GPT-4's pattern), counts each
+distinct chunk once, and then merges the most frequent adjacent pair of tokens again and again. Pair counts
+are kept up to date incrementally: a merge only revisits the distinct chunks that contain the merged pair,
+and a heap with lazy deletion finds the next most frequent pair, so no merge rescans the corpus.
+
+A trained tokenizer is ``256`` byte tokens, then one token per merge (its bytes are the two merged tokens'
+bytes), then the special tokens. Encoding is tiktoken's: the ranks of those byte strings and the split pattern
+make a ``tiktoken.Encoding``, so encoding our vocabulary is exactly as fast as encoding GPT-2's. Like tiktoken,
+a merge applies to the adjacent pair whose concatenation has the lowest rank.
+
+Text round-trips exactly (``decode(encode(s)) == s``) for every string that is valid Unicode. Python strings
+can also hold surrogates (``"\\ud800"``), which no UTF-8 byte sequence represents: by design, as tiktoken
+does, a high + low surrogate pair is read as the character it encodes in UTF-16 and a lone surrogate as U+FFFD
+(the replacement character).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import multiprocessing
+import os
+import sys
+import tempfile
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import regex
+import tiktoken
+from tqdm import tqdm
+
+from lit_gpt_mini.errors import ConfigError, DataError
+from lit_gpt_mini.tokenizers.base import Tokenizer
+
+PATTERNS = {
+    # GPT-2's split: contractions, letters, numbers, other symbols, each with an optional leading space
+    "gpt2": r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
+    # GPT-4's (cl100k): case-insensitive contractions, numbers in groups of at most 3, newlines kept apart
+    "gpt4": r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+""",
+}
+EOT = "<|endoftext|>"
+FORMAT = "lit-gpt-mini byte-level BPE"
+VERSION = 1
+_PIECE_CHARS = 1 << 20  # text per counting task
+
+
+class BPETokenizer(Tokenizer):
+    """A byte-level BPE vocabulary: ``merges[k] = (a, b)`` makes token ``256 + k`` from tokens ``a`` and ``b``.
+
+    Args:
+        merges: The merges in the order they were learned.
+        pattern: The regex that splits text into chunks before BPE (a key of :data:`PATTERNS` or a regex).
+        special_tokens: Tokens that are never produced by encoding text, only put in by the data pipeline
+            (the first is the end-of-text token that separates documents).
+    """
+
+    kind = "bpe"
+
+    def __init__(self, merges: list[tuple[int, int]], pattern: str = "gpt4", special_tokens: Iterable[str] = (EOT,)):
+        self.pattern = PATTERNS.get(pattern, pattern)
+        self.merges = [(int(a), int(b)) for a, b in merges]
+        self.special_tokens = list(special_tokens)
+        self.vocab: list[bytes] = [bytes([i]) for i in range(256)]
+        for k, (a, b) in enumerate(self.merges):
+            if not (0 <= a < len(self.vocab) and 0 <= b < len(self.vocab)):
+                raise ValueError(f"merge {k} ({a}, {b}) refers to a token that does not exist yet")
+            self.vocab.append(self.vocab[a] + self.vocab[b])
+        ranks = {token: rank for rank, token in enumerate(self.vocab)}
+        if len(ranks) != len(self.vocab):
+            raise ValueError("two merges make the same token: the merges are corrupt")
+        self.special_ids = {token: len(self.vocab) + i for i, token in enumerate(self.special_tokens)}
+        digest = hashlib.sha256(
+            json.dumps([self.pattern, self.merges, self.special_tokens]).encode("utf-8")
+        ).hexdigest()
+        self._name = f"bpe{len(self.vocab) + len(self.special_tokens)}-{digest[:12]}"
+        self.encoding = tiktoken.Encoding(
+            name=self._name, pat_str=self.pattern, mergeable_ranks=ranks, special_tokens=self.special_ids
+        )
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab) + len(self.special_tokens)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def eot_id(self) -> Optional[int]:
+        return self.special_ids.get(EOT)
+
+    def encode(self, text: str) -> list[int]:
+        return self.encoding.encode_ordinary(text)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.encoding.decode(list(ids), errors="replace")
+
+    def token_bytes(self, token: int) -> bytes:
+        return self.vocab[token] if token < len(self.vocab) else self.special_tokens[token - len(self.vocab)].encode()
+
+    # --- storage --------------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "pattern": self.pattern,
+            "merges": [list(m) for m in self.merges],
+            "special_tokens": list(self.special_tokens),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "BPETokenizer":
+        return cls([tuple(m) for m in data["merges"]], data["pattern"], data["special_tokens"])
+
+    def save(self, path: Path) -> None:
+        """Write the tokenizer as readable JSON (each merge shows the text of the token it makes), atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {
+            "format": FORMAT,
+            "version": VERSION,
+            "pattern": self.pattern,
+            "special_tokens": self.special_tokens,
+            # [a, b, text of the new token]; the text is for people and is not read back
+            "merges": [[a, b, self.vocab[256 + k].decode("utf-8", "backslashreplace")] for k, (a, b) in enumerate(self.merges)],
+        }
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(data, f, ensure_ascii=False, indent=0)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: Path) -> "BPETokenizer":
+        """Read a file written by :meth:`save`; a damaged or foreign file is a :class:`DataError` naming it."""
+        fix = "delete it to train the tokenizer again"
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DataError(f"tokenizer file {path} is unreadable ({e}); {fix}") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise DataError(f"{path} is not a {FORMAT} tokenizer file; {fix}")
+        if data.get("version") != VERSION:
+            raise DataError(f"{path} has tokenizer format version {data.get('version')}, this code reads {VERSION}; {fix}")
+        try:
+            return cls([(m[0], m[1]) for m in data["merges"]], data["pattern"], data["special_tokens"])
+        except (KeyError, TypeError, IndexError, ValueError) as e:
+            raise DataError(f"tokenizer file {path} is corrupt ({type(e).__name__}: {e}); {fix}") from None
+
+
+# --- training -------------------------------------------------------------------------------------------------
+
+
+def _pieces(text: str, size: int) -> list[str]:
+    # Cut after a newline followed by a non-space: no chunk of either pattern spans such a point, so counting
+    # the pieces separately gives the same counts as counting the whole text.
+    pieces, start = [], 0
+    while start < len(text):
+        end = start + size
+        while end < len(text) and not (text[end - 1] == "\n" and not text[end].isspace()):
+            end += 1
+        pieces.append(text[start:end])
+        start = end
+    return pieces
+
+
+def _count_chunks(args: tuple[str, str]) -> Counter:
+    text, pattern = args
+    return Counter(regex.findall(pattern, text))
+
+
+def count_chunks(texts: Iterable[str], pattern: str, num_proc: int = 1) -> Counter:
+    """How often each pre-split chunk occurs in the texts (in ``num_proc`` processes; same result for any)."""
+    pattern = PATTERNS.get(pattern, pattern)
+    tasks = ((piece, pattern) for text in texts for piece in _pieces(text, _PIECE_CHARS))
+    counts: Counter = Counter()
+    if num_proc <= 1:
+        for task in tasks:
+            counts.update(_count_chunks(task))
+        return counts
+    with multiprocessing.get_context("fork").Pool(num_proc) as pool:
+        for partial in pool.imap(_count_chunks, tasks):
+            counts.update(partial)
+    return counts
+
+
+def train_bpe(
+    texts: Iterable[str],
+    vocab_size: int,
+    pattern: str = "gpt4",
+    special_tokens: Iterable[str] = (EOT,),
+    num_proc: int = 1,
+    progress: bool = True,
+) -> BPETokenizer:
+    """Learn ``vocab_size - 256 - len(special_tokens)`` merges from ``texts``; deterministic for the same input.
+
+    Ties between equally frequent pairs go to the pair of smallest token ids. If the corpus runs out of pairs
+    first, the vocabulary is smaller than asked (the tokenizer reports its real ``vocab_size``).
+    """
+    special_tokens = list(special_tokens)
+    if pattern not in PATTERNS and not isinstance(pattern, str):
+        raise ConfigError(f"pattern must be one of {sorted(PATTERNS)} or a regex, got {pattern!r}")
+    n_merges = vocab_size - 256 - len(special_tokens)
+    if n_merges < 0:
+        raise ConfigError(
+            f"vocab_size ({vocab_size}) must be at least 256 byte tokens + {len(special_tokens)} special tokens "
+            f"= {256 + len(special_tokens)}"
+        )
+    chunks = count_chunks(texts, pattern, num_proc)
+    if not chunks:
+        raise DataError("the tokenizer's training text is empty: there is nothing to learn merges from")
+    # Each distinct chunk once, as a list of token ids, with how often it occurs.
+    words = [list(chunk.encode("utf-8", "replace")) for chunk in chunks]
+    counts = list(chunks.values())
+    pair_counts: dict[tuple[int, int], int] = defaultdict(int)
+    where: dict[tuple[int, int], set[int]] = defaultdict(set)  # the words a pair (may) occur in
+    for w, (word, count) in enumerate(zip(words, counts)):
+        for pair in zip(word, word[1:]):
+            pair_counts[pair] += count
+            where[pair].add(w)
+    heap = [(-count, pair) for pair, count in pair_counts.items()]
+    heapq.heapify(heap)
+    vocab = [bytes([i]) for i in range(256)]
+    token_of = {token: i for i, token in enumerate(vocab)}
+    merges: list[tuple[int, int]] = []
+    bar = tqdm(total=n_merges, desc="Training BPE", unit="merge", disable=not progress, file=sys.stderr)
+    with bar:
+        while len(merges) < n_merges and heap:
+            negative, pair = heapq.heappop(heap)
+            if pair_counts.get(pair, 0) != -negative or negative == 0:
+                continue  # a stale heap entry: the pair's count changed since it was pushed
+            a, b = pair
+            merged = vocab[a] + vocab[b]
+            new = token_of.get(merged)
+            if new is None:  # (a pair can spell a token another merge already made: reuse it, keep ids unique)
+                new = len(vocab)
+                vocab.append(merged)
+                token_of[merged] = new
+                merges.append(pair)
+                bar.update()
+            changed = set()
+            for w in where.pop(pair, ()):
+                word, count = words[w], counts[w]
+                out, i, hit = [], 0, False
+                while i < len(word):
+                    if i + 1 < len(word) and word[i] == a and word[i + 1] == b:
+                        out.append(new)
+                        i += 2
+                        hit = True
+                    else:
+                        out.append(word[i])
+                        i += 1
+                if not hit:
+                    continue
+                for p in zip(word, word[1:]):
+                    pair_counts[p] -= count
+                    changed.add(p)
+                for p in zip(out, out[1:]):
+                    pair_counts[p] += count
+                    where[p].add(w)
+                    changed.add(p)
+                words[w] = out
+            pair_counts.pop(pair, None)
+            for p in changed:
+                count = pair_counts.get(p, 0)
+                if count > 0:
+                    heapq.heappush(heap, (-count, p))
+                elif p in pair_counts:
+                    del pair_counts[p]
+    return BPETokenizer(merges, pattern, special_tokens)
+
+
+def load_or_train(
+    directory: Path,
+    texts: Iterable[str],
+    corpus_sha256: str,
+    vocab_size: int,
+    pattern: str = "gpt4",
+    num_proc: int = 1,
+) -> BPETokenizer:
+    """The tokenizer trained on this corpus with these settings: read from ``directory`` when it was trained
+    before (the file name holds the corpus hash and settings), else trained now and saved there."""
+    path = Path(directory) / f"bpe-{pattern if pattern in PATTERNS else 'custom'}-{vocab_size}-{corpus_sha256[:16]}.json"
+    if path.is_file():
+        tokenizer = BPETokenizer.load(path)
+        if tokenizer.pattern != PATTERNS.get(pattern, pattern):
+            raise DataError(f"{path} was trained with another split pattern; delete it to train again")
+        return tokenizer
+    tokenizer = train_bpe(texts, vocab_size, pattern, num_proc=num_proc)
+    tokenizer.save(path)
+    return tokenizer

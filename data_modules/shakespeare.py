@@ -7,7 +7,7 @@ import os
 import tempfile
 import urllib.request
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 from tqdm import tqdm
 
@@ -15,6 +15,7 @@ from data_modules.base import TokenDataModule
 from data_modules.shards import ShardWriter, publish
 from lit_gpt_mini.errors import DataError
 from lit_gpt_mini.tokenizers import CharTokenizer, Tokenizer
+from lit_gpt_mini.tokenizers.bpe import load_or_train
 
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -50,13 +51,18 @@ def sha256_of(path: Path) -> str:
 
 
 class ShakespeareDataModule(TokenDataModule):
-    """Tiny Shakespeare as characters: the last ``val_fraction`` of the text is validation, the rest training.
+    """Tiny Shakespeare (or any text file) as characters or as our own BPE tokens: the last ``val_fraction`` of
+    the text is validation, the rest training.
 
     Args:
         path: A local copy of the text to use instead of downloading; it is used as is (no checksum).
         url: Where to download the text from when ``path`` is not given and ``data_dir`` has no copy yet.
         sha256: Expected checksum of the download; ``None`` skips the check (for a ``url`` of your own).
         val_fraction: The tail fraction of the text held out for validation and test.
+        tokenizer_type: ``"char"`` (one token per distinct character) or ``"bpe"`` (a byte-level BPE trained on
+            the text, cached in ``data_dir/tokenizers``).
+        bpe_vocab_size: Vocabulary size of the BPE tokenizer (256 bytes + merges + the end-of-text token).
+        bpe_pattern: The BPE's pre-split regex: ``"gpt2"`` or ``"gpt4"``.
 
     The other arguments are :class:`~data_modules.base.TokenDataModule`'s.
     """
@@ -68,6 +74,9 @@ class ShakespeareDataModule(TokenDataModule):
         url: str = URL,
         sha256: Optional[str] = SHA256,
         val_fraction: float = 0.1,
+        tokenizer_type: Literal["char", "bpe"] = "char",
+        bpe_vocab_size: int = 4096,
+        bpe_pattern: Literal["gpt2", "gpt4"] = "gpt4",
         block_size: int = 256,
         batch_size: int = 64,
         seed: int = 1337,
@@ -86,6 +95,9 @@ class ShakespeareDataModule(TokenDataModule):
         self.url = url
         self.sha256 = sha256
         self.val_fraction = val_fraction
+        self.tokenizer_type = tokenizer_type
+        self.bpe_vocab_size = bpe_vocab_size
+        self.bpe_pattern = bpe_pattern
 
     @property
     def text_path(self) -> Path:
@@ -131,25 +143,32 @@ class ShakespeareDataModule(TokenDataModule):
         return text
 
     def load_tokenizer(self) -> Tokenizer:
-        # The alphabet is the text's, so the vocabulary needs the text (downloaded at most once).
-        return CharTokenizer.from_text(self.read_text())
+        # The vocabulary is learned from the text, so it needs the text (downloaded at most once).
+        text = self.read_text()
+        if self.tokenizer_type == "char":
+            return CharTokenizer.from_text(text)
+        return load_or_train(
+            self.data_dir / "tokenizers", [text], sha256_of(self.text_path), self.bpe_vocab_size, self.bpe_pattern
+        )
 
     def prepare_data(self) -> None:
         text = self.read_text()
-        tokenizer = CharTokenizer.from_text(text)
-        settings = {"text_sha256": sha256_of(self.text_path), "val_fraction": self.val_fraction}
-        tokens = tokenizer.encode_to_array(text)
-        n_val = int(len(tokens) * self.val_fraction)
-        if n_val == 0 or n_val == len(tokens):
+        n_val = int(len(text) * self.val_fraction)
+        if n_val == 0 or n_val == len(text):
             raise DataError(
-                f"{self.text_path}: {len(tokens)} characters are too few to hold out val_fraction={self.val_fraction}"
+                f"{self.text_path}: {len(text)} characters are too few to hold out val_fraction={self.val_fraction}"
             )
-        writer = ShardWriter(self.shard_dir, tokenizer, shard_size=len(tokens), val_tokens=n_val, settings=settings)
-        if writer.is_complete():
-            return
+        tokenizer = self.tokenizer
         # The validation split is the text's tail; it comes first in the stream because the writer puts the
         # stream's first val_tokens tokens into validation shards.
-        documents = [tokens[len(tokens) - n_val :], tokens[: len(tokens) - n_val]]
+        documents = [tokenizer.encode_to_array(text[len(text) - n_val :]), tokenizer.encode_to_array(text[: len(text) - n_val])]
+        settings = {"text_sha256": sha256_of(self.text_path), "val_fraction": self.val_fraction}
+        writer = ShardWriter(
+            self.shard_dir, tokenizer, shard_size=sum(map(len, documents)), val_tokens=len(documents[0]),
+            settings=settings,
+        )
+        if writer.is_complete():
+            return
         next_doc, next_token = writer.resume()
         for doc in range(next_doc, len(documents)):
             first = next_token if doc == next_doc else 0

@@ -129,3 +129,23 @@ def test_load_or_train_reuses_the_file_for_the_same_corpus(tmp_path, monkeypatch
 
     monkeypatch.setattr("lit_gpt_mini.tokenizers.bpe.train_bpe", no_training)
     assert load_or_train(tmp_path, [], "ab" * 32, 300) == first
+
+
+def test_bpe_shakespeare_config_fits_and_samples_through_the_cli(tmp_path, monkeypatch, shakespeare_path):
+    from lit_gpt_mini.cli import main
+    from lit_gpt_mini.generate import generate
+
+    from .conftest import CONFIGS
+
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "--config", str(CONFIGS / "bpe_shakespeare.yaml"), "--data.path", str(shakespeare_path),
+            "--data.bpe_vocab_size", "512", "--data.block_size", "32", "--model.block_size", "32",
+            "--model.n_layer", "1", "--trainer.max_steps", "6", "--trainer.val_check_interval", "3",
+            "--trainer.limit_val_batches", "2"]
+    cli = main(args)
+    assert cli.trainer.global_step == 6 and cli.model.config.vocab_size == 512
+    (cached,) = (tmp_path / "data/shakespeare_bpe/tokenizers").iterdir()
+    assert BPETokenizer.load(cached) == cli.datamodule.tokenizer
+    ckpt = tmp_path / "out/bpe_shakespeare/checkpoints/last.ckpt"
+    (sample,) = generate(str(ckpt), prompt="ROMEO:", max_new_tokens=20, seed=1)
+    assert sample.startswith("ROMEO:") and len(sample) > len("ROMEO:")

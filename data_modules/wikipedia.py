@@ -1,0 +1,274 @@
+"""Wikipedia articles as the corpus of a GPT with its own BPE tokenizer.
+
+Articles are named by title (inline in the config or in a file, one a line) and by categories whose member
+articles are added. Each article's plain text is fetched once with ``wikipedia-api`` and cached on disk, so
+an interrupted fetch resumes and a second run makes no request; missing pages and redirects are reported.
+The BPE tokenizer is trained on the fetched articles (or reused: it is cached under the corpus's hash and
+the tokenizer settings), then the articles become token shards, the last ``val_fraction`` of the token stream
+being validation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import numpy as np
+import wikipediaapi
+from tqdm import tqdm
+
+from data_modules.base import TokenDataModule
+from data_modules.shards import ShardWriter, publish
+from lit_gpt_mini.errors import ConfigError, DataError
+from lit_gpt_mini.tokenizers import Tokenizer
+from lit_gpt_mini.tokenizers.bpe import BPETokenizer, load_or_train
+
+USER_AGENT = "lit-gpt-mini/0.1 (trains a small GPT on a few articles; set data.user_agent to include your contact)"
+
+
+def make_client(language: str, user_agent: str, max_retries: int, retry_wait: float) -> wikipediaapi.Wikipedia:
+    """The ``wikipedia-api`` client: this module's one network boundary. It retries failed requests
+    ``max_retries`` times with exponential backoff from ``retry_wait`` seconds (and honours HTTP 429's
+    ``Retry-After``)."""
+    return wikipediaapi.Wikipedia(
+        user_agent=user_agent,
+        language=language,
+        extract_format=wikipediaapi.ExtractFormat.WIKI,
+        max_retries=max_retries,
+        retry_wait=retry_wait,
+    )
+
+
+def _say(message: str) -> None:
+    tqdm.write(message, file=sys.stderr)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, ensure_ascii=False)
+        publish(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class WikipediaDataModule(TokenDataModule):
+    """Wikipedia articles, tokenized with a byte-level BPE trained on them.
+
+    Args:
+        titles: Article titles.
+        titles_file: A text file with one title a line (blank lines and repeated titles are reported and
+            skipped); used together with ``titles``.
+        categories: Categories (with or without the ``Category:`` prefix) whose articles are added.
+        max_articles_per_category: At most this many articles of each category (in title order).
+        language: The Wikipedia's language code (``en``, ``fr``, ...).
+        user_agent: Sent with every request; Wikimedia asks for a descriptive one with a contact.
+        requests_per_second: At most this many article requests a second.
+        max_retries: Retries of a failed request (with exponential backoff) before the article is reported as
+            failed; a re-run fetches it again.
+        val_fraction: The tail fraction of the token stream held out for validation.
+        bpe_vocab_size: Vocabulary size of the BPE tokenizer (256 bytes + merges + the end-of-text token).
+        bpe_pattern: The BPE's pre-split regex: ``"gpt2"`` or ``"gpt4"``.
+
+    The other arguments are :class:`~data_modules.base.TokenDataModule`'s. Articles are cached in
+    ``data_dir/articles``, the tokenizer in ``data_dir/tokenizers``, shards in ``data_dir/shards``.
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data/wikipedia",
+        titles: Optional[list[str]] = None,
+        titles_file: Optional[str] = None,
+        categories: Optional[list[str]] = None,
+        max_articles_per_category: int = 100,
+        language: str = "en",
+        user_agent: str = USER_AGENT,
+        requests_per_second: float = 1.0,
+        max_retries: int = 3,
+        val_fraction: float = 0.1,
+        bpe_vocab_size: int = 4096,
+        bpe_pattern: Literal["gpt2", "gpt4"] = "gpt4",
+        block_size: int = 256,
+        batch_size: int = 12,
+        seed: int = 1337,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__(
+            data_dir=data_dir, block_size=block_size, batch_size=batch_size, seed=seed, num_workers=num_workers
+        )
+        if not titles and not titles_file and not categories:
+            raise ConfigError("WikipediaDataModule needs articles: set data.titles, data.titles_file or data.categories")
+        if not 0.0 < val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
+        if requests_per_second <= 0:
+            raise ConfigError(f"data.requests_per_second must be positive, got {requests_per_second}")
+        self.titles = list(titles or [])
+        self.titles_file = Path(titles_file) if titles_file else None
+        self.categories = list(categories or [])
+        self.max_articles_per_category = max_articles_per_category
+        self.language = language
+        self.user_agent = user_agent
+        self.requests_per_second = requests_per_second
+        self.max_retries = max_retries
+        self.val_fraction = val_fraction
+        self.bpe_vocab_size = bpe_vocab_size
+        self.bpe_pattern = bpe_pattern
+        self._client: Optional[wikipediaapi.Wikipedia] = None
+        self._last_request = 0.0
+        self._articles: Optional[list[dict[str, str]]] = None
+
+    # --- which articles ---------------------------------------------------------------------------------------
+
+    def requested_titles(self) -> list[str]:
+        """The titles of the config and the titles file, in order, without blanks and repeats (reported)."""
+        lines = [(f"data.titles[{i}]", t) for i, t in enumerate(self.titles)]
+        if self.titles_file is not None:
+            try:
+                text = self.titles_file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                raise DataError(f"cannot read data.titles_file {self.titles_file}: {e}") from None
+            lines += [(f"{self.titles_file}:{n}", t) for n, t in enumerate(text.splitlines(), start=1)]
+        seen: dict[str, str] = {}
+        for where, title in lines:
+            title = " ".join(title.split())
+            if not title:
+                _say(f"{where}: blank title, skipped")
+            elif title in seen:
+                _say(f"{where}: {title!r} repeats {seen[title]}, skipped")
+            else:
+                seen[title] = where
+        return list(seen)
+
+    @property
+    def client(self) -> wikipediaapi.Wikipedia:
+        if self._client is None:
+            self._client = make_client(self.language, self.user_agent, self.max_retries, 1.0)
+        return self._client
+
+    def _wait_turn(self) -> None:
+        # The rate limit: at most requests_per_second article requests a second.
+        wait = self._last_request + 1.0 / self.requests_per_second - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        self._last_request = time.monotonic()
+
+    def category_titles(self, category: str) -> list[str]:
+        """Article titles of a category (cached in ``data_dir/categories``)."""
+        name = category if category.startswith("Category:") else f"Category:{category}"
+        path = self.data_dir / "categories" / f"{self.language}-{hashlib.sha1(name.encode()).hexdigest()[:16]}.json"
+        if path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))["titles"]
+        self._wait_turn()
+        try:
+            members = self.client.page(name).categorymembers
+        except wikipediaapi.WikipediaException as e:
+            raise DataError(f"could not list {name} on {self.language}.wikipedia.org: {e}") from None
+        titles = sorted(title for title, page in members.items() if page.namespace == 0)
+        if not titles:
+            _say(f"{name}: no articles (missing or empty category)")
+        titles = titles[: self.max_articles_per_category]
+        _write_json(path, {"category": name, "titles": titles})
+        return titles
+
+    def _article_path(self, title: str) -> Path:
+        key = hashlib.sha1(f"{self.language}:{title}".encode()).hexdigest()[:20]
+        return self.data_dir / "articles" / f"{key}.json"
+
+    def fetch_articles(self) -> list[dict[str, str]]:
+        """Each requested article's ``{"title", "text"}``, fetched or read from the cache, without duplicates."""
+        if self._articles is not None:
+            return self._articles
+        titles = self.requested_titles()
+        for category in self.categories:
+            titles += [t for t in self.category_titles(category) if t not in titles]
+        articles, missing, failed, fetched, seen = [], [], [], 0, set()
+        for title in tqdm(titles, desc=f"Wikipedia ({self.language})", unit="article", file=sys.stderr):
+            path = self._article_path(title)
+            if path.is_file():
+                record = json.loads(path.read_text(encoding="utf-8"))
+            else:
+                self._wait_turn()
+                try:
+                    page = self.client.page(title)
+                    exists = page.exists()
+                    record = {"requested": title, "title": page.title, "text": page.text} if exists else {
+                        "requested": title, "missing": True}
+                except wikipediaapi.WikipediaException as e:
+                    _say(f"{title!r}: could not fetch it ({type(e).__name__}: {e}); a re-run tries again")
+                    failed.append(title)
+                    continue
+                _write_json(path, record)
+                fetched += 1
+            if record.get("missing"):
+                missing.append(title)
+                continue
+            if record["title"] != title:
+                _say(f"{title!r} redirects to {record['title']!r}")
+            if record["title"] in seen:
+                _say(f"{title!r}: {record['title']!r} is already in the corpus, skipped")
+                continue
+            seen.add(record["title"])
+            if record["text"].strip():
+                articles.append({"title": record["title"], "text": record["text"]})
+        if missing:
+            _say(f"{len(missing)} missing page(s) on {self.language}.wikipedia.org: {', '.join(map(repr, missing))}")
+        _say(f"Wikipedia: {len(articles)} articles ({fetched} fetched now, {len(titles) - fetched - len(failed)} "
+             f"from the cache in {self.data_dir / 'articles'})")
+        if failed:
+            raise DataError(
+                f"{len(failed)} article(s) could not be fetched ({', '.join(map(repr, failed))}); the others are "
+                f"cached: run again to fetch the rest"
+            )
+        if not articles:
+            raise DataError("none of the requested Wikipedia articles exists or has text: check the titles")
+        self._articles = articles
+        return articles
+
+    # --- tokenizer and shards ---------------------------------------------------------------------------------
+
+    def _corpus_sha256(self, articles: list[dict[str, str]]) -> str:
+        digest = hashlib.sha256()
+        for article in articles:
+            digest.update(article["text"].encode("utf-8", "surrogatepass") + b"\x00")
+        return digest.hexdigest()
+
+    def load_tokenizer(self) -> Tokenizer:
+        articles = self.fetch_articles()
+        return load_or_train(
+            self.data_dir / "tokenizers",
+            [a["text"] for a in articles],
+            self._corpus_sha256(articles),
+            self.bpe_vocab_size,
+            self.bpe_pattern,
+        )
+
+    def prepare_data(self) -> None:
+        articles = self.fetch_articles()
+        tokenizer: BPETokenizer = self.tokenizer
+        stream = np.concatenate(
+            [np.concatenate([[tokenizer.eot_id], tokenizer.encode(a["text"])]) for a in articles]
+        ).astype(np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32)
+        n_val = int(len(stream) * self.val_fraction)
+        if n_val == 0 or n_val == len(stream):
+            raise DataError(f"{len(stream)} tokens are too few to hold out val_fraction={self.val_fraction}")
+        # The validation split is the stream's tail; it goes first because the writer makes the first
+        # val_tokens tokens validation.
+        parts = [stream[len(stream) - n_val :], stream[: len(stream) - n_val]]
+        settings = {"corpus_sha256": self._corpus_sha256(articles), "val_fraction": self.val_fraction}
+        writer = ShardWriter(self.shard_dir, tokenizer, shard_size=len(stream), val_tokens=n_val, settings=settings)
+        if writer.is_complete():
+            return
+        next_part, next_token = writer.resume()
+        for part in range(next_part, len(parts)):
+            first = next_token if part == next_part else 0
+            writer.add(part, parts[part][first:], first)
+        writer.finish({"documents": len(articles), "titles": [a["title"] for a in articles]})

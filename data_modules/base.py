@@ -15,6 +15,10 @@ checkpoint, so a resumed run continues the stream exactly where it stopped (with
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
+import urllib.request
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -22,13 +26,42 @@ import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
+from tqdm import tqdm
 
-from data_modules.shards import ShardSet
+from data_modules.shards import ShardSet, ShardWriter, publish
 from lit_gpt_mini.errors import DataError
 from lit_gpt_mini.tokenizers import Tokenizer
 
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def download(url: str, dest: Path) -> None:
+    """Fetch ``url`` into ``dest`` atomically (a temporary file renamed into place), with a progress bar.
+
+    The network boundary of the sources that download files.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=f"Downloading {dest.name}") as bar:
+                while chunk := response.read(1 << 16):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+        publish(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _to_batch(windows: np.ndarray) -> Batch:
@@ -220,6 +253,25 @@ class TokenDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     # --- shared machinery ---------------------------------------------------------------------------------------
+
+    def write_splits(self, val: np.ndarray, train: np.ndarray, settings: dict[str, Any], extra: dict[str, Any]) -> None:
+        """Write a small source's validation and training tokens as one shard each (unless already done).
+
+        For sources whose whole token stream fits in memory (a text file, a set of articles), split by a
+        fraction of the stream rather than by shard.
+        """
+        writer = ShardWriter(
+            self.shard_dir, self.tokenizer, shard_size=len(val) + len(train), val_tokens=len(val), settings=settings
+        )
+        if writer.is_complete():
+            return
+        # The writer makes the stream's first val_tokens tokens validation: the validation part goes first.
+        parts = [val, train]
+        next_part, next_token = writer.resume()
+        for part in range(next_part, len(parts)):
+            first = next_token if part == next_part else 0
+            writer.add(part, parts[part][first:], first)
+        writer.finish(extra)
 
     @property
     def shard_dir(self) -> Path:

@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from data_modules.base import TokenDataModule
+from data_modules.hellaswag import HellaSwagDataModule
 from data_modules.shards import ShardWriter
 from lit_gpt_mini.errors import DataError
 from lit_gpt_mini.tokenizers import GPT2Tokenizer, Tokenizer
@@ -194,6 +196,8 @@ class FineWebDataModule(TokenDataModule):
         val_tokens: Tokens at the start of the stream held out for validation; ``None``: the first shard.
         max_tokens: Stop after this many tokens in all (``None``: the whole dataset).
         num_proc: Tokenizer processes; ``None`` uses every CPU core.
+        hellaswag: What ``test`` scores: HellaSwag accuracy with this data module, or (``None``) the loss on the
+            validation shards.
 
     The other arguments are :class:`~data_modules.base.TokenDataModule`'s. Preparation writes into
     ``data_dir/shards``, resumes where an interrupted run stopped, and is skipped once complete; a directory
@@ -212,6 +216,7 @@ class FineWebDataModule(TokenDataModule):
         val_tokens: Optional[int] = None,
         max_tokens: Optional[int] = None,
         num_proc: Optional[int] = None,
+        hellaswag: Optional[HellaSwagDataModule] = None,
         block_size: int = 1024,
         batch_size: int = 16,
         seed: int = 1337,
@@ -239,6 +244,21 @@ class FineWebDataModule(TokenDataModule):
         self.val_tokens = val_tokens
         self.max_tokens = max_tokens
         self.num_proc = max(1, num_proc if num_proc is not None else (os.cpu_count() or 1))
+        self.hellaswag = hellaswag
+
+    def _testing_hellaswag(self) -> bool:
+        return self.hellaswag is not None and self.trainer is not None and self.trainer.testing
+
+    def setup(self, stage: str) -> None:
+        if stage == "test" and self.hellaswag is not None:
+            return  # test scores HellaSwag: the token shards are not needed
+        super().setup(stage)
+
+    def test_dataloader(self) -> DataLoader:
+        if self.hellaswag is None:
+            return super().test_dataloader()
+        rank, world = self._rank_and_world()
+        return DataLoader(self.hellaswag.batches(self.block_size, rank, world), batch_size=None)
 
     @property
     def source(self) -> str:
@@ -269,6 +289,9 @@ class FineWebDataModule(TokenDataModule):
         return reader.rows_of(rows, self.source)
 
     def prepare_data(self) -> None:
+        if self._testing_hellaswag():
+            self.hellaswag.prepare_data()
+            return
         tokenizer = self.tokenizer
         writer = ShardWriter(self.shard_dir, tokenizer, self.shard_size, self.val_tokens, self._settings())
         if writer.is_complete():

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
-import urllib.request
 from pathlib import Path
 from typing import Literal, Optional
 
-from tqdm import tqdm
-
-from data_modules.base import TokenDataModule
-from data_modules.shards import ShardWriter, publish
+from data_modules.base import TokenDataModule, download, sha256_of
 from lit_gpt_mini.errors import DataError
 from lit_gpt_mini.tokenizers import CharTokenizer, Tokenizer
 from lit_gpt_mini.tokenizers.bpe import load_or_train
@@ -20,34 +13,6 @@ from lit_gpt_mini.tokenizers.bpe import load_or_train
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 FILENAME = "tinyshakespeare.txt"
-
-
-def download(url: str, dest: Path) -> None:
-    """Fetch ``url`` into ``dest`` atomically (a temporary file renamed into place), with a progress bar.
-
-    This is the module's one network boundary.
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"Downloading {dest.name}") as bar:
-                while chunk := response.read(1 << 16):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-        publish(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class ShakespeareDataModule(TokenDataModule):
@@ -159,18 +124,9 @@ class ShakespeareDataModule(TokenDataModule):
                 f"{self.text_path}: {len(text)} characters are too few to hold out val_fraction={self.val_fraction}"
             )
         tokenizer = self.tokenizer
-        # The validation split is the text's tail; it comes first in the stream because the writer puts the
-        # stream's first val_tokens tokens into validation shards.
-        documents = [tokenizer.encode_to_array(text[len(text) - n_val :]), tokenizer.encode_to_array(text[: len(text) - n_val])]
-        settings = {"text_sha256": sha256_of(self.text_path), "val_fraction": self.val_fraction}
-        writer = ShardWriter(
-            self.shard_dir, tokenizer, shard_size=sum(map(len, documents)), val_tokens=len(documents[0]),
-            settings=settings,
+        self.write_splits(
+            val=tokenizer.encode_to_array(text[len(text) - n_val :]),
+            train=tokenizer.encode_to_array(text[: len(text) - n_val]),
+            settings={"text_sha256": sha256_of(self.text_path), "val_fraction": self.val_fraction},
+            extra={"documents": 1},
         )
-        if writer.is_complete():
-            return
-        next_doc, next_token = writer.resume()
-        for doc in range(next_doc, len(documents)):
-            first = next_token if doc == next_doc else 0
-            writer.add(doc, documents[doc][first:], first)
-        writer.finish({"documents": len(documents)})

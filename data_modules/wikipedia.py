@@ -24,7 +24,7 @@ import wikipediaapi
 from tqdm import tqdm
 
 from data_modules.base import TokenDataModule
-from data_modules.shards import ShardWriter, publish
+from data_modules.shards import publish
 from lit_gpt_mini.errors import ConfigError, DataError
 from lit_gpt_mini.tokenizers import Tokenizer
 from lit_gpt_mini.tokenizers.bpe import BPETokenizer, load_or_train
@@ -260,15 +260,9 @@ class WikipediaDataModule(TokenDataModule):
         n_val = int(len(stream) * self.val_fraction)
         if n_val == 0 or n_val == len(stream):
             raise DataError(f"{len(stream)} tokens are too few to hold out val_fraction={self.val_fraction}")
-        # The validation split is the stream's tail; it goes first because the writer makes the first
-        # val_tokens tokens validation.
-        parts = [stream[len(stream) - n_val :], stream[: len(stream) - n_val]]
-        settings = {"corpus_sha256": self._corpus_sha256(articles), "val_fraction": self.val_fraction}
-        writer = ShardWriter(self.shard_dir, tokenizer, shard_size=len(stream), val_tokens=n_val, settings=settings)
-        if writer.is_complete():
-            return
-        next_part, next_token = writer.resume()
-        for part in range(next_part, len(parts)):
-            first = next_token if part == next_part else 0
-            writer.add(part, parts[part][first:], first)
-        writer.finish({"documents": len(articles), "titles": [a["title"] for a in articles]})
+        self.write_splits(
+            val=stream[len(stream) - n_val :],
+            train=stream[: len(stream) - n_val],
+            settings={"corpus_sha256": self._corpus_sha256(articles), "val_fraction": self.val_fraction},
+            extra={"documents": len(articles), "titles": [a["title"] for a in articles]},
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback, ThroughputMonitor
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -12,11 +13,12 @@ from lit_gpt_mini.errors import ConfigError
 
 
 def _windows(batch: Any) -> int:
-    return batch[0].size(0)
+    # token batches are (x, y); HellaSwag batches are dicts of (examples, 4, length) tensors
+    return batch["tokens"].size(0) if isinstance(batch, dict) else batch[0].size(0)
 
 
 def _tokens(batch: Any) -> int:
-    return batch[0].numel()
+    return batch["tokens"].numel() if isinstance(batch, dict) else batch[0].numel()
 
 
 class TokenThroughput(ThroughputMonitor):
@@ -94,3 +96,62 @@ class GradientAccumulation(Callback):
             f"Gradient accumulation: {self.total_batch_tokens:,} tokens per step = {batch_size} x {block_size} "
             f"tokens x {world} devices x {self.accumulate} micro-batches"
         )
+
+
+class HellaSwagEval(Callback):
+    """Scores HellaSwag every ``every_n_steps`` optimizer steps of training and logs ``hellaswag/acc`` and
+    ``hellaswag/acc_norm`` (next to ``val/loss``), with the data module's ``hellaswag`` settings.
+
+    Each rank scores its share of the examples (no padding, no repeats); the counts are summed over ranks.
+
+    Args:
+        every_n_steps: Optimizer steps between evaluations.
+    """
+
+    def __init__(self, every_n_steps: int = 250) -> None:
+        if every_n_steps < 1:
+            raise ConfigError(f"every_n_steps must be positive, got {every_n_steps}")
+        self.every_n_steps = every_n_steps
+        self._last_step = -1
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        data = trainer.datamodule
+        if getattr(data, "hellaswag", None) is None:
+            raise ConfigError("the HellaSwagEval callback needs data.hellaswag (a HellaSwagDataModule) in the config")
+        if data.tokenizer.kind != "gpt2":
+            raise ConfigError(f"HellaSwag is scored with GPT-2's vocabulary; this data uses a {data.tokenizer.kind} tokenizer")
+        if trainer.is_global_zero:
+            data.hellaswag.prepare_data()
+        trainer.strategy.barrier()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        # Called after every micro-batch; global_step moves once per optimizer step.
+        step = trainer.global_step
+        if step % self.every_n_steps or step == self._last_step:
+            return
+        self._last_step = step
+        acc, acc_norm = self.evaluate(trainer, pl_module)
+        # Straight to the loggers, once: self.log from a batch hook would repeat the value at every log step.
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics({"hellaswag/acc": acc.item(), "hellaswag/acc_norm": acc_norm.item()}, step=step)
+
+    @staticmethod
+    def evaluate(trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[torch.Tensor, torch.Tensor]:
+        from lit_gpt_mini import hellaswag
+
+        model = pl_module.model
+        was_training = model.training
+        model.eval()
+        counts = torch.zeros(3, device=pl_module.device)  # examples, right by acc, right by acc_norm
+        batches = trainer.datamodule.hellaswag.batches(pl_module.config.block_size, trainer.global_rank, trainer.world_size)
+        for batch in batches:
+            batch = {k: v.to(pl_module.device) for k, v in batch.items()}
+            with trainer.precision_plugin.forward_context():
+                correct, correct_norm = hellaswag.evaluate_batch(model, batch)
+            counts += torch.stack([torch.tensor(len(correct), device=counts.device), correct.sum(), correct_norm.sum()])
+        model.train(was_training)
+        counts = trainer.strategy.reduce(counts, reduce_op="sum")
+        return counts[1] / counts[0], counts[2] / counts[0]

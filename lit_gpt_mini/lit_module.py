@@ -15,8 +15,9 @@ import lightning as L
 from lightning.pytorch.strategies import FSDPStrategy
 import torch
 from torch.nn import functional as F
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, SumMetric
 
+from lit_gpt_mini import hellaswag
 from lit_gpt_mini.errors import ConfigError
 from lit_gpt_mini.model import GPT, GPTConfig
 from lit_gpt_mini.optim import param_groups, warmup_cosine_lr
@@ -79,6 +80,10 @@ class GPTModule(L.LightningModule):
         # One metric object per stage: Lightning reduces it across DDP ranks, weighted by token counts.
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
+        # HellaSwag: the fraction of examples each method gets right (DDP sums right answers and examples).
+        self.hellaswag_acc = MeanMetric()
+        self.hellaswag_acc_norm = MeanMetric()
+        self.hellaswag_examples = SumMetric()  # how many were scored: all of them, once, however many devices
         self.flops_per_batch = 0  # read by the throughput callback for MFU; set per batch
         self._step_loss: Optional[torch.Tensor] = None
         self._step_micro_batches = 0
@@ -151,7 +156,18 @@ class GPTModule(L.LightningModule):
         self.val_loss.update(loss, weight=batch[1].numel())
         self.log("val/loss", self.val_loss, prog_bar=True)
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        if isinstance(batch, dict):  # HellaSwag examples (see data_modules.hellaswag)
+            tokens = batch["tokens"]
+            self.flops_per_batch = self._flops_per_token(tokens.size(-1)) * tokens.numel() // 3  # forward only
+            correct, correct_norm = hellaswag.evaluate_batch(self.model, batch)
+            self.hellaswag_acc.update(correct.float())
+            self.hellaswag_acc_norm.update(correct_norm.float())
+            self.log("test/hellaswag_acc", self.hellaswag_acc)
+            self.log("test/hellaswag_acc_norm", self.hellaswag_acc_norm)
+            self.hellaswag_examples.update(len(correct))
+            self.log("test/hellaswag_examples", self.hellaswag_examples)
+            return
         loss = self._loss(batch)
         self.test_loss.update(loss, weight=batch[1].numel())
         self.log("test/loss", self.test_loss)

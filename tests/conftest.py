@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -56,3 +59,17 @@ def write_jsonl(path: Path, texts: list[str]) -> Path:
 def shakespeare_docs(shakespeare_path) -> list[str]:
     """Tiny Shakespeare cut into its ~7,200 speeches: a real corpus of many documents."""
     return [p for p in shakespeare_path.read_text(encoding="utf-8").split("\n\n") if p.strip()]
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """Serves tmp_path/www on 127.0.0.1; yields the base URL."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()

@@ -1,6 +1,3 @@
-import functools
-import http.server
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -116,20 +113,6 @@ def test_too_short_shards_are_refused(tmp_path):
 
 
 # --- Tiny Shakespeare -----------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def http_server(tmp_path):
-    """Serves tmp_path/www on 127.0.0.1; yields the base URL."""
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *a, **k: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
 
 
 def test_download_verifies_checksum_and_is_then_reused(tmp_path, http_server, shakespeare_path):

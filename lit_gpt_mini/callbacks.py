@@ -7,6 +7,8 @@ from typing import Any, Optional
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ThroughputMonitor
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 
 from lit_gpt_mini.errors import ConfigError
@@ -155,3 +157,50 @@ class HellaSwagEval(Callback):
         model.train(was_training)
         counts = trainer.strategy.reduce(counts, reduce_op="sum")
         return counts[1] / counts[0], counts[2] / counts[0]
+
+
+class SampleText(Callback):
+    """After each validation during training, samples a continuation of a fixed prompt and logs it to
+    TensorBoard (``samples``, in the Text tab), so the curves come with what the model writes.
+
+    Runs on rank 0 only (the weights are the same on every rank), from the same seed each time.
+
+    Args:
+        prompt: The text to continue (encoded with the data's tokenizer).
+        max_new_tokens: Tokens to sample.
+        temperature, top_k: As in ``main.py generate``.
+        seed: Seed of the sampler.
+    """
+
+    def __init__(
+        self, prompt: str = "\n", max_new_tokens: int = 200, temperature: float = 0.8, top_k: Optional[int] = 200,
+        seed: int = 1337,
+    ) -> None:
+        self.prompt = prompt
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.top_k = top_k
+        self.seed = seed
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero or pl_module.tokenizer is None:
+            return
+        if isinstance(trainer.strategy, FSDPStrategy):
+            return  # sharded weights: rank 0 alone cannot run the model
+        try:
+            ids = pl_module.tokenizer.encode(self.prompt)
+        except ValueError as e:
+            raise ConfigError(f"SampleText's prompt cannot be encoded by the data's tokenizer: {e}") from None
+        model = pl_module.model
+        was_training = model.training
+        model.eval()
+        generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
+        idx = torch.tensor([ids], dtype=torch.long, device=pl_module.device)
+        with trainer.precision_plugin.forward_context():
+            out = model.generate(idx, self.max_new_tokens, self.temperature, self.top_k, generator=generator)
+        model.train(was_training)
+        text = pl_module.tokenizer.decode(out[0].tolist())
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                # indented: TensorBoard renders Markdown, and a code block keeps the line breaks
+                logger.experiment.add_text("samples", "    " + text.replace("\n", "\n    "), trainer.global_step)

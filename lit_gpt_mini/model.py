@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -79,16 +79,20 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: Optional["KVCache"] = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         # (B, T, C) -> (B, nh, T, hs)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        if cache is not None:
+            # New tokens attend to every cached one: store their keys/values, attend over all so far.
+            k, v = cache.update(layer, k, v)
+        # A single new token may see everything before it; several (the prompt) need the causal mask.
         # dispatches to flash / memory-efficient kernels where the device has them
         y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=T > 1
         )
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble all head outputs side by side
         return self.resid_dropout(self.c_proj(y))
@@ -116,9 +120,28 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, cache: Optional["KVCache"] = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer)
         return x + self.mlp(self.ln_2(x))
+
+
+class KVCache:
+    """The keys and values of the tokens a model has seen, per layer, so that each new token costs one position
+    instead of a pass over the whole context. Holds up to ``block_size`` positions, from position 0."""
+
+    def __init__(self, config: GPTConfig, batch_size: int, device: torch.device, dtype: torch.dtype) -> None:
+        shape = (batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
+        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.length = 0  # positions filled (the same in every layer once a forward pass is done)
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        start, end = self.length, self.length + k.size(2)
+        if k.size(2) > 1 and start > 0:
+            raise ValueError("the KV cache takes several tokens only at position 0 (the prompt), then one at a time")
+        self.keys[layer][:, :, start:end] = k
+        self.values[layer][:, :, start:end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
 
 class GPT(nn.Module):
@@ -167,15 +190,21 @@ class GPT(nn.Module):
         T = seq_len or self.config.block_size
         return 6 * self.num_params() + 12 * self.config.n_layer * self.config.n_embd * T
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """Logits (B, T, vocab_size) for token ids ``idx`` (B, T)."""
+    def forward(self, idx: torch.Tensor, cache: Optional[KVCache] = None) -> torch.Tensor:
+        """Logits (B, T, vocab_size) for token ids ``idx`` (B, T). With a ``cache``, ``idx`` continues the
+        tokens already in it (their positions follow) and their keys/values are added to it."""
         B, T = idx.shape
-        if T > self.config.block_size:
-            raise ValueError(f"sequence of length {T} is longer than the model's block_size {self.config.block_size}")
-        pos = torch.arange(T, dtype=torch.long, device=idx.device)
+        start = 0 if cache is None else cache.length
+        if start + T > self.config.block_size:
+            raise ValueError(
+                f"sequence of length {start + T} is longer than the model's block_size {self.config.block_size}"
+            )
+        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
-        for block in self.transformer.h:
-            x = block(x)
+        for layer, block in enumerate(self.transformer.h):
+            x = block(x, cache, layer)
+        if cache is not None:
+            cache.length += T
         logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, padded_vocab)
         # The padding only makes the matmul faster: padded ids are never scored, so they are never sampled
         # and the loss is over the real vocabulary.
@@ -184,26 +213,75 @@ class GPT(nn.Module):
         return logits
 
     @torch.no_grad()
+    @torch.no_grad()
     def generate(
         self,
         idx: torch.Tensor,
         max_new_tokens: int,
         temperature: float = 1.0,
         top_k: Optional[int] = None,
+        top_p: Optional[float] = None,
         generator: Optional[torch.Generator] = None,
+        use_cache: bool = True,
+        stop_token: Optional[int] = None,
+        on_token: Optional[Callable[[int], None]] = None,
     ) -> torch.Tensor:
-        """Append ``max_new_tokens`` sampled tokens to ``idx`` (B, T); temperature 0 means greedy decoding."""
+        """Append up to ``max_new_tokens`` sampled tokens to ``idx`` (B, T) and return the whole sequence.
+
+        ``temperature`` 0 is greedy decoding; ``top_k`` keeps the k most likely tokens, ``top_p`` the smallest
+        set whose probability reaches p (nucleus sampling). Sampling stops early when every row has produced
+        ``stop_token``; ``on_token`` is called with each new token of row 0 (for streaming).
+
+        The model sees a window of at most ``block_size`` tokens with positions from 0. When the text
+        outgrows it, the window moves to the last ``block_size // 2`` tokens and (with ``use_cache``) the cache
+        is refilled from them: positions are absolute, so cached keys cannot just shift. Cached and uncached
+        generation use the same windows and give the same tokens.
+        """
+        block_size = self.config.block_size
+        keep = max(1, block_size // 2)
+        start = max(0, idx.size(1) - block_size)  # where the model's window begins
+        cache = None
+        finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
         for _ in range(max_new_tokens):
-            context = idx[:, -self.config.block_size :]  # the model sees at most block_size tokens
-            logits = self(context)[:, -1, :]
-            if temperature == 0:
-                next_id = logits.argmax(dim=-1, keepdim=True)
+            if idx.size(1) - start > block_size:  # the window is full: move it, refill the cache
+                start, cache = idx.size(1) - keep, None
+            if use_cache:
+                if cache is None:
+                    cache = KVCache(self.config, idx.size(0), idx.device, self.lm_head.weight.dtype)
+                # forward, not __call__: a compiled model would recompile for every new length
+                logits = self.forward(idx[:, start + cache.length :], cache)[:, -1, :]
             else:
-                logits = logits / temperature
-                if top_k is not None:
-                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                probs = F.softmax(logits, dim=-1)
-                next_id = torch.multinomial(probs, num_samples=1, generator=generator)
+                logits = self.forward(idx[:, start:])[:, -1, :]
+            next_id = sample(logits, temperature, top_k, top_p, generator)
             idx = torch.cat((idx, next_id), dim=1)
+            if on_token is not None:
+                on_token(int(next_id[0, 0]))
+            if stop_token is not None:
+                finished |= next_id[:, 0] == stop_token
+                if finished.all():
+                    break
         return idx
+
+
+def sample(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: Optional[int] = None,
+    top_p: Optional[float] = None,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """One token id per row of ``logits`` (B, V), as a (B, 1) tensor."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cumulative = F.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+        # drop a token when the ones before it already reach top_p (the most likely one always stays)
+        drop = cumulative - F.softmax(sorted_logits, dim=-1) >= top_p
+        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    probs = F.softmax(logits, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator)

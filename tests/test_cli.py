@@ -147,3 +147,30 @@ def test_generate_refuses_a_file_that_is_not_a_checkpoint(tmp_path):
     result = run_main("generate", "--ckpt_path", "x.ckpt", cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "x.ckpt could not be loaded as a checkpoint" in result.stderr
+
+
+def test_generate_streams_from_a_prompt_file_with_top_p(tmp_path, monkeypatch, shakespeare_path, capsys):
+    fit(tmp_path, monkeypatch, "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
+        data_path=shakespeare_path)
+    (tmp_path / "prompt.txt").write_text("JULIET:\n")
+    main(["generate", "--ckpt_path", "out/debug_char/checkpoints/last.ckpt", "--prompt_file", "prompt.txt",
+          "--max_new_tokens", "25", "--top_p", "0.9", "--seed", "5"])
+    streamed = capsys.readouterr().out
+    (text,) = generate("out/debug_char/checkpoints/last.ckpt", prompt="JULIET:\n", max_new_tokens=25, top_p=0.9,
+                       seed=5, use_cache=False, stream=False)
+    assert streamed.startswith(text) and len(text) == len("JULIET:\n") + 25  # same text with and without the cache
+
+
+def test_sample_text_is_logged_to_tensorboard_at_validation(tmp_path, monkeypatch, shakespeare_path):
+    fit(tmp_path, monkeypatch, "--trainer.max_steps", "4", "--trainer.val_check_interval", "2",
+        "--trainer.callbacks+=lit_gpt_mini.callbacks.SampleText", "--trainer.callbacks.prompt", "ROMEO:",
+        "--trainer.callbacks.max_new_tokens", "20", data_path=shakespeare_path)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events,) = (tmp_path / "out/debug_char").glob("version_0/events.*")
+    acc = EventAccumulator(str(events), size_guidance={"tensors": 0})
+    acc.Reload()
+    texts = acc.Tensors("samples/text_summary")
+    assert [t.step for t in texts] == [2, 4]
+    sample = texts[-1].tensor_proto.string_val[0].decode()
+    assert sample.startswith("    ROMEO:") and len(sample) >= len("    ROMEO:") + 20

@@ -41,6 +41,11 @@ def main(args: Optional[list[str]] = None) -> Optional[GPTCLI]:
 
             generate_main(argv[1:])
             return None
+        if argv and argv[0] == "export":
+            from lit_gpt_mini.export import main as export_main
+
+            export_main(argv[1:])
+            return None
         if argv and argv[0] == "prepare":
             prepare(argv[1:])
             return None

@@ -9,6 +9,7 @@ Every ``__init__`` argument is a plain type: Lightning stores them as the checkp
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any, Optional
 
 import lightning as L
@@ -41,6 +42,9 @@ class GPTModule(L.LightningModule):
         weight_decay: AdamW weight decay, applied to matrices only (not to biases and LayerNorm gains).
         beta1, beta2, eps: AdamW's moment coefficients and epsilon.
         compile: Compile the model's forward with ``torch.compile`` (state-dict keys are unchanged).
+        init_from: Start from these weights instead of a random init: a Hugging Face GPT-2 model id
+            (``gpt2``, ``gpt2-medium``, ...; needs internet and ``transformers``), a local Hugging Face
+            directory, or a ``.pth`` from ``main.py export``. The shape arguments must match the weights.
     """
 
     def __init__(
@@ -61,6 +65,7 @@ class GPTModule(L.LightningModule):
         beta2: float = 0.95,
         eps: float = 1e-8,
         compile: bool = False,
+        init_from: Optional[str] = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -93,9 +98,28 @@ class GPTModule(L.LightningModule):
         if self.model is not None:
             return
         self.model = GPT(self.config)
+        if self.hparams.init_from:
+            self._load_initial_weights(self.hparams.init_from)
         if self.hparams.compile:
             # Module.compile() compiles forward in place: state-dict keys stay free of "_orig_mod.".
             self.model.compile()
+
+    def _load_initial_weights(self, source: str) -> None:
+        # (A run resumed with --ckpt_path loads these first, then the checkpoint's weights over them.)
+        from lit_gpt_mini.export import import_hf, load_pth
+
+        pretrained = load_pth(Path(source))[0] if source.endswith(".pth") else import_hf(source)
+        mine = {k: v.shape for k, v in self.model.state_dict().items()}
+        theirs = {k: v.shape for k, v in pretrained.state_dict().items()}
+        if mine != theirs:
+            differ = sorted(k for k in mine if theirs.get(k) != mine[k])[:3]
+            raise ConfigError(
+                f"model.init_from {source}: its weights do not fit this model ({', '.join(differ)} differ): set "
+                f"model.n_layer/n_head/n_embd/block_size/vocab_size/bias to the pretrained shape "
+                f"({pretrained.config.n_layer}/{pretrained.config.n_head}/{pretrained.config.n_embd}/"
+                f"{pretrained.config.block_size}/{pretrained.config.vocab_size}/{pretrained.config.bias})"
+            )
+        self.model.load_state_dict(pretrained.state_dict())
 
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule if self._trainer is not None else None
@@ -248,6 +272,7 @@ class CharGPT(GPTModule):
         beta2: float = 0.99,
         eps: float = 1e-8,
         compile: bool = False,
+        init_from: Optional[str] = None,
     ) -> None:
         super().__init__(**_args(locals()))
 
@@ -273,6 +298,7 @@ class BPEGPT(GPTModule):
         beta2: float = 0.99,
         eps: float = 1e-8,
         compile: bool = False,
+        init_from: Optional[str] = None,
     ) -> None:
         super().__init__(**_args(locals()))
 
@@ -301,6 +327,7 @@ class GPT2(GPTModule):
         beta2: float = 0.95,
         eps: float = 1e-8,
         compile: bool = False,
+        init_from: Optional[str] = None,
     ) -> None:
         super().__init__(**_args(locals()))
 

@@ -174,3 +174,15 @@ def test_sample_text_is_logged_to_tensorboard_at_validation(tmp_path, monkeypatc
     assert [t.step for t in texts] == [2, 4]
     sample = texts[-1].tensor_proto.string_val[0].decode()
     assert sample.startswith("    ROMEO:") and len(sample) >= len("    ROMEO:") + 20
+
+
+def test_generate_names_a_prompt_character_outside_the_vocabulary(tmp_path, monkeypatch, shakespeare_path):
+    fit(tmp_path, monkeypatch, "--trainer.max_steps", "1", "--trainer.val_check_interval", "1",
+        data_path=shakespeare_path)
+    result = run_main("generate", "--ckpt_path", "out/debug_char/checkpoints/last.ckpt", "--prompt", "KING 🤴:",
+                      cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: the prompt cannot be encoded by the checkpoint's tokenizer: character '🤴' is not in this "
+        "tokenizer's alphabet of 65 characters"
+    )

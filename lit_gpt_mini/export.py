@@ -1,0 +1,165 @@
+"""Take a trained model out of this project, or bring GPT-2 weights in.
+
+* ``python main.py export --ckpt_path last.ckpt --out model.pth``: a plain ``.pth`` with the state dict, the
+  model config and the tokenizer, all plain types, loadable with ``torch.load(..., weights_only=True)``::
+
+      import torch
+      from lit_gpt_mini.model import GPT, GPTConfig
+      from lit_gpt_mini.tokenizers import tokenizer_from_dict
+
+      data = torch.load("model.pth", weights_only=True)
+      model = GPT(GPTConfig(**data["config"]))
+      model.load_state_dict(data["state_dict"])
+      tokenizer = tokenizer_from_dict(data["tokenizer"])
+
+* ``python main.py export --ckpt_path last.ckpt --out gpt2-mine --format hf``: a Hugging Face
+  ``GPT2LMHeadModel`` directory (``config.json`` + safetensors) that ``transformers`` loads directly; for
+  models over GPT-2's vocabulary with biases (GPT-2's own layout).
+
+* :func:`import_hf`: GPT-2 weights from the hub (``gpt2``, ``gpt2-medium``, ... with internet) or from a local
+  directory, as our :class:`~lit_gpt_mini.model.GPT`; ``model.init_from`` in a config starts training from them.
+
+``transformers`` is an optional dependency (``pip install -e '.[hf]'``); only the Hugging Face paths need it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Literal, Optional
+
+import torch
+
+from lit_gpt_mini.errors import CheckpointError, ConfigError
+from lit_gpt_mini.model import GPT, GPTConfig
+
+FORMAT = "lit-gpt-mini model"
+# GPT-2 (and HF) store these as Conv1D weights, (in, out): the transpose of our nn.Linear's (out, in).
+_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+def _transformers():
+    try:
+        import transformers
+    except ImportError:
+        raise ConfigError("the Hugging Face formats need transformers: pip install -e '.[hf]'") from None
+    return transformers
+
+
+def save_pth(model: GPT, tokenizer_dict: dict, out: Path) -> None:
+    """The model, its config and its tokenizer as one ``weights_only``-loadable file."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    torch.save({"format": FORMAT, "version": 1, "config": model.config.to_dict(), "state_dict": state,
+                "tokenizer": tokenizer_dict}, out)
+
+
+def load_pth(path: Path) -> tuple[GPT, dict]:
+    """The model (eval mode) and tokenizer dict of a file written by :func:`save_pth`."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path} could not be loaded ({type(e).__name__}: {e})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a model exported by lit-gpt-mini (main.py export)")
+    model = GPT(GPTConfig(**data["config"]))
+    model.load_state_dict(data["state_dict"])
+    return model.eval(), data["tokenizer"]
+
+
+def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
+    """Our weights under GPT2LMHeadModel's names and layouts (real vocabulary only, Conv1D transposes)."""
+    vocab = model.config.vocab_size
+    out = {}
+    for name, tensor in model.state_dict().items():
+        if name.startswith("lm_head."):
+            continue  # tied to wte
+        if name == "transformer.wte.weight":
+            tensor = tensor[:vocab]
+        if name.endswith(_TRANSPOSED):
+            tensor = tensor.t()
+        out[name] = tensor.detach().cpu().contiguous()
+    out["lm_head.weight"] = out["transformer.wte.weight"]
+    return out
+
+
+def to_hf(model: GPT):
+    """A ``transformers.GPT2LMHeadModel`` with this model's weights."""
+    transformers = _transformers()
+    c = model.config
+    if not c.bias:
+        raise ConfigError("GPT-2's Hugging Face layout has biases: only models trained with bias: true can be exported")
+    config = transformers.GPT2Config(
+        vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head,
+        activation_function="gelu_new", resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout,
+        layer_norm_epsilon=1e-5, tie_word_embeddings=True,
+    )
+    hf = transformers.GPT2LMHeadModel(config)
+    missing, unexpected = hf.load_state_dict(hf_state_dict(model), strict=False)
+    if unexpected or [k for k in missing if not k.endswith((".attn.bias", ".attn.masked_bias"))]:
+        raise ConfigError(f"cannot map the weights onto GPT2LMHeadModel (missing {missing}, unexpected {unexpected})")
+    return hf.eval()
+
+
+def import_hf(source: str) -> GPT:
+    """GPT-2 weights from a Hugging Face model id (``gpt2``, ``gpt2-medium``, ...) or local directory."""
+    transformers = _transformers()
+    try:
+        hf = transformers.GPT2LMHeadModel.from_pretrained(source)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"could not load GPT-2 weights from {source!r}: {e}") from None
+    c = hf.config
+    if c.activation_function not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise CheckpointError(f"{source}: activation {c.activation_function!r} is not GPT-2's tanh GELU")
+    model = GPT(GPTConfig(vocab_size=c.vocab_size, block_size=c.n_positions, n_layer=c.n_layer, n_head=c.n_head,
+                          n_embd=c.n_embd, dropout=0.0, bias=True))
+    state = model.state_dict()
+    for name, tensor in hf.state_dict().items():
+        if name.endswith((".attn.bias", ".attn.masked_bias")) or name == "lm_head.weight":
+            continue
+        if name.endswith(_TRANSPOSED):
+            tensor = tensor.t()
+        if name == "transformer.wte.weight":  # our table is padded to a multiple of 64 rows; padding stays 0
+            padded = torch.zeros_like(state[name])
+            padded[: tensor.size(0)] = tensor
+            tensor = padded
+        if name not in state or state[name].shape != tensor.shape:
+            raise CheckpointError(f"{source}: unexpected weight {name} {tuple(tensor.shape)}")
+        state[name] = tensor
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def export(
+    ckpt_path: str, out: str, format: Literal["pth", "hf"] = "pth", device: str = "cpu"
+) -> Path:
+    """Export a training checkpoint (``.ckpt``) to a plain ``.pth`` or a Hugging Face GPT-2 directory.
+
+    Args:
+        ckpt_path: A checkpoint written by ``main.py fit``.
+        out: The ``.pth`` file, or the directory for ``--format hf``.
+        format: ``pth`` (this project's GPT) or ``hf`` (``transformers.GPT2LMHeadModel``).
+        device: Where to load the checkpoint.
+    """
+    from lit_gpt_mini.generate import load_checkpoint
+
+    model, tokenizer = load_checkpoint(ckpt_path, device)
+    tokenizer_dict = tokenizer.to_dict()
+    path = Path(out)
+    if format == "pth":
+        save_pth(model, tokenizer_dict, path)
+    else:
+        if tokenizer_dict.get("kind") != "gpt2":
+            raise ConfigError(
+                f"only models over GPT-2's vocabulary export to Hugging Face's GPT-2 (this one's tokenizer is "
+                f"{tokenizer_dict.get('kind')}); use --format pth"
+            )
+        to_hf(model).save_pretrained(path, safe_serialization=True)
+    print(f"exported {ckpt_path} to {path} ({format})", file=sys.stderr)
+    return path
+
+
+def main(args: Optional[list[str]] = None) -> None:
+    from jsonargparse import auto_cli
+
+    auto_cli(export, args=args if args is not None else sys.argv[1:], as_positional=False)

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -24,7 +22,7 @@ import wikipediaapi
 from tqdm import tqdm
 
 from data_modules.base import TokenDataModule
-from data_modules.shards import publish
+from data_modules.shards import write_json
 from lit_gpt_mini.errors import ConfigError, DataError
 from lit_gpt_mini.tokenizers import Tokenizer
 from lit_gpt_mini.tokenizers.bpe import BPETokenizer, load_or_train
@@ -51,14 +49,7 @@ def _say(message: str) -> None:
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, ensure_ascii=False)
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json(path, data)
 
 
 class WikipediaDataModule(TokenDataModule):

@@ -16,11 +16,15 @@ checkpoint, so a resumed run continues the stream exactly where it stopped (with
 from __future__ import annotations
 
 import hashlib
+import itertools
+import multiprocessing
 import os
+import sys
 import tempfile
 import urllib.request
+from collections import deque
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import lightning as L
 import numpy as np
@@ -30,7 +34,7 @@ from tqdm import tqdm
 
 from data_modules.shards import ShardSet, ShardWriter, publish
 from lit_gpt_mini.errors import DataError
-from lit_gpt_mini.tokenizers import Tokenizer
+from lit_gpt_mini.tokenizers import Tokenizer, tokenizer_from_dict
 
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -83,6 +87,83 @@ def _read_windows(shards: ShardSet, shard_ids: np.ndarray, starts: np.ndarray, l
         rows = shard_ids == shard
         out[rows] = shards.read(int(shard), starts[rows], length)
     return out
+
+
+_TASK_CHARS = 1 << 20  # text per task sent to a tokenizer process: large enough to amortize the transfer
+_worker_tokenizer: Optional[Tokenizer] = None
+
+
+def _init_worker(tokenizer: dict[str, Any]) -> None:
+    global _worker_tokenizer
+    _worker_tokenizer = tokenizer_from_dict(tokenizer)
+
+
+def encode_documents(
+    texts: list[str], tokenizer: Optional[Tokenizer] = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The texts as one array of ids, each document ``[end-of-text] + ids`` (end-of-text starts every
+    document), and the documents' lengths."""
+    tokenizer = tokenizer or _worker_tokenizer
+    eot = tokenizer.eot_id
+    ids: list[int] = []
+    lengths = np.empty(len(texts), dtype=np.int64)
+    for i, text in enumerate(texts):
+        start = len(ids)
+        ids.append(eot)
+        ids.extend(tokenizer.encode(text))
+        lengths[i] = len(ids) - start
+    return np.array(ids, dtype=np.uint16), lengths
+
+
+def _batched(texts: Iterable[str], chars: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    size = 0
+    for text in texts:
+        batch.append(text)
+        size += len(text)
+        if size >= chars:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+class _Encoder:
+    """``encode(batches)`` yields each batch's token arrays in input order, from a process pool when
+    ``num_proc > 1``; the same order for any ``num_proc``, so the shards are identical."""
+
+    def __init__(self, num_proc: int, tokenizer: Tokenizer) -> None:
+        self.num_proc = num_proc
+        self.tokenizer = tokenizer
+        self.pool = None
+
+    def __enter__(self):
+        if self.num_proc > 1:
+            self.pool = multiprocessing.get_context("fork").Pool(
+                self.num_proc, initializer=_init_worker, initargs=(self.tokenizer.to_dict(),)
+            )
+        return self.encode
+
+    def encode(self, batches: Iterable[list[str]]) -> Iterator[list[np.ndarray]]:
+        if self.pool is None:
+            for batch in batches:
+                yield encode_documents(batch, self.tokenizer)
+            return
+        # Pool.imap would read the whole (possibly endless) stream into its queue: keep a bounded window of
+        # tasks in flight instead.
+        pending: deque = deque()
+        for batch in batches:
+            pending.append(self.pool.apply_async(encode_documents, (batch,)))
+            # hand on what is done (in order) before reading more: a slow stream must not hold finished work
+            while pending and (pending[0].ready() or len(pending) >= 2 * self.num_proc):
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
 
 
 class ShuffledWindows(IterableDataset):
@@ -253,6 +334,58 @@ class TokenDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     # --- shared machinery ---------------------------------------------------------------------------------------
+
+    def write_documents(
+        self,
+        documents: Callable[[], Iterable[str]],
+        settings: dict[str, Any],
+        shard_size: int,
+        val_tokens: int,
+        max_tokens: Optional[int],
+        num_proc: int,
+        source: str,
+        summary: Callable[[], dict[str, Any]] = dict,
+        empty: Callable[[], str] = lambda: "no documents",
+    ) -> Optional[dict[str, Any]]:
+        """Tokenize a stream of documents into shards (see :class:`~data_modules.shards.ShardWriter`), in
+        ``num_proc`` processes with a progress bar; resume an interrupted run; do nothing when already done.
+
+        ``documents`` makes the stream (called only when there is work); ``summary`` adds to the manifest once
+        the stream is read; ``empty`` says what was wrong when it had no document. Returns the manifest
+        (``None`` when the shards were already complete).
+        """
+        writer = ShardWriter(self.shard_dir, self.tokenizer, shard_size, val_tokens, settings)
+        if writer.is_complete():
+            return None
+        next_doc, next_token = writer.resume()
+        # Documents before the resume point are read (to count them) but not tokenized again.
+        texts = itertools.islice(documents(), next_doc, None)
+        doc = next_doc
+        bar = tqdm(total=max_tokens, initial=writer.total_tokens, unit="tok", unit_scale=True,
+                   desc=f"Tokenizing {source}", file=sys.stderr, dynamic_ncols=True)
+        with bar, _Encoder(num_proc, self.tokenizer) as encode:
+            for tokens, lengths in encode(_batched(texts, _TASK_CHARS)):
+                first = 0
+                if doc == next_doc and next_token:  # resuming inside this document: skip what is written
+                    first, tokens, lengths = next_token, tokens[next_token:], lengths.copy()
+                    lengths[0] -= next_token
+                before = writer.total_tokens
+                done = writer.add_documents(doc, tokens, lengths, first, max_tokens)
+                # documents taken so far, counting one that max_tokens cut in the middle
+                doc = writer.position[0] + (writer.position[1] > 0) if done else doc + len(lengths)
+                bar.update(writer.total_tokens - before)
+                bar.set_postfix(docs=f"{doc:,}", refresh=False)
+                if done:
+                    break
+        if doc == 0:
+            raise DataError(f"{source} gave {empty()}")
+        manifest = writer.finish({"documents": doc, **summary()})
+        print(
+            f"Prepared {doc:,} documents from {source}: {manifest['tokens']['train']:,} training and "
+            f"{manifest['tokens']['val']:,} validation tokens in {len(manifest['shards'])} shards in {self.shard_dir}",
+            file=sys.stderr,
+        )
+        return manifest
 
     def write_splits(self, val: np.ndarray, train: np.ndarray, settings: dict[str, Any], extra: dict[str, Any]) -> None:
         """Write a small source's validation and training tokens as one shard each (unless already done).

@@ -9,27 +9,22 @@ a file or a directory of them, with each bad row reported by file and line.
 from __future__ import annotations
 
 import gzip
-import itertools
 import json
-import multiprocessing
 import os
 import sys
-from collections import Counter, deque
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
-import numpy as np
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from data_modules.base import TokenDataModule
 from data_modules.hellaswag import HellaSwagDataModule
-from data_modules.shards import ShardWriter
 from lit_gpt_mini.errors import DataError
 from lit_gpt_mini.tokenizers import GPT2Tokenizer, Tokenizer
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".parquet")
-_TASK_CHARS = 1 << 20  # text per task sent to a tokenizer process: large enough to amortize the transfer
 _REPORTED_ROWS = 10  # bad rows reported one by one; the rest are only counted
 
 
@@ -145,44 +140,6 @@ class DocumentReader:
                 yield text
 
 
-_worker_tokenizer: Optional[Tokenizer] = None
-
-
-def _init_worker() -> None:
-    global _worker_tokenizer
-    _worker_tokenizer = GPT2Tokenizer()
-
-
-def encode_documents(
-    texts: list[str], tokenizer: Optional[Tokenizer] = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """The texts as one array of ids, each document ``[end-of-text] + ids`` (end-of-text starts every
-    document), and the documents' lengths."""
-    tokenizer = tokenizer or _worker_tokenizer
-    eot = tokenizer.eot_id
-    ids: list[int] = []
-    lengths = np.empty(len(texts), dtype=np.int64)
-    for i, text in enumerate(texts):
-        start = len(ids)
-        ids.append(eot)
-        ids.extend(tokenizer.encode(text))
-        lengths[i] = len(ids) - start
-    return np.array(ids, dtype=np.uint16), lengths
-
-
-def _batched(texts: Iterable[str], chars: int) -> Iterator[list[str]]:
-    batch: list[str] = []
-    size = 0
-    for text in texts:
-        batch.append(text)
-        size += len(text)
-        if size >= chars:
-            yield batch
-            batch, size = [], 0
-    if batch:
-        yield batch
-
-
 class FineWebDataModule(TokenDataModule):
     """FineWeb-Edu, or any dataset of documents with a text field, tokenized with GPT-2's vocabulary.
 
@@ -292,88 +249,19 @@ class FineWebDataModule(TokenDataModule):
         if self._testing_hellaswag():
             self.hellaswag.prepare_data()
             return
-        tokenizer = self.tokenizer
-        writer = ShardWriter(self.shard_dir, tokenizer, self.shard_size, self.val_tokens, self._settings())
-        if writer.is_complete():
-            return
-        next_doc, next_token = writer.resume()
         reader = DocumentReader(self.text_field)
-        # Documents before the resume point are read (to count them) but not tokenized again.
-        texts = itertools.islice(self._documents(reader), next_doc, None)
-        doc = next_doc
-        bar = tqdm(
-            total=self.max_tokens,
-            initial=writer.total_tokens,
-            unit="tok",
-            unit_scale=True,
-            desc=f"Tokenizing {self.source}",
-            file=sys.stderr,
-            dynamic_ncols=True,
+        manifest = self.write_documents(
+            lambda: self._documents(reader),
+            settings=self._settings(),
+            shard_size=self.shard_size,
+            val_tokens=self.val_tokens,
+            max_tokens=self.max_tokens,
+            num_proc=self.num_proc,
+            source=self.source,
+            summary=lambda: {"rows_skipped": dict(reader.skipped)},
+            empty=lambda: f"no documents with a non-empty '{self.text_field}' ({reader.rows} rows read"
+            + (f"; skipped: {dict(reader.skipped)}" if reader.skipped else "")
+            + ")",
         )
-        with bar, self._encoder() as encode:
-            for tokens, lengths in encode(_batched(texts, _TASK_CHARS)):
-                first = 0
-                if doc == next_doc and next_token:  # resuming inside this document: skip what is written
-                    first, tokens, lengths = next_token, tokens[next_token:], lengths.copy()
-                    lengths[0] -= next_token
-                before = writer.total_tokens
-                done = writer.add_documents(doc, tokens, lengths, first, self.max_tokens)
-                # documents taken so far, counting one that max_tokens cut in the middle
-                doc = writer.position[0] + (writer.position[1] > 0) if done else doc + len(lengths)
-                bar.update(writer.total_tokens - before)
-                bar.set_postfix(docs=f"{doc:,}", refresh=False)
-                if done:
-                    break
-        if doc == 0:
-            raise DataError(
-                f"{self.source} gave no documents with a non-empty '{self.text_field}' ({reader.rows} rows read"
-                + (f"; skipped: {dict(reader.skipped)}" if reader.skipped else "")
-                + ")"
-            )
-        manifest = writer.finish({"documents": doc, "rows_skipped": dict(reader.skipped)})
-        skipped = sum(reader.skipped.values())
-        print(
-            f"Prepared {doc:,} documents from {self.source}: {manifest['tokens']['train']:,} training and "
-            f"{manifest['tokens']['val']:,} validation tokens in {len(manifest['shards'])} shards in "
-            f"{self.shard_dir}" + (f"; skipped {skipped} rows: {dict(reader.skipped)}" if skipped else ""),
-            file=sys.stderr,
-        )
-
-    def _encoder(self) -> "_Encoder":
-        return _Encoder(self.num_proc, self.tokenizer)
-
-
-class _Encoder:
-    """``encode(batches)`` yields each batch's token arrays in input order, from a process pool when
-    ``num_proc > 1``; the same order for any ``num_proc``, so the shards are identical."""
-
-    def __init__(self, num_proc: int, tokenizer: Tokenizer) -> None:
-        self.num_proc = num_proc
-        self.tokenizer = tokenizer
-        self.pool = None
-
-    def __enter__(self):
-        if self.num_proc > 1:
-            self.pool = multiprocessing.get_context("fork").Pool(self.num_proc, initializer=_init_worker)
-        return self.encode
-
-    def encode(self, batches: Iterable[list[str]]) -> Iterator[list[np.ndarray]]:
-        if self.pool is None:
-            for batch in batches:
-                yield encode_documents(batch, self.tokenizer)
-            return
-        # Pool.imap would read the whole (possibly endless) stream into its queue: keep a bounded window of
-        # tasks in flight instead.
-        pending: deque = deque()
-        for batch in batches:
-            pending.append(self.pool.apply_async(encode_documents, (batch,)))
-            # hand on what is done (in order) before reading more: a slow stream must not hold finished work
-            while pending and (pending[0].ready() or len(pending) >= 2 * self.num_proc):
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
+        if manifest is not None and reader.skipped:
+            _report(f"skipped {sum(reader.skipped.values())} rows: {dict(reader.skipped)}")

@@ -44,7 +44,8 @@ class GPTModule(L.LightningModule):
         compile: Compile the model's forward with ``torch.compile`` (state-dict keys are unchanged).
         init_from: Start from these weights instead of a random init: a Hugging Face GPT-2 model id
             (``gpt2``, ``gpt2-medium``, ...; needs internet and ``transformers``), a local Hugging Face
-            directory, or a ``.pth`` from ``main.py export``. The shape arguments must match the weights.
+            directory, a ``.pth`` from ``main.py export`` or a ``.ckpt`` of another run (weights only: the
+            optimizer and step start afresh). The shape arguments must match the weights.
     """
 
     def __init__(
@@ -108,7 +109,14 @@ class GPTModule(L.LightningModule):
         # (A run resumed with --ckpt_path loads these first, then the checkpoint's weights over them.)
         from lit_gpt_mini.export import import_hf, load_pth
 
-        pretrained = load_pth(Path(source))[0] if source.endswith(".pth") else import_hf(source)
+        if source.endswith(".pth"):
+            pretrained = load_pth(Path(source))[0]
+        elif source.endswith(".ckpt"):  # another training run of this project (fine-tuning)
+            from lit_gpt_mini.generate import load_checkpoint
+
+            pretrained = load_checkpoint(source)[0]
+        else:
+            pretrained = import_hf(source)
         mine = {k: v.shape for k, v in self.model.state_dict().items()}
         theirs = {k: v.shape for k, v in pretrained.state_dict().items()}
         if mine != theirs:

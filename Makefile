@@ -1,6 +1,6 @@
 # make run   : create .venv, install, train the CPU char-level GPT on Tiny Shakespeare, print a sample
 # make test  : create .venv, install with test extras, run the test suite
-# make bench : training throughput, Lightning vs a bare PyTorch loop
+# make bench : every benchmark in bench/ (throughput, data preparation, BPE training, sampling, HellaSwag)
 #
 # TORCH_SPEC pins torch (a CPU build installs from a local wheel here; an unpinned torch pulls a multi-GB
 # CUDA build). For your own CUDA build: make run TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
@@ -36,6 +36,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/train_throughput.py
+	$(PY) bench/prepare_data.py
+	$(PY) bench/bpe_train.py
+	$(PY) bench/generate.py
+	$(PY) bench/hellaswag_eval.py
 
 clean:
 	rm -rf $(VENV) out lightning_logs

@@ -37,7 +37,10 @@ from lit_gpt_mini.errors import DataError
 from lit_gpt_mini.tokenizers import Tokenizer, tokenizer_from_dict
 
 
-Batch = tuple[torch.Tensor, torch.Tensor]
+# A batch leaves the loader as one contiguous (B, T + 1) window tensor in the shards' integer dtype (uint16
+# for vocabularies up to 65,536): the smallest host-to-device copy, pinned and asynchronous on a GPU. Inputs
+# and targets are cut from it on the device (TokenDataModule.on_after_batch_transfer).
+Batch = torch.Tensor
 
 
 def download(url: str, dest: Path) -> None:
@@ -69,8 +72,14 @@ def sha256_of(path: Path) -> str:
 
 
 def _to_batch(windows: np.ndarray) -> Batch:
-    # windows: (B, T + 1) token ids; inputs are the first T, targets the last T
-    w = torch.from_numpy(windows.astype(np.int64))
+    # torch has no non-native byte order: the shards are little-endian, like every machine that trains
+    return torch.from_numpy(windows.astype(windows.dtype.newbyteorder("="), copy=False))
+
+
+def split_windows(windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs ``x`` (the first T tokens) and targets ``y`` (the last T) of (B, T + 1) windows, as int64 on the
+    windows' device."""
+    w = windows.long()
     return w[:, :-1], w[:, 1:]
 
 
@@ -82,7 +91,7 @@ def _worker_slice() -> tuple[int, int]:
 
 
 def _read_windows(shards: ShardSet, shard_ids: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
-    out = np.empty((len(starts), length), dtype=np.int64)
+    out = np.empty((len(starts), length), dtype=shards.headers[0].dtype)
     for shard in np.unique(shard_ids):
         rows = shard_ids == shard
         out[rows] = shards.read(int(shard), starts[rows], length)
@@ -472,8 +481,12 @@ class TokenDataModule(L.LightningDataModule):
         # Called once for each batch a step actually uses (not for batches the loader fetched ahead), so this
         # counts what training consumed; every rank consumed a batch of the same size.
         if self.trainer is not None and self.trainer.training:
-            self.train_windows_seen += batch[0].size(0) * self.trainer.world_size
+            self.train_windows_seen += batch.size(0) * self.trainer.world_size
         return batch
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # The steps take (x, y) int64 pairs; cutting them on the device keeps the copy small and contiguous.
+        return split_windows(batch) if isinstance(batch, torch.Tensor) else batch
 
     def state_dict(self) -> dict[str, Any]:
         return {"train_windows_seen": self.train_windows_seen, "seed": self.seed}

@@ -190,9 +190,15 @@ class GPT(nn.Module):
         T = seq_len or self.config.block_size
         return 6 * self.num_params() + 12 * self.config.n_layer * self.config.n_embd * T
 
-    def forward(self, idx: torch.Tensor, cache: Optional[KVCache] = None) -> torch.Tensor:
-        """Logits (B, T, vocab_size) for token ids ``idx`` (B, T). With a ``cache``, ``idx`` continues the
-        tokens already in it (their positions follow) and their keys/values are added to it."""
+    def forward(
+        self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None, cache: Optional[KVCache] = None
+    ) -> torch.Tensor:
+        """Logits (B, T, vocab_size) for token ids ``idx`` (B, T); with ``targets`` (B, T), the mean cross-entropy
+        loss instead (a scalar tensor), computed here so that a compiled model fuses it with the head.
+
+        With a ``cache``, ``idx`` continues the tokens already in it (their positions follow) and their
+        keys/values are added to it.
+        """
         B, T = idx.shape
         start = 0 if cache is None else cache.length
         if start + T > self.config.block_size:
@@ -210,9 +216,13 @@ class GPT(nn.Module):
         # and the loss is over the real vocabulary.
         if self.config.padded_vocab_size != self.config.vocab_size:
             logits = logits[..., : self.config.vocab_size]
-        return logits
+        if targets is None:
+            return logits
+        # In fp32 whatever the autocast dtype of the logits: under bf16 the log-softmax over 50k classes would
+        # lose the small probabilities. Inside a compiled graph the upcast fuses into the loss kernel instead of
+        # materialising an fp32 copy of the (B, T, V) logits.
+        return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
 
-    @torch.no_grad()
     @torch.no_grad()
     def generate(
         self,
@@ -225,6 +235,7 @@ class GPT(nn.Module):
         use_cache: bool = True,
         stop_token: Optional[int] = None,
         on_token: Optional[Callable[[int], None]] = None,
+        forward: Optional[Callable[..., torch.Tensor]] = None,
     ) -> torch.Tensor:
         """Append up to ``max_new_tokens`` sampled tokens to ``idx`` (B, T) and return the whole sequence.
 
@@ -236,7 +247,11 @@ class GPT(nn.Module):
         outgrows it, the window moves to the last ``block_size // 2`` tokens and (with ``use_cache``) the cache
         is refilled from them: positions are absolute, so cached keys cannot just shift. Cached and uncached
         generation use the same windows and give the same tokens.
+
+        ``forward`` runs the model, by default this module's ``forward`` (not ``__call__``: a compiled model would
+        recompile for every new length). A sharded model passes its wrapper's, called by every rank in step.
         """
+        forward = forward or self.forward
         block_size = self.config.block_size
         keep = max(1, block_size // 2)
         start = max(0, idx.size(1) - block_size)  # where the model's window begins
@@ -248,10 +263,9 @@ class GPT(nn.Module):
             if use_cache:
                 if cache is None:
                     cache = KVCache(self.config, idx.size(0), idx.device, self.lm_head.weight.dtype)
-                # forward, not __call__: a compiled model would recompile for every new length
-                logits = self.forward(idx[:, start + cache.length :], cache)[:, -1, :]
+                logits = forward(idx[:, start + cache.length :], cache=cache)[:, -1, :]
             else:
-                logits = self.forward(idx[:, start:])[:, -1, :]
+                logits = forward(idx[:, start:])[:, -1, :]
             next_id = sample(logits, temperature, top_k, top_p, generator)
             idx = torch.cat((idx, next_id), dim=1)
             if on_token is not None:

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from data_modules.base import SequentialWindows, ShuffledWindows
+from data_modules.base import SequentialWindows, ShuffledWindows, split_windows
 from data_modules.shakespeare import SHA256, ShakespeareDataModule
 from data_modules.shards import ShardSet, ShardWriter
 from lit_gpt_mini.errors import DataError
@@ -37,7 +37,10 @@ def shards(tmp_path):
 
 def test_windows_are_shifted_pairs_from_one_shard(shards):
     ds = ShuffledWindows(shards["train"], block_size=16, batch_size=4, seed=0)
-    x, y = ds.batch(0)
+    windows = ds.batch(0)
+    # one contiguous tensor in the shards' dtype leaves the host; inputs and targets are cut on the device
+    assert windows.shape == (4, 17) and windows.dtype == torch.uint16 and windows.is_contiguous()
+    x, y = split_windows(windows)
     assert x.shape == y.shape == (4, 16) and x.dtype == torch.int64
     assert torch.equal(y[:, :-1], x[:, 1:])  # targets are the inputs shifted by one
     assert torch.equal(x[:, 1:] - x[:, :-1], torch.ones(4, 15, dtype=torch.int64))  # consecutive stream tokens
@@ -78,7 +81,7 @@ def test_ranks_take_disjoint_windows_and_together_make_the_single_device_stream(
 def test_stream_depends_on_seed_and_is_the_same_for_any_number_of_workers(shards):
     def first(n, ds, workers):
         it = iter(DataLoader(ds, batch_size=None, num_workers=workers))
-        return [next(it)[0] for _ in range(n)]
+        return [next(it) for _ in range(n)]
 
     full = first(8, ShuffledWindows(shards["train"], 16, 4, seed=3), 0)
     assert all(torch.equal(a, b) for a, b in zip(full, first(8, ShuffledWindows(shards["train"], 16, 4, seed=3), 2)))
@@ -98,7 +101,7 @@ def test_sequential_windows_cover_the_split_once_across_ranks(tmp_path, workers)
         ds = SequentialWindows(val, block_size=10, batch_size=4, rank=rank, world_size=3)
         batches = list(DataLoader(ds, batch_size=None, num_workers=workers))
         assert len(batches) == len(ds)
-        seen += [row[0].item() for x, _ in batches for row in x]
+        seen += [row[0].item() for windows in batches for row in windows]
     # 5 windows of 10 (+1 target) in the 60-token shard, 3 in the 35-token one, 2 in the 25-token one
     expected = list(range(0, 50, 10)) + [60, 70, 80] + [95, 105]
     assert sorted(seen) == expected

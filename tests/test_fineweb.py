@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from data_modules.fineweb import FineWebDataModule
 from data_modules.shards import HEADER_BYTES, read_manifest
@@ -52,8 +53,8 @@ def test_documents_become_eot_separated_gpt2_tokens(tmp_path, gpt2_tokenizer):
     assert manifest["documents"] == 1200 and manifest["tokens"]["val"] == 1000
     assert manifest["tokenizer"] == {"kind": "gpt2"}
     dm.setup("fit")
-    x, y = next(iter(dm.train_dataloader()))
-    assert x.shape == (4, 32) and int(x.max()) <= 50256
+    windows = next(iter(dm.train_dataloader()))
+    assert windows.shape == (4, 33) and windows.dtype == torch.uint16 and int(windows.long().max()) <= 50256
 
 
 def test_one_and_two_tokenizer_processes_write_identical_shards(tmp_path, shakespeare_docs):

@@ -117,3 +117,43 @@ def test_generate_top_k_1_is_greedy_and_seeded_sampling_repeats():
     a = model.generate(start, 10, generator=torch.Generator().manual_seed(1))
     b = model.generate(start, 10, generator=torch.Generator().manual_seed(1))
     assert torch.equal(a, b)
+
+
+def _eager_reference_loss(model: GPT, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    # How the loss was computed before it moved into the model: logits first, then cross-entropy outside.
+    logits = model(idx)
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+
+
+@pytest.mark.parametrize("vocab_size", [65, 128, 500])  # padded (65, 500) and unpadded (128)
+def test_forward_with_targets_returns_the_loss_of_the_logits(vocab_size):
+    model = tiny(vocab_size=vocab_size)
+    idx = torch.randint(0, vocab_size, (4, 32))
+    targets = torch.randint(0, vocab_size, (4, 32))
+    loss = model(idx, targets)
+    assert loss.dim() == 0
+    torch.testing.assert_close(loss, _eager_reference_loss(model, idx, targets), rtol=0, atol=1e-5)
+
+
+def test_padded_vocab_columns_never_change_the_loss():
+    model = tiny(vocab_size=65)
+    idx, targets = torch.randint(0, 65, (2, 16)), torch.randint(0, 65, (2, 16))
+    before = model(idx, targets)
+    with torch.no_grad():  # huge logits in the padded columns (rows 65..127 of the tied head)
+        model.lm_head.weight[65:] = 100.0
+    torch.testing.assert_close(model(idx, targets), before, rtol=0, atol=1e-6)
+
+
+def test_compiled_loss_and_gradients_equal_the_eager_ones():
+    model = tiny(vocab_size=65)
+    idx, targets = torch.randint(0, 65, (4, 32)), torch.randint(0, 65, (4, 32))
+    reference = _eager_reference_loss(model, idx, targets)
+    reference.backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    compiled = torch.compile(model)
+    loss = compiled(idx, targets)
+    loss.backward()
+    torch.testing.assert_close(loss, reference, rtol=0, atol=1e-5)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, expected[name], rtol=1e-4, atol=1e-5, msg=name)

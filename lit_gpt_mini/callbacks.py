@@ -80,11 +80,31 @@ class TokenThroughput(ThroughputMonitor):
         self._compute(trainer)
 
 
+def plan_accumulation(total_batch_tokens: int, batch_size: int, block_size: int, world_size: int) -> tuple[int, int]:
+    """``(micro_batch, accumulation)`` with ``micro_batch * block_size * world_size * accumulation ==
+    total_batch_tokens``: the largest micro-batch up to ``batch_size`` that divides the step evenly (fewest
+    accumulation steps, the most work per kernel launch). A ConfigError with the numbers when none does."""
+    per_window_row = block_size * world_size  # tokens of one window on every device
+    if total_batch_tokens % per_window_row == 0:
+        windows = total_batch_tokens // per_window_row  # windows per device per optimizer step
+        for micro_batch in range(min(batch_size, windows), 0, -1):
+            if windows % micro_batch == 0:
+                return micro_batch, windows // micro_batch
+    raise ConfigError(
+        f"total_batch_tokens ({total_batch_tokens:,}) cannot be split evenly over data.block_size ({block_size}) x "
+        f"devices*nodes ({world_size}) = {per_window_row:,} tokens per window row: make total_batch_tokens a "
+        f"multiple of {per_window_row:,} (powers of two divide evenly)"
+    )
+
+
 class GradientAccumulation(Callback):
     """Reaches a fixed number of tokens per optimizer step, whatever the hardware, by gradient accumulation.
 
-    ``accumulate_grad_batches = total_batch_tokens / (data.batch_size * data.block_size * world_size)``, where
-    ``world_size = trainer.devices * trainer.num_nodes``. It must divide exactly; the error says so otherwise.
+    ``total_batch_tokens = micro_batch * data.block_size * world_size * accumulate_grad_batches``, where
+    ``world_size = trainer.devices * trainer.num_nodes``. The micro-batch is ``data.batch_size`` when that
+    divides evenly, otherwise the largest smaller one that does (logged), so one recipe runs unchanged on one
+    GPU or on 64: 524,288 tokens at T=1024 and ``batch_size: 64`` is 64 x 8 accumulation steps on one GPU,
+    64 x 1 on eight, and 32 x 1 on sixteen.
 
     Lightning counts ``trainer.val_check_interval`` (an int) in micro-batches but ``max_steps``,
     ``log_every_n_steps`` and checkpoint intervals in optimizer steps. With this callback an int
@@ -107,14 +127,13 @@ class GradientAccumulation(Callback):
             return
         data = trainer.datamodule
         batch_size, block_size, world = data.batch_size, data.block_size, trainer.world_size
-        micro = batch_size * block_size * world
-        if self.total_batch_tokens % micro:
-            raise ConfigError(
-                f"total_batch_tokens ({self.total_batch_tokens}) must be a multiple of data.batch_size "
-                f"({batch_size}) x data.block_size ({block_size}) x devices*nodes ({world}) = {micro} tokens per "
-                f"micro-step: change data.batch_size or total_batch_tokens (powers of two divide evenly)"
+        micro_batch, self.accumulate = plan_accumulation(self.total_batch_tokens, batch_size, block_size, world)
+        if micro_batch != batch_size:
+            rank_zero_info(
+                f"data.batch_size {batch_size} does not divide {self.total_batch_tokens:,} tokens per step over "
+                f"{world} devices evenly: using micro-batches of {micro_batch}"
             )
-        self.accumulate = self.total_batch_tokens // micro
+            data.batch_size = micro_batch  # before the training DataLoader is made
         if trainer.accumulate_grad_batches not in (1, self.accumulate):
             raise ConfigError(
                 f"trainer.accumulate_grad_batches ({trainer.accumulate_grad_batches}) conflicts with "
@@ -127,7 +146,7 @@ class GradientAccumulation(Callback):
         if self._val_check_steps is not None:
             trainer.val_check_interval = self._val_check_steps * self.accumulate
         rank_zero_info(
-            f"Gradient accumulation: {self.total_batch_tokens:,} tokens per step = {batch_size} x {block_size} "
+            f"Gradient accumulation: {self.total_batch_tokens:,} tokens per step = {micro_batch} x {block_size} "
             f"tokens x {world} devices x {self.accumulate} micro-batches"
         )
 
@@ -215,10 +234,13 @@ class SampleText(Callback):
         self.seed = seed
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero or pl_module.tokenizer is None:
+        if trainer.sanity_checking or pl_module.tokenizer is None:
             return
-        if isinstance(trainer.strategy, FSDPStrategy):
-            return  # sharded weights: rank 0 alone cannot run the model
+        # A sharded model runs only with every rank taking part: all ranks sample the same tokens through the
+        # FSDP wrapper (same seed, same number of steps). Otherwise rank 0 alone samples from its full copy.
+        sharded = isinstance(trainer.strategy, FSDPStrategy)
+        if not (sharded or trainer.is_global_zero):
+            return
         try:
             ids = pl_module.tokenizer.encode(self.prompt)
         except ValueError as e:
@@ -229,8 +251,13 @@ class SampleText(Callback):
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
         idx = torch.tensor([ids], dtype=torch.long, device=pl_module.device)
         with trainer.precision_plugin.forward_context():
-            out = model.generate(idx, self.max_new_tokens, self.temperature, self.top_k, generator=generator)
+            out = model.generate(
+                idx, self.max_new_tokens, self.temperature, self.top_k, generator=generator,
+                forward=trainer.strategy.model if sharded else None,
+            )
         model.train(was_training)
+        if not trainer.is_global_zero:
+            return
         text = pl_module.tokenizer.decode(out[0].tolist())
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import sys
 import warnings
-from typing import Any, Optional, Union
+from typing import Any, Literal, Optional, Union
+
+import torch
 
 from lightning.pytorch.cli import LightningCLI
 
@@ -24,6 +26,26 @@ class GPTCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         # The vocabulary is a property of the data (its tokenizer); the model's embedding follows it.
         parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
+        parser.add_argument(
+            "--float32_matmul_precision",
+            type=MatmulPrecision,
+            default="high",
+            help="torch.set_float32_matmul_precision on CUDA: 'high' lets fp32 matmuls use TF32 tensor cores "
+            "(what 32-true runs and fp32 parts of mixed precision run on); 'highest' keeps full fp32.",
+        )
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        set_matmul_precision(config.get("float32_matmul_precision", "high"))
+
+
+MatmulPrecision = Literal["highest", "high", "medium"]
+
+
+def set_matmul_precision(precision: MatmulPrecision) -> None:
+    """Apply ``torch.set_float32_matmul_precision`` where it matters (CUDA); CPUs keep full fp32."""
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision(precision)
 
 
 # SequentialWindows shards itself across DataLoader workers, so Lightning's warning about a sized
@@ -81,7 +103,7 @@ def prepare(args: list[str]) -> TokenDataModule:
     parser.add_argument("--config", action=ActionConfigFile, help="a training config; only its data section is used")
     parser.add_subclass_arguments(TokenDataModule, "data", required=True)
     # The rest of a training config is accepted and ignored.
-    for section in ("trainer", "model", "optimizer", "lr_scheduler", "ckpt_path"):
+    for section in ("trainer", "model", "optimizer", "lr_scheduler", "ckpt_path", "float32_matmul_precision"):
         parser.add_argument(f"--{section}", type=Optional[Any], default=None)
     parser.add_argument("--seed_everything", type=Union[bool, int], default=True)
     config = parser.parse_args(args)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from dataclasses import fields
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 
@@ -51,6 +51,7 @@ def generate(
     use_cache: bool = True,
     device: str = "cpu",
     stream: bool = True,
+    float32_matmul_precision: Literal["highest", "high", "medium"] = "high",
 ) -> list[str]:
     """Sample ``num_samples`` continuations of a prompt, print them as they are produced, and return them.
 
@@ -68,6 +69,7 @@ def generate(
         use_cache: Keep the attention keys/values of past tokens (a KV cache) instead of recomputing them.
         device: ``cpu``, ``cuda``, ``cuda:1``, ...
         stream: Print text as it is produced (otherwise each sample once complete).
+        float32_matmul_precision: On CUDA, ``high`` runs fp32 matmuls on TF32 tensor cores; ``highest`` does not.
     """
     if max_new_tokens < 1:
         raise UserError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
@@ -82,6 +84,8 @@ def generate(
             prompt = Path(prompt_file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise UserError(f"cannot read prompt_file {prompt_file}: {e}") from None
+    if torch.device(device).type == "cuda":
+        torch.set_float32_matmul_precision(float32_matmul_precision)
     model, tokenizer = load_checkpoint(ckpt_path, device)
     try:
         ids = tokenizer.encode(prompt)

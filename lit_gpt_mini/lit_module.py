@@ -20,8 +20,8 @@ from torchmetrics import MeanMetric, SumMetric
 
 from lit_gpt_mini import hellaswag
 from lit_gpt_mini.errors import ConfigError
-from lit_gpt_mini.model import GPT, GPTConfig
-from lit_gpt_mini.optim import param_groups, warmup_cosine_lr
+from lit_gpt_mini.model import GPT, GPTConfig, KVCache
+from lit_gpt_mini.optim import matrix_names, param_groups, warmup_cosine_lr
 from lit_gpt_mini.tokenizers import Tokenizer, tokenizer_from_dict
 
 TOKENIZER_KEY = "tokenizer"  # where the tokenizer lives in a checkpoint, beside the weights
@@ -99,6 +99,7 @@ class GPTModule(L.LightningModule):
         if self.model is not None:
             return
         self.model = GPT(self.config)
+        self._matrices = matrix_names(self.model)  # before FSDP flattens the parameters it shards
         if self.hparams.init_from:
             self._load_initial_weights(self.hparams.init_from)
         if self.hparams.compile:
@@ -150,6 +151,14 @@ class GPTModule(L.LightningModule):
     def _flops_per_token(self, seq_len: int) -> int:
         # counting parameters walks the whole model: do it once per sequence length
         return self.model.flops_per_token(seq_len)
+
+    def forward(
+        self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None, cache: Optional[KVCache] = None
+    ) -> torch.Tensor:
+        """The model's eager forward (sampling and evaluation see many lengths; a compiled model would recompile
+        for each). Called through ``trainer.strategy.model`` it runs inside the strategy's wrapper: under FSDP
+        that gathers each block's shards, so sampling and evaluation work on a sharded model."""
+        return self.model.forward(idx, targets, cache=cache)
 
     # --- steps --------------------------------------------------------------------------------------------------
 
@@ -211,6 +220,23 @@ class GPTModule(L.LightningModule):
 
     # --- optimization -------------------------------------------------------------------------------------------
 
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: Optional[float] = None,
+        gradient_clip_algorithm: Optional[str] = None,
+    ) -> None:
+        if gradient_clip_val and isinstance(self.trainer.strategy, FSDPStrategy):
+            if gradient_clip_algorithm not in (None, "norm"):
+                raise ConfigError(
+                    f"trainer.gradient_clip_algorithm {gradient_clip_algorithm!r} is not supported with FSDP: use 'norm'"
+                )
+            # Lightning's FSDP precision plugin refuses norm clipping: the norm is over every rank's shard, which
+            # the FSDP root's own clip_grad_norm_ computes (one all-reduce).
+            self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
         decay_steps = hp.lr_decay_steps
@@ -221,7 +247,7 @@ class GPTModule(L.LightningModule):
                     "the learning-rate schedule needs a length: set trainer.max_steps or model.lr_decay_steps"
                 )
         optimizer = torch.optim.AdamW(
-            param_groups(self.model, hp.weight_decay),
+            param_groups(self.model, hp.weight_decay, self._matrices),
             lr=hp.learning_rate,
             betas=(hp.beta1, hp.beta2),
             eps=hp.eps,

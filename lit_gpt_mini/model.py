@@ -127,18 +127,25 @@ class Block(nn.Module):
 
 class KVCache:
     """The keys and values of the tokens a model has seen, per layer, so that each new token costs one position
-    instead of a pass over the whole context. Holds up to ``block_size`` positions, from position 0."""
+    instead of a pass over the whole context. Holds up to ``block_size`` positions, from position 0.
 
-    def __init__(self, config: GPTConfig, batch_size: int, device: torch.device, dtype: torch.dtype) -> None:
-        shape = (batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
-        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
-        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+    Each layer's buffers are made by its first update, in the device and dtype of its keys: under autocast or a
+    sharded model's mixed precision that is the compute dtype, which the weights' dtype does not tell.
+    """
+
+    def __init__(self, config: GPTConfig, batch_size: int) -> None:
+        self.shape = (batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
+        self.keys: list[Optional[torch.Tensor]] = [None] * config.n_layer
+        self.values: list[Optional[torch.Tensor]] = [None] * config.n_layer
         self.length = 0  # positions filled (the same in every layer once a forward pass is done)
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         start, end = self.length, self.length + k.size(2)
         if k.size(2) > 1 and start > 0:
             raise ValueError("the KV cache takes several tokens only at position 0 (the prompt), then one at a time")
+        if self.keys[layer] is None:
+            self.keys[layer] = k.new_zeros(self.shape)
+            self.values[layer] = v.new_zeros(self.shape)
         self.keys[layer][:, :, start:end] = k
         self.values[layer][:, :, start:end] = v
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
@@ -262,7 +269,7 @@ class GPT(nn.Module):
                 start, cache = idx.size(1) - keep, None
             if use_cache:
                 if cache is None:
-                    cache = KVCache(self.config, idx.size(0), idx.device, self.lm_head.weight.dtype)
+                    cache = KVCache(self.config, idx.size(0))
                 logits = forward(idx[:, start + cache.length :], cache=cache)[:, -1, :]
             else:
                 logits = forward(idx[:, start:])[:, -1, :]

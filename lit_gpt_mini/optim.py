@@ -3,17 +3,50 @@
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch.nn as nn
 
+from lit_gpt_mini.errors import ConfigError
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+
+# Prefixes that wrappers insert into parameter names: FSDP, activation checkpointing, torch.compile.
+_WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
+
+
+def clean_name(name: str) -> str:
+    """A parameter's name in the unwrapped model."""
+    for prefix in _WRAPPER_PREFIXES:
+        name = name.replace(prefix, "")
+    return name
+
+
+def matrix_names(model: nn.Module) -> set[str]:
+    """Names of the parameters that are matrices (Linear weights, embeddings) in ``model`` as built.
+
+    Decided before any wrapping: FSDP flattens each parameter it shards to one dimension, so ``p.dim()`` read
+    after wrapping says nothing about what the parameter is.
+    """
+    return {clean_name(n) for n, p in model.named_parameters() if p.dim() >= 2}
+
+
+def param_groups(model: nn.Module, weight_decay: float, matrices: Optional[set[str]] = None) -> list[dict]:
     """Weight decay on matrices (Linear weights, embeddings) only; never on biases or LayerNorm gains.
 
-    Tied parameters are listed once: ``named_parameters`` already skips the duplicate.
+    ``matrices`` are the names from :func:`matrix_names` of the model before it was wrapped (by default the
+    model itself is read, which is right only when it is not sharded). Tied parameters are listed once:
+    ``named_parameters`` already skips the duplicate.
     """
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    named = [(clean_name(n), p) for n, p in model.named_parameters() if p.requires_grad]
+    if any("_flat_param" in n for n, _ in named):
+        raise ConfigError(
+            "FSDP with use_orig_params: false hides the parameters behind flat buffers, so weight decay cannot be "
+            "applied by parameter: set use_orig_params: true in the FSDPStrategy's init_args (Lightning's default)"
+        )
+    if matrices is None:
+        matrices = matrix_names(model)
+    decay = [p for n, p in named if n in matrices]
+    no_decay = [p for n, p in named if n not in matrices]
     return [
         # "name" labels the groups' learning rates in TensorBoard (lr-AdamW/decay, lr-AdamW/no_decay)
         {"params": decay, "weight_decay": weight_decay, "name": "decay"},

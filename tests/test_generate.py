@@ -18,7 +18,7 @@ def model():
 
 def test_cached_logits_equal_a_full_forward(model):
     x = torch.randint(0, 100, (2, 12))
-    cache = KVCache(model.config, 2, torch.device("cpu"), torch.float32)
+    cache = KVCache(model.config, 2)
     pieces = [model(x[:, :7], cache=cache)] + [model(x[:, t : t + 1], cache=cache) for t in range(7, 12)]
     torch.testing.assert_close(torch.cat(pieces, dim=1), model(x), rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="several tokens only at position 0"):

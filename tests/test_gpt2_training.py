@@ -117,14 +117,14 @@ def test_prepare_command_writes_the_shards_that_fit_then_uses(tmp_path, monkeypa
 
 
 def test_a_total_batch_that_does_not_divide_is_one_clear_error(tmp_path, corpus):
+    # 256 tokens per step cannot be cut into whole 24-token windows
     result = subprocess.run(
         [sys.executable, str(ROOT / "main.py"), "fit", "--config", DEBUG, "--data.path", str(corpus),
-         "--data.batch_size", "3"],
+         "--data.block_size", "24"],
         cwd=tmp_path, capture_output=True, text=True,
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
-        "error: total_batch_tokens (256) must be a multiple of data.batch_size (3) x data.block_size (32) x "
-        "devices*nodes (1) = 96 tokens per micro-step: change data.batch_size or total_batch_tokens (powers of "
-        "two divide evenly)"
+        "error: total_batch_tokens (256) cannot be split evenly over data.block_size (24) x devices*nodes (1) = 24 "
+        "tokens per window row: make total_batch_tokens a multiple of 24 (powers of two divide evenly)"
     )

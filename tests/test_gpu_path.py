@@ -1,0 +1,121 @@
+"""The parts of the GPU path a CPU can check: world-size arithmetic, TF32, FSDP-safe parameter groups and
+clipping. (The tests that need CUDA are marked ``gpu`` and run in bench/gpu_check.sh.)"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lit_gpt_mini import cli
+from lit_gpt_mini.callbacks import plan_accumulation
+from lit_gpt_mini.errors import ConfigError
+
+from .conftest import CONFIGS
+
+# configs/gpt2_fineweb.yaml: 2**19 tokens per step, T=1024, batch_size 64
+RECIPE = dict(total_batch_tokens=524_288, batch_size=64, block_size=1024)
+
+
+@pytest.mark.parametrize(
+    "world_size, micro_batch, accumulation",
+    [(1, 64, 8), (2, 64, 4), (8, 64, 1), (16, 32, 1), (64, 8, 1)],
+)
+def test_the_gpt2_recipe_plans_every_world_size(world_size, micro_batch, accumulation):
+    planned = plan_accumulation(world_size=world_size, **RECIPE)
+    assert planned == (micro_batch, accumulation)
+    assert micro_batch * RECIPE["block_size"] * world_size * accumulation == RECIPE["total_batch_tokens"]
+
+
+def test_the_largest_micro_batch_that_divides_is_chosen():
+    # 48 windows per device per step: 24 x 2 rather than 16 x 3 or a refusal
+    assert plan_accumulation(48 * 128, batch_size=30, block_size=128, world_size=1) == (24, 2)
+    assert plan_accumulation(7 * 64, batch_size=8, block_size=64, world_size=1) == (7, 1)
+
+
+@pytest.mark.parametrize("world_size", [3, 128 * 1024])
+def test_a_step_that_cannot_be_cut_into_windows_is_refused_with_the_numbers(world_size):
+    with pytest.raises(ConfigError, match=r"make total_batch_tokens a multiple of"):
+        plan_accumulation(world_size=world_size, **RECIPE)
+
+
+def test_matmul_precision_is_set_on_cuda_only(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch, "set_float32_matmul_precision", calls.append)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cli.set_matmul_precision("high")
+    assert calls == []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    cli.set_matmul_precision("highest")
+    assert calls == ["highest"]
+
+
+@pytest.mark.parametrize("extra, expected", [([], "high"), (["--float32_matmul_precision", "highest"], "highest")])
+def test_matmul_precision_comes_from_the_config(tmp_path, monkeypatch, shakespeare_path, extra, expected):
+    monkeypatch.chdir(tmp_path)
+    seen = []
+    monkeypatch.setattr(cli, "set_matmul_precision", seen.append)
+    cli.GPTCLI(
+        cli.GPTModule, cli.TokenDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
+        args=["--config", str(CONFIGS / "debug_char.yaml"), "--data.path", str(shakespeare_path), *extra],
+    )
+    assert seen == [expected]
+
+
+# --- FSDP: torch's own FSDP over gloo (Lightning's FSDPStrategy refuses CPUs) -----------------------------------
+
+
+def _fsdp_worker(rank: int, world_size: int, init_file: str) -> None:
+    import types
+
+    import torch.distributed as dist
+    from lightning.pytorch.strategies import FSDPStrategy
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+    from lit_gpt_mini.lit_module import GPTModule
+    from lit_gpt_mini.model import Block
+    from lit_gpt_mini.optim import param_groups
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        def build() -> GPTModule:
+            torch.manual_seed(0)
+            module = GPTModule(vocab_size=65, block_size=16, n_layer=2, n_head=2, n_embd=32, bias=True)
+            module.configure_model()
+            return module
+
+        idx = torch.randint(0, 65, (2, 16), generator=torch.Generator().manual_seed(1))  # the same on both ranks
+        # the reference: one unwrapped model, its norm-clipped gradients and its groups
+        single = build()
+        single.model(idx, idx).backward()
+        torch.nn.utils.clip_grad_norm_(single.model.parameters(), 0.05)
+        expected_groups = [{n for n, p in single.model.named_parameters() if any(p is q for q in g["params"])}
+                           for g in param_groups(single.model, 0.1)]
+        # wrapped as Lightning's FSDPStrategy wraps it: the LightningModule at the root, one unit per block
+        module = build()
+        wrapped = FSDP(module, auto_wrap_policy=ModuleWrapPolicy({Block}), use_orig_params=True,
+                       device_id=torch.device("cpu"))
+        assert all(p.dim() == 1 for p in wrapped.parameters())  # what broke the p.dim() rule
+        groups = param_groups(module.model, 0.1, module._matrices)
+        names = {id(p): n for n, p in module.model.named_parameters()}
+        from lit_gpt_mini.optim import clean_name
+
+        got = [{clean_name(names[id(p)]) for p in g["params"]} for g in groups]
+        assert got == expected_groups, (got, expected_groups)
+        # clipping through the module's hook, as Lightning calls it
+        strategy = FSDPStrategy()
+        strategy.model = wrapped
+        module._trainer = types.SimpleNamespace(strategy=strategy)
+        wrapped(idx, idx).backward()  # GPTModule.forward under the FSDP root
+        module.configure_gradient_clipping(None, gradient_clip_val=0.05, gradient_clip_algorithm="norm")
+        with FSDP.summon_full_params(wrapped, with_grads=True):
+            for (name, p), q in zip(module.model.named_parameters(), single.model.parameters()):
+                torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_fsdp_groups_parameters_by_name_and_clips_over_all_shards(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_fsdp_worker, args=(2, str(tmp_path / "init")), nprocs=2, join=True)

@@ -15,6 +15,8 @@ checkpoint, so a resumed run continues the stream exactly where it stopped (with
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import itertools
 import multiprocessing
@@ -61,6 +63,33 @@ def download(url: str, dest: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def exclusive_preparation(directory: Path) -> Iterator[None]:
+    """One preparation at a time in ``directory``, across processes and across nodes that share a filesystem.
+
+    Lightning prepares data once per node (``prepare_data_per_node``): right when each node has its own disk,
+    but nodes sharing a filesystem would write the same shards at once. The first to take the lock prepares;
+    the others wait, then find the shards complete. Where the filesystem has no locks, preparation goes on
+    unlocked (as before): run ``main.py prepare`` first there.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".prepare.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"Waiting for another process (or node) preparing {directory}", file=sys.stderr)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except OSError as e:  # e.g. a network filesystem mounted without lock support
+            print(f"warning: cannot lock {directory} ({e}); preparing without a lock", file=sys.stderr)
+        try:
+            yield
+        finally:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+            except OSError:
+                pass
 
 
 def sha256_of(path: Path) -> str:
@@ -363,6 +392,23 @@ class TokenDataModule(L.LightningDataModule):
         the stream is read; ``empty`` says what was wrong when it had no document. Returns the manifest
         (``None`` when the shards were already complete).
         """
+        with exclusive_preparation(self.data_dir):
+            return self._write_documents(
+                documents, settings, shard_size, val_tokens, max_tokens, num_proc, source, summary, empty
+            )
+
+    def _write_documents(
+        self,
+        documents: Callable[[], Iterable[str]],
+        settings: dict[str, Any],
+        shard_size: int,
+        val_tokens: int,
+        max_tokens: Optional[int],
+        num_proc: int,
+        source: str,
+        summary: Callable[[], dict[str, Any]],
+        empty: Callable[[], str],
+    ) -> Optional[dict[str, Any]]:
         writer = ShardWriter(self.shard_dir, self.tokenizer, shard_size, val_tokens, settings)
         if writer.is_complete():
             return None
@@ -402,13 +448,18 @@ class TokenDataModule(L.LightningDataModule):
         For sources whose whole token stream fits in memory (a text file, a set of articles), split by a
         fraction of the stream rather than by shard.
         """
-        writer = ShardWriter(
-            self.shard_dir, self.tokenizer, shard_size=len(val) + len(train), val_tokens=len(val), settings=settings
-        )
-        if writer.is_complete():
-            return
+        with exclusive_preparation(self.data_dir):
+            writer = ShardWriter(
+                self.shard_dir, self.tokenizer, shard_size=len(val) + len(train), val_tokens=len(val),
+                settings=settings,
+            )
+            if writer.is_complete():
+                return
+            self._write_parts(writer, [val, train], extra)
+
+    @staticmethod
+    def _write_parts(writer: ShardWriter, parts: list[np.ndarray], extra: dict[str, Any]) -> None:
         # The writer makes the stream's first val_tokens tokens validation: the validation part goes first.
-        parts = [val, train]
         next_part, next_token = writer.resume()
         for part in range(next_part, len(parts)):
             first = next_token if part == next_part else 0

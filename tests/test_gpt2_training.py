@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 
@@ -128,3 +129,40 @@ def test_a_total_batch_that_does_not_divide_is_one_clear_error(tmp_path, corpus)
         "error: total_batch_tokens (256) cannot be split evenly over data.block_size (24) x devices*nodes (1) = 24 "
         "tokens per window row: make total_batch_tokens a multiple of 24 (powers of two divide evenly)"
     )
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("shared_filesystem", [False, True])
+def test_two_nodes_prepare_the_data_per_node_or_once_on_a_shared_filesystem(tmp_path, corpus, shared_filesystem):
+    # Two "nodes" of one process each, launched the way torchrun or SLURM launch them (Lightning reads
+    # NODE_RANK/LOCAL_RANK/WORLD_SIZE). The config's data_dir is relative: separate working directories are
+    # nodes without a shared filesystem, one directory is a shared one.
+    dirs = [tmp_path / "shared"] * 2 if shared_filesystem else [tmp_path / "node0", tmp_path / "node1"]
+    for d in dirs:
+        d.mkdir(exist_ok=True)
+    port = str(_free_port())
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(ROOT / "main.py"), "fit", "--config", DEBUG, "--data.path", str(corpus),
+             "--trainer.num_nodes", "2", "--trainer.devices", "1", "--trainer.strategy", "ddp",
+             "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1"],
+            cwd=dirs[node], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "NODE_RANK": str(node),
+                 "LOCAL_RANK": "0", "WORLD_SIZE": "2", "PYTHONPATH": str(ROOT)},
+        )
+        for node in (0, 1)
+    ]
+    stderr = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(e[-2000:] for e in stderr)
+    prepared = sum(e.count("Prepared ") for e in stderr)
+    assert prepared == (1 if shared_filesystem else 2), stderr
+    for d in set(dirs):
+        assert (d / "data/debug_gpt2/shards/manifest.json").is_file()
+    assert (dirs[0] / "out/debug_gpt2/checkpoints/last.ckpt").is_file()  # rank 0 trained to the end

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
@@ -27,8 +28,8 @@ class CountHostReads(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def _fit_and_count(tmp_path, monkeypatch, shakespeare_path, accumulate: int) -> list[str]:
-    run_dir = tmp_path / f"accumulate{accumulate}"
+def _fit_and_count(tmp_path, monkeypatch, shakespeare_path, accumulate: int, extra: tuple = ()) -> list[str]:
+    run_dir = tmp_path / f"accumulate{accumulate}{'-'.join(extra)}"
     run_dir.mkdir()
     monkeypatch.chdir(run_dir)
     syncs = []
@@ -43,7 +44,7 @@ def _fit_and_count(tmp_path, monkeypatch, shakespeare_path, accumulate: int) -> 
             "--trainer.enable_checkpointing", "false",
             "--trainer.callbacks", "lightning.pytorch.callbacks.LearningRateMonitor",
             "--trainer.callbacks+=lit_gpt_mini.callbacks.TokenThroughput",
-            "--trainer.callbacks.init_args.window_size", "2",
+            "--trainer.callbacks.init_args.window_size", "2", *extra,
         ])
     # the progress bar still shows the loss (read on the logged steps)
     assert isinstance(cli.trainer.progress_bar_metrics["train/loss"], float)
@@ -55,4 +56,12 @@ def test_host_reads_do_not_grow_with_micro_batches(tmp_path, monkeypatch, shakes
     # micro-batch (a progress-bar metric, a timing sync, a loss check) would make the second count larger.
     eight = _fit_and_count(tmp_path, monkeypatch, shakespeare_path, accumulate=2)
     sixteen = _fit_and_count(tmp_path, monkeypatch, shakespeare_path, accumulate=4)
+    assert sorted(sixteen) == sorted(eight)
+
+
+@pytest.mark.gpu
+def test_on_cuda_no_host_read_or_sync_grows_with_micro_batches(tmp_path, monkeypatch, shakespeare_path):
+    extra = ["--trainer.accelerator", "cuda", "--trainer.precision", "bf16-mixed"]
+    eight = _fit_and_count(tmp_path, monkeypatch, shakespeare_path, accumulate=2, extra=extra)
+    sixteen = _fit_and_count(tmp_path, monkeypatch, shakespeare_path, accumulate=4, extra=extra)
     assert sorted(sixteen) == sorted(eight)

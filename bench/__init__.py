@@ -1,0 +1,1 @@
+"""Benchmarks: each script prints a table, then one JSON line per figure (bench/report.py)."""

@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.report import emit  # noqa: E402
 from lit_gpt_mini.tokenizers.bpe import count_chunks, train_bpe  # noqa: E402
 
 
@@ -70,6 +71,12 @@ def main() -> None:
           f"{'bytes/token':>11s} {'encode MB/s':>11s}")
     for name, n_bytes, vocab, procs, seconds, rate, bpt, enc in rows:
         print(f"{name:22s} {n_bytes / 1e6:6.1f} {vocab:6d} {procs:5d} {seconds:8.2f} {rate:9.0f} {bpt:11.2f} {enc:11.1f}")
+    print()
+    for name, n_bytes, vocab, procs, seconds, rate, bpt, enc in rows:
+        case = f"{name}/vocab{vocab}/procs{procs}"
+        emit("bpe_train", case, "train_seconds", round(seconds, 3))
+        emit("bpe_train", case, "bytes_per_token", round(bpt, 4))
+        emit("bpe_train", case, "encode_mb_per_s", round(enc, 2))
 
 
 if __name__ == "__main__":

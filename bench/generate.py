@@ -18,6 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.report import emit  # noqa: E402
 from lit_gpt_mini.model import GPT, GPTConfig  # noqa: E402
 
 SHAPES = {
@@ -34,6 +35,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, prompt {args.prompt}, {args.new} new tokens")
     print(f"{'shape':22s} {'block':>5s} {'no cache tok/s':>15s} {'cache tok/s':>12s} {'speed-up':>9s} {'same tokens':>11s}")
+    figures = []
     for name, config in SHAPES.items():
         torch.manual_seed(0)
         model = GPT(config).to(args.device).eval()
@@ -47,6 +49,13 @@ def main() -> None:
         same = torch.equal(outputs[False], outputs[True])
         print(f"{name:22s} {config.block_size:5d} {rates[False]:15.1f} {rates[True]:12.1f} "
               f"{rates[True] / rates[False]:8.1f}x {str(same):>11s}")
+        figures.append((name, rates, same))
+    print()
+    for name, rates, same in figures:
+        emit("generate", f"{name}/no_cache", "tokens_per_s", round(rates[False], 2), device=args.device)
+        emit("generate", f"{name}/kv_cache", "tokens_per_s", round(rates[True], 2), device=args.device)
+        emit("generate", name, "ratio_cache_over_no_cache", round(rates[True] / rates[False], 3), device=args.device)
+        emit("generate", name, "same_tokens", same, device=args.device)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.report import emit  # noqa: E402
 from data_modules.fineweb import FineWebDataModule  # noqa: E402
 from data_modules.shards import read_manifest  # noqa: E402
 
@@ -67,6 +68,10 @@ def main() -> None:
                   f"{results[0][1] / seconds:8.2f}")
         same = all(s == shards[args.procs[0]] for s in shards.values())
         print(f"identical shards for every process count: {same}")
+        print()
+        for procs, seconds, tokens in results:
+            emit("prepare_data", f"jsonl/procs{procs}", "tokens_per_s", round(tokens / seconds, 1))
+        emit("prepare_data", "jsonl", "identical_shards", same)
 
 
 if __name__ == "__main__":

@@ -221,7 +221,7 @@ def losses_from_logits(
     ``targets`` (S,) of candidates ``candidate`` (S,, indices into E x 4)."""
     nll = F.cross_entropy(logits.float(), targets, reduction="none")
     total = torch.zeros(examples * NUM_ENDINGS, dtype=torch.float32, device=nll.device).index_add_(0, candidate, nll)
-    count = torch.bincount(candidate, minlength=examples * NUM_ENDINGS)
+    count = torch.zeros_like(total).index_add_(0, candidate, torch.ones_like(nll))  # bincount would sync a GPU
     return total.view(examples, NUM_ENDINGS), (total / count).view(examples, NUM_ENDINGS)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import math
 import random
 import re
@@ -255,3 +256,138 @@ def test_the_train_split_becomes_training_text_for_the_fineweb_module(tmp_path):
     dm.prepare_data()
     dm.setup("fit")
     assert dm.train_shards.num_tokens > 1000
+
+
+def test_token_ids_are_cached_once_and_follow_the_file(tmp_path, monkeypatch):
+    from data_modules.hellaswag import HellaSwagDataModule
+
+    source = write_examples(tmp_path / "h.jsonl", 9, empty_every=4)
+    first = HellaSwagDataModule(data_dir=str(tmp_path / "cache"), path=str(source), examples_per_batch=4)
+    with pytest.raises(DataError, match=r"token ids .* are missing .* prepare the data on every node"):
+        first.batches(64)
+    first.prepare_data()
+    (cache,) = (tmp_path / "cache").glob("h.*.gpt2.npz")
+    want = first.batches(64, rank=1, world_size=2)
+
+    def no_tokenizing(*args):
+        raise AssertionError("tokenized again")
+
+    monkeypatch.setattr(hellaswag, "tokenize", no_tokenizing)
+    again = HellaSwagDataModule(data_dir=str(tmp_path / "cache"), path=str(source), examples_per_batch=4)
+    again.prepare_data()  # finds the cache
+    got = again.batches(64, rank=1, world_size=2)
+    assert [b["labels"].tolist() for b in got] == [b["labels"].tolist() for b in want]
+    assert all(torch.equal(g[k], w[k]) for g, w in zip(got, want) for k in w)
+    assert [len(b["labels"]) for b in got] == [4]  # examples 1, 3, 5 and 7: one batch
+    monkeypatch.undo()
+    write_examples(source, 9, seed=1)  # another file at the same path: another cache, never the stale one
+    changed = HellaSwagDataModule(data_dir=str(tmp_path / "cache"), path=str(source))
+    changed.prepare_data()
+    assert len(list((tmp_path / "cache").glob("h.*.gpt2.npz"))) == 2 and cache.is_file()
+
+
+def test_batches_are_sorted_by_length_and_shard_exactly(tmp_path):
+    from data_modules.hellaswag import HellaSwagDataModule
+
+    dm = HellaSwagDataModule(data_dir=str(tmp_path), path=str(write_examples(tmp_path / "h.jsonl", 23)), examples_per_batch=3)
+    dm.prepare_data()
+    lengths = [b["tokens"].size(1) for b in dm.batches(64)]
+    assert lengths == sorted(lengths)
+    shares = [sum(len(b["labels"]) for b in dm.batches(64, rank, 3)) for rank in range(3)]
+    assert shares == [8, 8, 7]
+
+
+def test_test_cuts_to_the_model_context_not_the_training_window(tmp_path):
+    from types import SimpleNamespace
+
+    from data_modules.fineweb import FineWebDataModule
+    from data_modules.hellaswag import HellaSwagDataModule
+
+    hs = HellaSwagDataModule(data_dir=str(tmp_path), path=str(write_examples(tmp_path / "h.jsonl", 12, long_every=2)))
+    hs.prepare_data()
+    data = FineWebDataModule(data_dir=str(tmp_path / "fw"), path=str(tmp_path / "unused.jsonl"), hellaswag=hs, block_size=16)
+    data.trainer = SimpleNamespace(global_rank=0, world_size=1, testing=True, lightning_module=SimpleNamespace(
+        config=GPTConfig(vocab_size=50257, block_size=64)), strategy=SimpleNamespace(root_device=torch.device("cpu")))
+    loaded = list(data.test_dataloader())
+    # long candidates fill the model's 64 positions (the last token of an ending, at 63, is not fed)
+    assert max(b["pos"].max().item() for b in loaded) == 62
+    assert all(torch.equal(a["tokens"], b["tokens"]) for a, b in zip(loaded, hs.batches(64)))
+
+
+def test_the_callback_scores_through_the_strategy_wrapper():
+    """Like FSDP, the wrapper only makes the weights usable inside its own forward: scoring must go through it."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies.strategy import _ForwardRedirection
+
+    from lit_gpt_mini.callbacks import _call_wrapped
+    from lit_gpt_mini.lit_module import GPT2
+
+    module = GPT2(block_size=64, n_layer=1, n_head=2, n_embd=32)
+    module.configure_model()
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.inside = inner, False
+
+        def forward(self, *args):
+            self.inside = True
+            try:
+                return self.inner(*args)
+            finally:
+                self.inside = False
+
+    wrapper = Wrapper(module)
+    seen = []
+    original = module.model.hidden_states
+    module.model.hidden_states = lambda *a: (seen.append(wrapper.inside), original(*a))[1]
+    trainer = SimpleNamespace(strategy=SimpleNamespace(model=wrapper, _forward_redirection=_ForwardRedirection()))
+    example = hellaswag.TokenizedExample((5, 6, 7), ((1, 2), (3,), (4, 4, 4), (9,)), 2)
+    batch = hellaswag.collate([hellaswag.pack(example, 64)])
+    got = _call_wrapped(trainer, module, "hellaswag_step", batch)
+    assert seen == [True]
+    assert [g.tolist() for g in got] == [d.tolist() for d in hellaswag.evaluate_batch(module.model, batch)]
+
+
+@pytest.mark.parametrize("local, global_, per_node, prepares", [
+    (0, 0, True, True), (0, 2, True, True), (1, 1, True, False), (0, 2, False, False), (0, 0, False, True)])
+def test_hellaswag_is_prepared_by_the_first_process_of_each_node(local, global_, per_node, prepares):
+    from lit_gpt_mini.callbacks import HellaSwagEval
+
+    assert HellaSwagEval.prepares_here(local, global_, per_node) is prepares
+
+
+def test_two_nodes_without_a_shared_filesystem_each_download_and_tokenize(tmp_path, http_server, shakespeare_docs):
+    """Two single-process 'nodes' (Lightning's NODE_RANK/LOCAL_RANK environment), each in its own directory:
+    HellaSwagEval must download and tokenize on both, not only on global rank 0."""
+    import socket
+
+    root, base = http_server
+    write_examples(root / "hellaswag_val.jsonl", 11)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = ("import sys; import data_modules.hellaswag as h; h.URL = sys.argv[1]; "
+              "from lit_gpt_mini.cli import main; main(sys.argv[2:])")
+    args = ["fit", "--config", DEBUG, "--data.path", "corpus.jsonl", "--data.hellaswag", "data_modules.hellaswag.HellaSwagDataModule",
+            "--trainer.strategy", "ddp", "--trainer.num_nodes", "2", "--trainer.max_steps", "4",
+            "--trainer.callbacks+=lit_gpt_mini.callbacks.HellaSwagEval", "--trainer.callbacks.every_n_steps", "4"]
+    runs = []
+    for node in (0, 1):
+        (tmp_path / f"node{node}").mkdir()
+        write_jsonl(tmp_path / f"node{node}" / "corpus.jsonl", shakespeare_docs[:2000])
+        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "NODE_RANK": str(node), "LOCAL_RANK": "0",
+               "PYTHONPATH": str(ROOT)}
+        runs.append(subprocess.Popen([sys.executable, "-c", script, base + "/hellaswag_{split}.jsonl", *args],
+                                     cwd=tmp_path / f"node{node}", env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for run in runs:
+        out, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err[-3000:]
+    for node in (0, 1):
+        cached = tmp_path / f"node{node}" / "data/hellaswag"
+        assert (cached / "hellaswag_val.jsonl").is_file() and len(list(cached.glob("*.npz"))) == 1
+    (events,) = (tmp_path / "node0/out/debug_gpt2").glob("version_0/events.*")
+    acc = EventAccumulator(str(events))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("hellaswag/acc")] == [4]  # no accumulation at world size 2: step 1 first

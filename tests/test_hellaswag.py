@@ -391,3 +391,12 @@ def test_two_nodes_without_a_shared_filesystem_each_download_and_tokenize(tmp_pa
     acc = EventAccumulator(str(events))
     acc.Reload()
     assert [e.step for e in acc.Scalars("hellaswag/acc")] == [4]  # no accumulation at world size 2: step 1 first
+
+
+def test_the_prepare_command_prepares_hellaswag_too(tmp_path, monkeypatch, shakespeare_docs):
+    monkeypatch.chdir(tmp_path)
+    write_jsonl(tmp_path / "corpus.jsonl", shakespeare_docs[:300])
+    write_examples(tmp_path / "h.jsonl", 5)
+    main(["prepare", "--config", DEBUG, "--data.path", "corpus.jsonl", "--data.hellaswag", "data_modules.hellaswag.HellaSwagDataModule",
+          "--data.hellaswag.path", "h.jsonl", "--data.hellaswag.data_dir", "hs"])
+    assert len(list((tmp_path / "hs").glob("h.*.gpt2.npz"))) == 1

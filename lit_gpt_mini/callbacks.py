@@ -164,12 +164,13 @@ class HellaSwagEval(Callback):
         for batch in batches:
             # from pinned memory the copy is asynchronous: it overlaps the previous batch's compute
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with trainer.precision_plugin.forward_context():
+            # no_grad outside the wrapper too: DDP's forward must not expect a backward
+            with torch.no_grad(), trainer.precision_plugin.forward_context():
                 correct, correct_norm = _call_wrapped(trainer, pl_module, "hellaswag_step", batch)
             right += torch.stack((correct.sum(), correct_norm.sum()))
             scored += len(batch["labels"])
         model.train(was_training)
-        counts = trainer.strategy.reduce(torch.cat((torch.tensor([scored], device=device), right)), reduce_op="sum")
+        counts = trainer.strategy.reduce(torch.cat((torch.tensor([float(scored)], device=device), right)), reduce_op="sum")
         return counts[1] / counts[0], counts[2] / counts[0]
 
 

@@ -4,13 +4,14 @@ The examples are synthetic token ids with the lengths of the real format's (cont
 like Tiny Shakespeare words in HellaSwag's shape), so no tokenizer or download is needed; ``--path`` scores
 a real jsonl instead (needs GPT-2's vocabulary). The weights are random: this measures speed, not accuracy.
 The times include the warm-up (first batches, compilation); packing the rows (once per process) is separate.
-On a CPU the two scorers' batches alternate, so that both see the same load on a shared machine.
+On a CPU the previous scorer's batches are spread among the packed ones, so that both see the same load
+on a shared machine.
 
 The baseline is the previous scorer, kept here only: each candidate padded to a multiple of 64 and run
 alone through the full forward, the cross-entropy over the whole vocabulary at every position. On the first
 ``--baseline-examples`` both must take the same decisions (printed).
 
-    python bench/hellaswag_eval.py                                    # CPU: 200 examples, baseline on 16
+    python bench/hellaswag_eval.py                                    # CPU: 200 examples, the baseline on 24
     python bench/hellaswag_eval.py --device cuda --examples 10042 --precision bf16 [--compile]
     python bench/hellaswag_eval.py --device cuda --path data/hellaswag/hellaswag_val.jsonl --examples 0
 """
@@ -98,15 +99,20 @@ def main() -> None:
     parser.add_argument("--path", help="a real HellaSwag jsonl (default: synthetic ids)")
     parser.add_argument("--examples", type=int, default=200, help="score the first N examples (0: all of --path)")
     parser.add_argument("--baseline-examples", type=int, default=None,
-                        help="examples for the previous scorer (default 16 on a CPU, 512 on a GPU; 0: skip)")
+                        help="examples for the previous scorer (default 24 on a CPU, 512 on a GPU; 0: skip)")
     parser.add_argument("--examples-per-batch", type=int, default=None, help="default 8 on a CPU, 64 on a GPU")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16: autocast")
     parser.add_argument("--compile", action="store_true", help="the scorer under torch.compile(dynamic=True)")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: torch's; 1 suits a CPU shared with others)")
     args = parser.parse_args()
+    if args.examples < 1 and not args.path:
+        parser.error("--examples must be at least 1 for synthetic examples (0 means all only with --path)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     on_gpu = args.device.startswith("cuda")
     per_batch = args.examples_per_batch or (64 if on_gpu else 8)
-    baseline_n = args.baseline_examples if args.baseline_examples is not None else (512 if on_gpu else 16)
+    baseline_n = args.baseline_examples if args.baseline_examples is not None else (512 if on_gpu else 24)
 
     torch.manual_seed(0)
     model = GPT(GPTConfig.from_name("gpt2")).to(args.device).eval()
@@ -154,13 +160,14 @@ def main() -> None:
     if on_gpu:  # all packed batches in one go, one sync at the end: the figure a training run's callback sees
         seconds = timed(args.device, lambda: [run_packed(b) for b in batches])
         old_seconds = timed(args.device, lambda: [run_previous(b) for b in old_batches])
-    else:  # a shared CPU's speed drifts: interleave the two scorers' batches so both see the same load
+    else:  # a shared CPU's speed drifts: spread the previous scorer's batches among the packed ones
         seconds = old_seconds = 0.0
-        for i in range(max(len(batches), len(old_batches))):
-            if i < len(old_batches):
-                old_seconds += timed(args.device, lambda: run_previous(old_batches[i]))
-            if i < len(batches):
-                seconds += timed(args.device, lambda: run_packed(batches[i]))
+        done = 0
+        for i, batch in enumerate(batches):
+            seconds += timed(args.device, lambda: run_packed(batch))
+            while done < len(old_batches) and (done + 0.5) / len(old_batches) <= (i + 1) / len(batches):
+                old_seconds += timed(args.device, lambda: run_previous(old_batches[done]))
+                done += 1
     rows = [("packed (this scorer)", n, seconds)]
     if baseline_n:
         rows.append(("previous (per candidate, full vocab)", len(chosen), old_seconds))
@@ -172,21 +179,29 @@ def main() -> None:
                 new_decisions.append((bool(a), bool(b)))
         agree = sum(x == y for x, y in zip(old_decisions, new_decisions))
 
+    # matmul FLOPs (attention's left out): 2 per weight of the blocks per fed position, 2 * n_embd * vocab
+    # per position that gets logits
+    body = 2 * sum(p.numel() for p in model.transformer.h.parameters())
+    head = 2 * model.config.n_embd * model.config.vocab_size
+    flops = sum(b["tokens"].numel() * body + b["index"].numel() * head for b in batches) / n
+    old_flops = sum(b["tokens"].numel() * (body + head) for b in old_batches) / max(1, len(chosen))
     print(f"GPT-2 124M shape, random weights, on {args.device} ({args.precision}{', compiled' if args.compile else ''}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}); {source}; {per_batch} examples per batch "
           f"(packed), 8 (previous)")
     print(f"packing {n} examples into rows: {pack_seconds:.2f} s (once per process)")
-    print(f"{'scorer':40} {'examples':>9} {'seconds':>9} {'examples/s':>11}")
-    for name, count, secs in rows:
-        print(f"{name:40} {count:>9} {secs:>9.2f} {count / secs:>11.2f}")
+    print(f"{'scorer':40} {'examples':>9} {'seconds':>9} {'examples/s':>11} {'GFLOP/example':>14}")
+    for (name, count, secs), per_example in zip(rows, (flops, old_flops)):
+        print(f"{name:40} {count:>9} {secs:>9.2f} {count / secs:>11.2f} {per_example / 1e9:>14.1f}")
     if baseline_n:
         print(f"speed-up {(n / seconds) / (len(chosen) / old_seconds):.1f}x; decisions (acc, acc_norm) identical on "
               f"{agree} of {len(chosen)} examples")
     print(f"acc / acc_norm of the random weights: {right[0].item() / n:.3f} / {right[1].item() / n:.3f}")
-    case = f"{'gpt2-124m'}_{args.device.split(':')[0]}_{args.precision}{'_compiled' if args.compile else ''}"
-    figures = [(f"packed_{case}_{n}ex", "examples_per_s", n / seconds), (f"packed_{case}_{n}ex", "seconds_incl_warmup", seconds)]
+    case = f"gpt2-124m_{args.device.split(':')[0]}_{args.precision}{'_compiled' if args.compile else ''}"
+    figures = [(f"packed_{case}_{n}ex", "examples_per_s", n / seconds), (f"packed_{case}_{n}ex", "seconds_incl_warmup", seconds),
+               (f"packed_{case}_{n}ex", "gflop_per_example", flops / 1e9)]
     if baseline_n:
         figures.append((f"previous_{case}_{len(chosen)}ex", "examples_per_s", len(chosen) / old_seconds))
+        figures.append((f"previous_{case}_{len(chosen)}ex", "gflop_per_example", old_flops / 1e9))
         figures.append((f"{case}_{len(chosen)}ex", "decisions_identical_fraction", agree / len(chosen)))
     for name, metric, value in figures:
         print(json.dumps({"bench": "hellaswag_eval", "case": name, "metric": metric, "value": round(value, 4)}))

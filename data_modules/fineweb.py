@@ -214,8 +214,7 @@ class FineWebDataModule(TokenDataModule):
     def test_dataloader(self) -> DataLoader:
         if self.hellaswag is None:
             return super().test_dataloader()
-        rank, world = self._rank_and_world()
-        return DataLoader(self.hellaswag.batches(self.block_size, rank, world), batch_size=None)
+        return self.hellaswag.loader(self.trainer)  # cut to the model's context, not data.block_size
 
     @property
     def source(self) -> str:
@@ -265,3 +264,5 @@ class FineWebDataModule(TokenDataModule):
         )
         if manifest is not None and reader.skipped:
             _report(f"skipped {sum(reader.skipped.values())} rows: {dict(reader.skipped)}")
+        if self.hellaswag is not None and self.trainer is None:  # `main.py prepare`: HellaSwag too, on this node
+            self.hellaswag.prepare_data()

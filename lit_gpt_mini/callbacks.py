@@ -175,9 +175,18 @@ class HellaSwagEval(Callback):
             raise ConfigError("the HellaSwagEval callback needs data.hellaswag (a HellaSwagDataModule) in the config")
         if data.tokenizer.kind != "gpt2":
             raise ConfigError(f"HellaSwag is scored with GPT-2's vocabulary; this data uses a {data.tokenizer.kind} tokenizer")
-        if trainer.is_global_zero:
+        if self.prepares_here(trainer.local_rank, trainer.global_rank, getattr(data, "prepare_data_per_node", True)):
             data.hellaswag.prepare_data()
         trainer.strategy.barrier()
+        # every rank checks its node has the data now, rather than failing at the first evaluation
+        data.hellaswag.batches(pl_module.config.block_size, trainer.global_rank, trainer.world_size)
+
+    @staticmethod
+    def prepares_here(local_rank: int, global_rank: int, per_node: bool) -> bool:
+        """Whether this process downloads and tokenizes HellaSwag: the first of each node, as Lightning's own
+        ``prepare_data`` (nodes need no shared filesystem), or the first of all with
+        ``data.prepare_data_per_node: false`` (a shared filesystem)."""
+        return local_rank == 0 if per_node else global_rank == 0
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         # Called after every micro-batch; global_step moves once per optimizer step.
@@ -193,21 +202,36 @@ class HellaSwagEval(Callback):
 
     @staticmethod
     def evaluate(trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[torch.Tensor, torch.Tensor]:
-        from lit_gpt_mini import hellaswag
-
+        """``acc`` and ``acc_norm`` over all ranks' examples. The counts stay on the device until the reduction."""
         model = pl_module.model
         was_training = model.training
         model.eval()
-        counts = torch.zeros(3, device=pl_module.device)  # examples, right by acc, right by acc_norm
-        batches = trainer.datamodule.hellaswag.batches(pl_module.config.block_size, trainer.global_rank, trainer.world_size)
+        device = pl_module.device
+        right = torch.zeros(2, device=device)  # by acc, by acc_norm
+        scored = 0
+        batches = trainer.datamodule.hellaswag.batches(
+            pl_module.config.block_size, trainer.global_rank, trainer.world_size, pin_memory=device.type == "cuda"
+        )
         for batch in batches:
-            batch = {k: v.to(pl_module.device) for k, v in batch.items()}
-            with trainer.precision_plugin.forward_context():
-                correct, correct_norm = hellaswag.evaluate_batch(model, batch)
-            counts += torch.stack([torch.tensor(len(correct), device=counts.device), correct.sum(), correct_norm.sum()])
+            # from pinned memory the copy is asynchronous: it overlaps the previous batch's compute
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            # no_grad outside the wrapper too: DDP's forward must not expect a backward
+            with torch.no_grad(), trainer.precision_plugin.forward_context():
+                correct, correct_norm = _call_wrapped(trainer, pl_module, "hellaswag_step", batch)
+            right += torch.stack((correct.sum(), correct_norm.sum()))
+            scored += len(batch["labels"])
         model.train(was_training)
-        counts = trainer.strategy.reduce(counts, reduce_op="sum")
+        counts = trainer.strategy.reduce(torch.cat((torch.tensor([float(scored)], device=device), right)), reduce_op="sum")
         return counts[1] / counts[0], counts[2] / counts[0]
+
+
+def _call_wrapped(trainer: L.Trainer, pl_module: L.LightningModule, method: str, *args: Any) -> Any:
+    # Lightning's own path for test_step: through the strategy's wrapper (DDP, FSDP), whose forward FSDP needs
+    # to gather the sharded weights, redirected to the module's method.
+    wrapper = trainer.strategy.model
+    if wrapper is None or wrapper is pl_module:
+        return getattr(pl_module, method)(*args)
+    return trainer.strategy._forward_redirection(wrapper, pl_module, method, *args)
 
 
 class SampleText(Callback):

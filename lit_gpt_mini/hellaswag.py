@@ -1,9 +1,18 @@
-"""HellaSwag scoring, as pure functions: read examples, render candidates, score them with a language model.
+"""HellaSwag scoring, as pure functions: read examples, tokenize them, pack them into batches, score them.
 
 The standard completion-style method (the numbers are comparable to published ones): for each example, each
 of the four candidates is ``context tokens + tokens of " " + ending``; a candidate's loss is the cross-entropy
 of the ending tokens only. ``acc`` picks the candidate with the lowest summed loss, ``acc_norm`` the one with
-the lowest mean loss per ending token.
+the lowest mean loss per ending token. An empty context becomes the end-of-text token, so that every ending
+token is predicted from something.
+
+How it is made fast, with the same decisions as scoring each candidate alone (the tests compare them):
+
+- One row per example: the context once, then the four endings, each attending to the context and to itself
+  only (an attention mask) at the positions it would have after the context. The context is computed once
+  instead of four times, and an ending's last token is not fed (it predicts nothing).
+- The language-model head and the cross-entropy run only at the positions that predict an ending token, not
+  over the whole vocabulary at every position.
 """
 
 from __future__ import annotations
@@ -11,8 +20,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -29,9 +39,18 @@ class Example:
     label: int
 
 
+@dataclass(frozen=True)
+class TokenizedExample:
+    """An example's token ids: the context (never empty) and the four endings (each ``" " + ending``)."""
+
+    context: tuple[int, ...]
+    endings: tuple[tuple[int, ...], ...]
+    label: int
+
+
 def read_examples(path: Path) -> list[Example]:
-    """The examples of a HellaSwag jsonl file (fields ``ctx``, ``endings``, ``label``); a bad line is a
-    :class:`DataError` naming the file and line."""
+    """The examples of a HellaSwag jsonl file (fields ``ctx``, ``endings``, ``label``). A row that is not one
+    is a :class:`DataError` naming the file and line: this is a benchmark, no row is skipped."""
     examples = []
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
@@ -45,74 +64,179 @@ def read_examples(path: Path) -> list[Example]:
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise DataError(f"{where}: malformed JSON ({e}); fix or remove the line") from None
-        if not isinstance(row, dict) or not isinstance(row.get("ctx"), str):
-            raise DataError(f"{where}: an example needs a 'ctx' string")
+        if not isinstance(row, dict):
+            raise DataError(f"{where}: an example is a JSON object with 'ctx', 'endings' and 'label', not a {type(row).__name__}")
+        if not isinstance(row.get("ctx"), str):
+            raise DataError(f"{where}: an example needs a 'ctx' string, got {row.get('ctx')!r}")
         endings = row.get("endings")
-        if not isinstance(endings, list) or len(endings) != NUM_ENDINGS or not all(isinstance(e, str) for e in endings):
-            count = len(endings) if isinstance(endings, list) else "no"
+        if not isinstance(endings, list) or len(endings) != NUM_ENDINGS:
+            count = f"{len(endings)}" if isinstance(endings, list) else "no list"
             raise DataError(f"{where}: an example needs {NUM_ENDINGS} 'endings' strings, this one has {count}")
+        if not all(isinstance(e, str) for e in endings):
+            raise DataError(f"{where}: 'endings' must be {NUM_ENDINGS} strings, got {endings!r}")
         label = row.get("label")
-        if isinstance(label, str) and label.isdigit():
+        if isinstance(label, str) and label.isdigit():  # the Hugging Face copy stores labels as strings
             label = int(label)
-        if not isinstance(label, int) or not 0 <= label < NUM_ENDINGS:
-            raise DataError(f"{where}: 'label' must be 0 to {NUM_ENDINGS - 1}, got {row.get('label')!r}")
+        # bool is an int in Python: true would silently mean 1
+        if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < NUM_ENDINGS:
+            raise DataError(f"{where}: 'label' must be an integer 0 to {NUM_ENDINGS - 1}, got {row.get('label')!r}")
         examples.append(Example(row["ctx"], tuple(endings), label))
     if not examples:
         raise DataError(f"{path} holds no HellaSwag examples")
     return examples
 
 
-def render(example: Example, tokenizer: Tokenizer, max_length: int) -> tuple[list[list[int]], list[int]]:
-    """Token ids of the four candidates and where each ending starts. A candidate longer than ``max_length``
-    loses tokens at the start of its context (the ending is what is scored)."""
+def tokenize(example: Example, tokenizer: Tokenizer) -> TokenizedExample:
+    """The example's token ids; an empty context becomes the end-of-text token (the usual start of a text), so
+    that the first ending token is scored too."""
     context = tokenizer.encode(example.context)
-    candidates, starts = [], []
-    for ending in example.endings:
-        ending_ids = tokenizer.encode(" " + ending)
-        ids = (context + ending_ids)[-max_length:]
-        candidates.append(ids)
-        starts.append(len(ids) - len(ending_ids))
-    return candidates, starts
+    if not context:
+        if tokenizer.eot_id is None:
+            raise DataError(f"an empty HellaSwag context needs a tokenizer with an end-of-text token, not {tokenizer.kind}")
+        context = [tokenizer.eot_id]
+    endings = tuple(tuple(tokenizer.encode(" " + ending)) for ending in example.endings)
+    return TokenizedExample(tuple(context), endings, example.label)
 
 
-def bucket(length: int, max_length: int) -> int:
-    """Pad to a multiple of 64 (at most ``max_length``): a compiled model sees at most 16 shapes for a
-    1024-token context, and padding wastes less than 64 positions a row."""
-    return min(-(-length // 64) * 64, max_length)
+def candidates(example: TokenizedExample, max_length: int) -> list[tuple[tuple[int, ...], list[tuple[int, ...]]]]:
+    """The example as ``(context, endings)`` groups whose candidates fit ``max_length`` tokens: one group of four
+    when they all fit, else four groups, each candidate keeping the end of its context that fits. An ending of
+    ``max_length`` tokens or more keeps its last ``max_length - 1`` (the one before needs a context token)."""
+    endings = [e[-(max_length - 1) :] for e in example.endings]
+    if len(example.context) + max(len(e) for e in endings) <= max_length:
+        return [(example.context, endings)]
+    return [(example.context[max(0, len(example.context) + len(e) - max_length) :], [e]) for e in endings]
 
 
-def collate(rendered: list[tuple[list[list[int]], list[int]]], labels: list[int], max_length: int) -> dict:
-    """A batch: ``tokens`` and ``mask`` (ending positions) of shape (E, 4, L), ``labels`` (E,)."""
-    length = bucket(max(len(ids) for candidates, _ in rendered for ids in candidates), max_length)
-    tokens = torch.zeros(len(rendered), NUM_ENDINGS, length, dtype=torch.long)
-    mask = torch.zeros(len(rendered), NUM_ENDINGS, length, dtype=torch.bool)
-    for e, (candidates, starts) in enumerate(rendered):
-        for c, (ids, start) in enumerate(zip(candidates, starts)):
-            tokens[e, c, : len(ids)] = torch.tensor(ids)
-            mask[e, c, start : len(ids)] = True
-    return {"tokens": tokens, "mask": mask, "labels": torch.tensor(labels, dtype=torch.long)}
+@dataclass(frozen=True)
+class Packed:
+    """One example as one row: ``tokens``/``pos`` fed to the model; ``group`` and ``branch`` say which tokens see
+    which (``branch`` 0 is a context, ``k + 1`` ending ``k``); ``scored`` holds, for each ending token, the row
+    index of the token that predicts it, the token and the candidate (0 to 3)."""
+
+    tokens: np.ndarray
+    pos: np.ndarray
+    group: np.ndarray
+    branch: np.ndarray
+    scored: np.ndarray  # (S, 3): predicting index, target token, candidate
+    label: int
+
+    def __len__(self) -> int:
+        return len(self.tokens)
 
 
-def candidate_losses(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed and mean cross-entropy of each candidate's ending tokens.
+def pack(example: TokenizedExample, max_length: int) -> Packed:
+    """The row that scores all four candidates of ``example`` in one pass (see :func:`candidates`)."""
+    tokens: list[int] = []
+    pos: list[int] = []
+    group: list[int] = []
+    branch: list[int] = []
+    scored: list[tuple[int, int, int]] = []
+    candidate = 0
+    for g, (context, endings) in enumerate(candidates(example, max_length)):
+        tokens += context
+        pos += range(len(context))
+        group += [g] * len(context)
+        branch += [0] * len(context)
+        last_context = len(tokens) - 1
+        for ending in endings:
+            before = last_context  # the token that predicts the next ending token
+            for j, token in enumerate(ending):
+                scored.append((before, token, candidate))
+                if j + 1 < len(ending):  # an ending's last token predicts nothing: it is not fed
+                    tokens.append(token)
+                    pos.append(len(context) + j)
+                    group.append(g)
+                    branch.append(candidate + 1)
+                    before = len(tokens) - 1
+            candidate += 1
+    return Packed(
+        np.array(tokens, dtype=np.int64),
+        np.array(pos, dtype=np.int64),
+        np.array(group, dtype=np.int8),
+        np.array(branch, dtype=np.int8),
+        np.array(scored, dtype=np.int64).reshape(-1, 3),
+        example.label,
+    )
 
-    ``logits``: (N, L, V) for ``tokens``/``mask`` (N, L); position ``t`` predicts token ``t + 1``. Padding sits
-    after the candidate, so (causal attention) it changes nothing before it, and the mask leaves it out.
+
+def collate(rows: Sequence[Packed]) -> dict[str, torch.Tensor]:
+    """A batch of packed examples, padded to the longest (sort rows by length first to waste little):
+    ``tokens``, ``pos``, ``group``, ``branch`` (E, T); ``index`` (flat row-major indices into (E, T)),
+    ``targets`` and ``candidate`` (index into (E, 4)) for each scored token; ``labels`` (E,)."""
+    length = max(len(r) for r in rows)
+    n = len(rows)
+    tokens = np.zeros((n, length), dtype=np.int64)
+    pos = np.zeros((n, length), dtype=np.int64)
+    group = np.full((n, length), -1, dtype=np.int8)  # padding: a group of its own that no real token sees
+    branch = np.full((n, length), -1, dtype=np.int8)
+    index, targets, candidate = [], [], []
+    for e, r in enumerate(rows):
+        tokens[e, : len(r)] = r.tokens
+        pos[e, : len(r)] = r.pos
+        group[e, : len(r)] = r.group
+        branch[e, : len(r)] = r.branch
+        index.append(e * length + r.scored[:, 0])
+        targets.append(r.scored[:, 1])
+        candidate.append(e * NUM_ENDINGS + r.scored[:, 2])
+    return {
+        "tokens": torch.from_numpy(tokens),
+        "pos": torch.from_numpy(pos),
+        "group": torch.from_numpy(group),
+        "branch": torch.from_numpy(branch),
+        "index": torch.from_numpy(np.concatenate(index)),
+        "targets": torch.from_numpy(np.concatenate(targets)),
+        "candidate": torch.from_numpy(np.concatenate(candidate)),
+        "labels": torch.tensor([r.label for r in rows], dtype=torch.long),
+    }
+
+
+def attention_mask(group: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+    """(E, T, T) bool: token ``i`` sees token ``j <= i`` of its group when ``j`` is context or on its branch."""
+    length = group.size(1)
+    causal = torch.ones(length, length, dtype=torch.bool, device=group.device).tril()
+    same_group = group[:, :, None] == group[:, None, :]
+    visible = (branch[:, None, :] == 0) | (branch[:, :, None] == branch[:, None, :])
+    return causal & same_group & visible
+
+
+def candidate_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed and mean cross-entropy of each candidate's ending tokens, both (E, 4), in float32.
+
+    ``model`` is a :class:`~lit_gpt_mini.model.GPT`; only the real vocabulary's columns of its head count (the
+    padded ones are never a target and must not take probability).
     """
-    targets, scored = tokens[:, 1:], mask[:, 1:].float()
-    nll = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), reduction="none")
-    total = (nll.view_as(scored) * scored).sum(1)
-    return total, total / scored.sum(1).clamp(min=1)
+    tokens = batch["tokens"]
+    n = tokens.size(0)
+    hidden = model.hidden_states(tokens, batch["pos"], attention_mask(batch["group"], batch["branch"]))
+    hidden = hidden.flatten(0, 1)[batch["index"]]  # (S, C): the positions that predict an ending token
+    logits = F.linear(hidden, model.lm_head.weight[: model.config.vocab_size])
+    return losses_from_logits(logits, batch["targets"], batch["candidate"], n)
+
+
+def losses_from_logits(
+    logits: torch.Tensor, targets: torch.Tensor, candidate: torch.Tensor, examples: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed and mean cross-entropy per candidate, (E, 4) each, from the logits (S, V) of the scored tokens
+    ``targets`` (S,) of candidates ``candidate`` (S,, indices into E x 4)."""
+    nll = F.cross_entropy(logits.float(), targets, reduction="none")
+    total = torch.zeros(examples * NUM_ENDINGS, dtype=torch.float32, device=nll.device).index_add_(0, candidate, nll)
+    count = torch.zeros_like(total).index_add_(0, candidate, torch.ones_like(nll))  # bincount would sync a GPU
+    return total.view(examples, NUM_ENDINGS), (total / count).view(examples, NUM_ENDINGS)
 
 
 @torch.no_grad()
-def evaluate_batch(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+def evaluate_batch(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Whether ``acc`` and ``acc_norm`` pick the right ending, per example (two bool tensors of shape (E,))."""
-    tokens, mask, labels = batch["tokens"], batch["mask"], batch["labels"]
-    n, c, length = tokens.shape
-    logits = model(tokens.view(n * c, length))
-    total, mean = candidate_losses(logits, tokens.view(n * c, length), mask.view(n * c, length))
-    return total.view(n, c).argmin(1) == labels, mean.view(n, c).argmin(1) == labels
+    total, mean = candidate_losses(model, batch)
+    labels = batch["labels"]
+    return total.argmin(1) == labels, mean.argmin(1) == labels
+
+
+def batches(rows: Sequence[Packed], examples_per_batch: int) -> list[dict[str, torch.Tensor]]:
+    """``rows`` sorted by length and collated ``examples_per_batch`` at a time: little padding."""
+    ordered = sorted(rows, key=len)
+    return [collate(ordered[i : i + examples_per_batch]) for i in range(0, len(ordered), examples_per_batch)]
 
 
 def shard(count: int, rank: int, world_size: int, limit: Optional[int] = None) -> range:

@@ -206,7 +206,7 @@ class GPTModule(L.LightningModule):
         if isinstance(batch, dict):  # HellaSwag examples (see data_modules.hellaswag)
             tokens = batch["tokens"]
             self.flops_per_batch = self._flops_per_token(tokens.size(-1)) * tokens.numel() // 3  # forward only
-            correct, correct_norm = hellaswag.evaluate_batch(self.model, batch)
+            correct, correct_norm = self.hellaswag_step(batch)
             self.hellaswag_acc.update(correct.float())
             self.hellaswag_acc_norm.update(correct_norm.float())
             self.log("test/hellaswag_acc", self.hellaswag_acc)
@@ -217,6 +217,14 @@ class GPTModule(L.LightningModule):
         loss = self._loss(batch)
         self.test_loss.update(loss, weight=batch[1].numel())
         self.log("test/loss", self.test_loss)
+
+    def hellaswag_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Whether ``acc`` and ``acc_norm`` pick the right ending of each example of a HellaSwag batch.
+
+        Call it through the strategy's wrapped module (``test_step`` is; HellaSwagEval redirects to it), never
+        on the bare model from outside: under FSDP the weights are only whole inside the wrapper's forward.
+        """
+        return hellaswag.evaluate_batch(self.model, batch)
 
     # --- optimization -------------------------------------------------------------------------------------------
 

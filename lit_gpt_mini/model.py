@@ -79,7 +79,9 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, cache: Optional["KVCache"] = None, layer: int = 0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cache: Optional["KVCache"] = None, layer: int = 0, mask: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         # (B, T, C) -> (B, nh, T, hs)
@@ -91,8 +93,10 @@ class CausalSelfAttention(nn.Module):
             k, v = cache.update(layer, k, v)
         # A single new token may see everything before it; several (the prompt) need the causal mask.
         # dispatches to flash / memory-efficient kernels where the device has them
+        # An explicit mask (B, T, T) replaces the causal one (see GPT.hidden_states).
         y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=T > 1
+            q, k, v, attn_mask=None if mask is None else mask.unsqueeze(1),
+            dropout_p=self.dropout if self.training else 0.0, is_causal=T > 1 and mask is None,
         )
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble all head outputs side by side
         return self.resid_dropout(self.c_proj(y))
@@ -120,8 +124,10 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, cache: Optional["KVCache"] = None, layer: int = 0) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), cache, layer)
+    def forward(
+        self, x: torch.Tensor, cache: Optional["KVCache"] = None, layer: int = 0, mask: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer, mask)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -229,6 +235,20 @@ class GPT(nn.Module):
         # lose the small probabilities. Inside a compiled graph the upcast fuses into the loss kernel instead of
         # materialising an fp32 copy of the (B, T, V) logits.
         return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
+
+    def hidden_states(
+        self, idx: torch.Tensor, pos: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """The final LayerNorm's output (B, T, n_embd) for ``idx`` (B, T), without the language-model head (a
+        scorer applies it only where it needs logits). ``pos`` (B, T) gives each token's position (default 0 to
+        T - 1) and ``mask`` (B, T, T, bool) which tokens each one attends to (default: all before it), so that
+        one row can hold several sequences sharing a prefix, like HellaSwag's four endings after one context."""
+        if pos is None:
+            pos = torch.arange(idx.size(1), dtype=torch.long, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        for layer, block in enumerate(self.transformer.h):
+            x = block(x, None, layer, mask)
+        return self.transformer.ln_f(x)
 
     @torch.no_grad()
     def generate(

@@ -44,13 +44,18 @@ def test_sampling_with_the_kv_cache_on_cuda_gives_the_cpu_tokens():
         torch.backends.cuda.matmul.allow_tf32 = True
 
 
-def test_fsdp_on_one_gpu_clips_groups_and_samples(tmp_path, monkeypatch, shakespeare_docs):
+def test_fsdp_on_one_gpu_clips_groups_samples_and_scores_hellaswag(tmp_path, monkeypatch, shakespeare_docs):
     # Lightning's FSDPStrategy refuses CPUs, so this is where it runs: bf16-mixed, norm clipping through the
-    # strategy, weight decay by parameter name, and SampleText through the sharded module.
+    # strategy, weight decay by parameter name, SampleText and HellaSwagEval through the sharded module.
+    from .test_hellaswag import write_examples
+
     monkeypatch.chdir(tmp_path)
     corpus = write_jsonl(tmp_path / "corpus.jsonl", shakespeare_docs[:2000])
+    examples = write_examples(tmp_path / "hs.jsonl", 12)
     cli = main([
         "fit", "--config", str(CONFIGS / "debug_gpt2.yaml"), "--data.path", str(corpus),
+        "--data.hellaswag", "data_modules.hellaswag.HellaSwagDataModule", "--data.hellaswag.path", str(examples),
+        "--trainer.callbacks+=lit_gpt_mini.callbacks.HellaSwagEval", "--trainer.callbacks.init_args.every_n_steps", "2",
         "--trainer.accelerator", "cuda", "--trainer.precision", "bf16-mixed",
         "--trainer.strategy", "lightning.pytorch.strategies.FSDPStrategy",
         "--trainer.strategy.auto_wrap_policy", "[lit_gpt_mini.model.Block]",
@@ -64,3 +69,7 @@ def test_fsdp_on_one_gpu_clips_groups_and_samples(tmp_path, monkeypatch, shakesp
     matrices = cli.model._matrices
     assert len(decay["params"]) == len(matrices) and decay["weight_decay"] == 0.1
     assert len(no_decay["params"]) > 0 and no_decay["weight_decay"] == 0.0
+    from lit_gpt_mini.callbacks import HellaSwagEval
+
+    acc, acc_norm = HellaSwagEval.evaluate(trainer, cli.model)  # all ranks (one here) through the wrapper
+    assert 0 <= acc.item() <= 1 and 0 <= acc_norm.item() <= 1

@@ -1,0 +1,370 @@
+"""Bad input to every source, table-driven, through ``main.py prepare`` run in-process: for each kind of damaged,
+half-written or unusual input, the exit status, the one ``error:`` line (naming the file/line or key), no
+traceback, and for skipped rows the counts in the manifest. Plus the Discord API's security cases against
+fake servers on 127.0.0.1: no token to another host, bounded waiting, the token in no output or file."""
+
+from __future__ import annotations
+
+import gzip
+import http.server
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+
+from data_modules.discord_api import DiscordClient, RetryPolicy
+from data_modules.shards import read_manifest
+from lit_gpt_mini.cli import main
+from lit_gpt_mini.errors import DataError
+
+TOKEN = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GaBcDe.secret-token-value-that-must-not-leak"
+TOKEN_SHAPED = "MTIzNDU2Nzg5MDEyMzQ1Njc4GaBcDe_secretTokenValue"  # letters, digits and _ only: looks like a name
+
+
+def prepare(tmp_path: Path, data: dict[str, Any], capfd) -> tuple[int, str, str]:
+    """``main.py prepare`` on a config holding ``data``: (exit status, the error line or "", all of stderr)."""
+    config = tmp_path / "config.yaml"
+    config.write_text(json.dumps({"data": data}))  # JSON is YAML
+    status, error = 0, ""
+    try:
+        main(["prepare", "--config", str(config)])
+    except SystemExit as e:
+        status, error = (1, str(e.code)) if isinstance(e.code, str) else (e.code or 0, "")
+    captured = capfd.readouterr()
+    err = captured.err + error
+    assert "Traceback" not in err + captured.out
+    if status:
+        assert error.startswith("error: ") and "\n" not in error, error
+    return status, error, err
+
+
+def discord_data(tmp_path: Path, **init_args) -> dict[str, Any]:
+    return {"class_path": "data_modules.discord.DiscordDataModule",
+            "init_args": {"data_dir": str(tmp_path / "data"), "block_size": 8, "batch_size": 2, **init_args}}
+
+
+def msg(i: int, content: Any = None, **fields) -> dict[str, Any]:
+    return {"id": str(1000 + i), "type": "Default", "timestamp": f"2024-03-01T10:{i:02d}:00+00:00",
+            "content": f"message {i} with enough words to make some tokens" if content is None else content,
+            "author": {"id": "7", "name": "alice", "nickname": "Alice", "isBot": False},
+            "attachments": [], "embeds": [], "mentions": [], **fields}
+
+
+GOOD = [msg(i) for i in range(1, 6)]
+
+# (case, the bad message, the reason counted in the manifest)
+BAD_EXPORT_MESSAGES = [
+    ("content a number", msg(10, content=123), "'content' is a number, not a string"),
+    ("numeric timestamp", msg(11, timestamp=1709287200), "'timestamp' is a number, not an ISO 8601 date string"),
+    ("garbage timestamp", msg(12, timestamp="yesterday"), "'timestamp' 'yesterday' is not an ISO 8601 date"),
+    ("author a string", msg(13, author="bob"), "'author' is a string, not an object"),
+    ("mentions as strings", msg(14, mentions=["alice"]), "'mentions' holds something that is not an object"),
+    ("not an object", "just a string", "a message is an object, not a string"),
+    ("no id", {k: v for k, v in msg(15).items() if k != "id"}, "no 'id'"),
+    ("attachments an object", msg(16, attachments={"url": "x"}), "'attachments' is an object, not a list"),
+    ("isBot a string", msg(17, author={"name": "x", "isBot": "yes"}), "'isBot' is a string, not true/false"),
+]
+
+
+@pytest.mark.parametrize("case, bad, reason", BAD_EXPORT_MESSAGES, ids=[c[0] for c in BAD_EXPORT_MESSAGES])
+def test_a_bad_export_message_is_skipped_counted_and_reported(tmp_path, capfd, case, bad, reason):
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps({"channel": {"id": "2"}, "messages": GOOD[:2] + [bad] + GOOD[2:]}))
+    status, _, err = prepare(tmp_path, discord_data(tmp_path, path=str(path)), capfd)
+    assert status == 0
+    assert f"{path}: messages[2]: message skipped ({reason})" in err
+    manifest = read_manifest(tmp_path / "data" / "shards")
+    assert manifest["messages_skipped"] == {reason: 1} and manifest["messages"]["kept"] == 5
+
+
+def test_timestamps_without_offset_among_aware_ones_are_read_as_utc_and_said(tmp_path, capfd):
+    naive = msg(6, timestamp="2024-03-01T10:03:30")  # between messages 3 and 4
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps({"messages": GOOD + [naive]}))
+    status, _, err = prepare(tmp_path, discord_data(tmp_path, path=str(path)), capfd)
+    assert status == 0 and "1 message(s) had a timestamp without a UTC offset; they were read as UTC" in err
+    from data_modules.discord import DiscordDataModule
+
+    lines = DiscordDataModule(path=str(path)).conversations()[0].splitlines()
+    assert lines[3].startswith("Alice: message 6") and len(lines) == 6
+
+
+def csv_export(tmp_path: Path, rows: list[str], header: str = '"AuthorID","Author","Date","Content","Attachments","Reactions"',
+               newline: str = "\n", bom: bool = False) -> Path:
+    path = tmp_path / "export.csv"
+    good = [f'"1","alice","2024-03-01T10:{i:02d}:00+00:00","csv message {i} with several words","",""' for i in range(5)]
+    text = newline.join([header] + good[:2] + rows + good[2:]) + newline
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode())
+    return path
+
+
+def test_csv_rows_short_or_bad_are_skipped_by_line(tmp_path, capfd):
+    path = csv_export(tmp_path, ['"1","alice"', '"1","alice","not a date","hi","",""'])
+    status, _, err = prepare(tmp_path, discord_data(tmp_path, path=str(path)), capfd)
+    assert status == 0
+    assert f"{path}:4: message skipped (2 fields where the header has 6)" in err
+    assert f"{path}:5: message skipped ('Date' 'not a date' is not an ISO 8601 date)" in err
+    manifest = read_manifest(tmp_path / "data" / "shards")
+    assert sum(manifest["messages_skipped"].values()) == 2 and manifest["messages"]["kept"] == 5
+
+
+def test_csv_with_bom_and_crlf_reads_like_any_other(tmp_path, capfd):
+    path = csv_export(tmp_path, [], newline="\r\n", bom=True)
+    assert prepare(tmp_path, discord_data(tmp_path, path=str(path)), capfd)[0] == 0
+    manifest = read_manifest(tmp_path / "data" / "shards")
+    assert manifest["messages"] == {"kept": 5} and manifest["messages_skipped"] == {}
+
+
+def test_the_same_messages_in_two_exports_count_once(tmp_path, capfd):
+    (tmp_path / "exports").mkdir()
+    for name in ("a.json", "b.json"):
+        (tmp_path / "exports" / name).write_text(json.dumps({"messages": GOOD}))
+    assert prepare(tmp_path, discord_data(tmp_path, path=str(tmp_path / "exports")), capfd)[0] == 0
+    assert read_manifest(tmp_path / "data" / "shards")["messages"] == {"kept": 5, "duplicate (same id)": 5}
+
+
+# (case, file name, bytes, what the error line says besides the file name)
+UNREADABLE_EXPORTS = [
+    ("half-written JSON", "e.json", json.dumps({"messages": GOOD})[:-40].encode(), "invalid JSON at line 1"),
+    ("empty JSON", "e.json", b"", "the file is empty"),
+    ("JSON list at the top", "e.json", b"[1, 2]", "no 'messages' list at the top"),
+    ("messages not a list", "e.json", b'{"messages": {"a": 1}}', "no 'messages' list at the top"),
+    ("not UTF-8", "e.json", b'{"messages": ["\xff"]}', "UnicodeDecodeError"),
+    ("deeply nested", "e.json", b"[" * 100_000, "JSON nested too deeply"),
+    ("CSV without a Date column", "e.csv", b'"Author","Content"\n"a","b"\n', "line 1 has no column Date"),
+    ("empty CSV", "e.csv", b"", "the file is empty"),
+    ("CSV field over csv's limit", "e.csv", b'"Author","Date"\n"' + b"a" * 200_000 + b'","2024-01-01"\n',
+     "line 2: field larger than field limit"),
+]
+
+
+@pytest.mark.parametrize("case, name, data, says", UNREADABLE_EXPORTS, ids=[c[0] for c in UNREADABLE_EXPORTS])
+def test_an_unreadable_export_stops_with_its_name(tmp_path, capfd, case, name, data, says):
+    (tmp_path / name).write_bytes(data)
+    status, error, _ = prepare(tmp_path, discord_data(tmp_path, path=str(tmp_path / name)), capfd)
+    assert status == 1 and f"{tmp_path / name} is not a readable DiscordChatExporter export" in error
+    assert says in error
+
+
+# --- the Discord API -------------------------------------------------------------------------------------------
+
+
+class Server:
+    """A fake HTTP server on 127.0.0.1 answering every GET with ``respond(path, headers)``: (status, headers,
+    body bytes); records (path, Authorization header) of each request."""
+
+    def __init__(self, respond: Callable[[str, dict], tuple[int, dict, bytes]]) -> None:
+        self.requests: list[tuple[str, Optional[str]]] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                outer.requests.append((self.path, self.headers.get("Authorization")))
+                status, headers, body = respond(self.path, dict(self.headers))
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.port}/api/v10"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def servers():
+    made: list[Server] = []
+
+    def make(respond):
+        made.append(Server(respond))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def api_msg(i: int, **fields) -> dict[str, Any]:
+    return {"id": str(5000 + i), "type": 0, "timestamp": f"2024-03-01T10:{i:02d}:00+00:00",
+            "content": f"api message {i} with enough words to make tokens", "author": {"id": "3", "username": "u"},
+            **fields}
+
+
+def answer(status: int, body: Any, **headers) -> tuple[int, dict, bytes]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return status, {"Content-Type": "application/json", **headers}, data
+
+
+def api_prepare(tmp_path, capfd, monkeypatch, url, **init_args):
+    monkeypatch.setenv("DISCORD_TOKEN", TOKEN)
+    args = {"channel_ids": [77], "api_url": url, "api_max_wait": 0.2, "api_max_total_wait": 0.5, **init_args}
+    result = prepare(tmp_path, discord_data(tmp_path, **args), capfd)
+    assert TOKEN not in result[2], "the token was printed"
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
+    return result
+
+
+def test_a_redirect_to_another_host_gets_no_token(tmp_path, capfd, monkeypatch, servers):
+    other = servers(lambda path, headers: answer(200, [api_msg(1)]))
+    api = servers(lambda path, headers: answer(302, b"", Location=other.url("localhost") + "/channels/77/messages"))
+    status, error, _ = api_prepare(tmp_path, capfd, monkeypatch, api.url())
+    assert status == 1 and "redirected to http://localhost:" in error and "another host" in error
+    assert "the token is only sent to 127.0.0.1" in error
+    assert api.requests and other.requests == []  # nothing at all was sent to the other host
+    # 127.0.0.1 on another port is another host too
+    api2 = servers(lambda path, headers: answer(307, b"", Location=other.url() + "/x"))
+    assert api_prepare(tmp_path, capfd, monkeypatch, api2.url())[0] == 1 and other.requests == []
+
+
+def test_a_redirect_on_the_same_host_is_followed(tmp_path, capfd, monkeypatch, servers):
+    def respond(path, headers):
+        if path.startswith("/old/"):
+            return answer(301, b"", Location=path.replace("/old/", "/api/v10/", 1))
+        return answer(200, [api_msg(i) for i in range(1, 6)])
+
+    api = servers(respond)
+    status, _, _ = api_prepare(tmp_path, capfd, monkeypatch, f"http://127.0.0.1:{api.port}/old")
+    assert status == 0 and [a for _, a in api.requests] == [f"Bot {TOKEN}"] * 2
+
+
+@pytest.mark.parametrize("retry_after", [0.05, -3, "soon", None], ids=["0.05 s", "negative", "not a number", "absent"])
+def test_a_permanent_429_ends_within_the_bound(tmp_path, capfd, monkeypatch, servers, retry_after):
+    api = servers(lambda path, headers: answer(429, {"message": "rate limited", "retry_after": retry_after}))
+    start = time.monotonic()
+    status, error, err = api_prepare(tmp_path, capfd, monkeypatch, api.url())
+    assert time.monotonic() - start < 3  # 0.5 s of waiting in all, plus the requests
+    assert status == 1 and f"gave up on {api.url()}/channels/77/messages?limit=100 after" in error
+    assert "data.api_max_total_wait is 0.5 s); the last answer: HTTP 429" in error
+    assert len(api.requests) >= 2 and "retrying in" in err
+
+
+def test_a_day_long_retry_after_is_not_obeyed(tmp_path, capfd, monkeypatch, servers):
+    api = servers(lambda path, headers: answer(429, {"retry_after": 86400}))
+    start = time.monotonic()
+    status, error, _ = api_prepare(tmp_path, capfd, monkeypatch, api.url())
+    assert time.monotonic() - start < 3 and len(api.requests) == 1
+    assert status == 1 and "Discord asks to wait 86400 s" in error and "longer than data.api_max_wait (0.2 s)" in error
+
+
+def test_5xx_then_success_is_retried(tmp_path, capfd, monkeypatch, servers):
+    answers = iter([answer(503, b"busy"), answer(500, {"message": "oops"})])
+    api = servers(lambda path, headers: next(answers, answer(200, [api_msg(i) for i in range(1, 6)])))
+    assert api_prepare(tmp_path, capfd, monkeypatch, api.url(), api_max_wait=0.01)[0] == 0
+    assert len(api.requests) == 3
+
+
+# (case, the 200 answer, what the error line says)
+BAD_API_BODIES = [
+    ("not JSON", b"<html>hello</html>", "with HTTP 200 but the body is not JSON"),
+    ("an object, not a list", {"messages": []}, "with dict JSON, not a list of messages"),
+    ("no item has an id", [{"content": "x"}, 5], "with 2 items and none has a numeric 'id'"),
+    ("empty body", b"", "with HTTP 200 but the body is not JSON"),
+]
+
+
+@pytest.mark.parametrize("case, body, says", BAD_API_BODIES, ids=[c[0] for c in BAD_API_BODIES])
+def test_a_bad_api_body_is_one_line(tmp_path, capfd, monkeypatch, servers, case, body, says):
+    api = servers(lambda path, headers: answer(200, body))
+    status, error, _ = api_prepare(tmp_path, capfd, monkeypatch, api.url())
+    assert status == 1 and f"{api.url()}/channels/77/messages?limit=100" in error and says in error
+
+
+def test_api_messages_without_id_or_with_a_bad_shape_are_skipped_and_counted(tmp_path, capfd, monkeypatch, servers):
+    page = [api_msg(i) for i in range(1, 6)] + [{"content": "no id"}, api_msg(9, content=["x"]), api_msg(8, timestamp=3)]
+    api = servers(lambda path, headers: answer(200, page))
+    status, _, err = api_prepare(tmp_path, capfd, monkeypatch, api.url())
+    assert status == 0 and f"{api.url()}/channels/77/messages?limit=100: item 5: message skipped" in err
+    cache = tmp_path / "data" / "channels" / "77.jsonl"
+    assert f"{cache}:7: message skipped ('content' is a list, not a string)" in err  # cached oldest first
+    assert read_manifest(tmp_path / "data" / "shards")["messages_skipped"] == {
+        "an API message without a numeric 'id'": 1, "'content' is a list, not a string": 1,
+        "'timestamp' is a number, not an ISO 8601 date string": 1}
+
+
+def test_refused_connection_and_error_statuses_are_one_line(tmp_path, capfd, monkeypatch, servers):
+    dead = servers(lambda path, headers: answer(200, []))
+    url = dead.url()
+    dead.close()
+    status, error, _ = api_prepare(tmp_path, capfd, monkeypatch, url)
+    assert status == 1 and f"gave up on {url}/channels/77/messages" in error and "could not reach it (ConnectError" in error
+    api = servers(lambda path, headers: answer(404, {"message": "Unknown Channel"}))
+    status, error, _ = api_prepare(tmp_path, capfd, monkeypatch, api.url())
+    assert status == 1 and error.endswith('HTTP 404: {"message": "Unknown Channel"}')
+
+
+def test_a_server_echoing_the_token_does_not_get_it_printed(tmp_path, capfd, monkeypatch, servers):
+    api = servers(lambda path, headers: answer(400, {"message": f"bad header {headers.get('Authorization')}"}))
+    status, error, _ = api_prepare(tmp_path, capfd, monkeypatch, api.url())  # asserts the token appears nowhere
+    assert status == 1 and "bad header Bot <token>" in error
+
+
+def test_a_token_shaped_token_env_is_refused_and_never_echoed(tmp_path, capfd, monkeypatch, servers):
+    api = servers(lambda path, headers: answer(200, []))
+    monkeypatch.setenv(TOKEN_SHAPED, "x")  # even when a variable of that name exists
+    monkeypatch.chdir(tmp_path)
+    status, error, err = prepare(tmp_path, discord_data(tmp_path, channel_ids=[77], api_url=api.url(),
+                                                        token_env=TOKEN_SHAPED), capfd)
+    assert status == 1 and "data.token_env must be the NAME of an environment variable" in error
+    assert TOKEN_SHAPED not in err and api.requests == []
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "config.yaml"
+                and TOKEN_SHAPED.encode() in p.read_bytes()]
+    # a fit refuses it before any file (config.yaml, logs, checkpoints) is written
+    status = 0
+    try:
+        main(["fit", "--config", str(Path(__file__).parents[1] / "configs" / "gpt2_discord.yaml"),
+              "--data.channel_ids", "[77]", "--data.token_env", TOKEN_SHAPED, "--trainer.accelerator", "cpu"])
+    except SystemExit as e:
+        status, error = 1, str(e.code)
+    assert status == 1 and TOKEN_SHAPED not in error + capfd.readouterr().err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("token", ["abc def", "ghi\njkl", "caf\u00e9xyz"], ids=["space", "newline", "non-ASCII"])
+def test_a_token_with_impossible_characters_is_refused_without_echo(tmp_path, capfd, monkeypatch, servers, token):
+    api = servers(lambda path, headers: answer(200, []))
+    monkeypatch.setenv("DISCORD_TOKEN", token)
+    status, error, err = prepare(tmp_path, discord_data(tmp_path, channel_ids=[77], api_url=api.url()), capfd)
+    assert status == 1 and "the token in $DISCORD_TOKEN has characters a Discord token cannot have" in error
+    assert not any(part in error for part in token.split()) and api.requests == []
+
+
+@pytest.mark.parametrize("url, says", [
+    ("http://discord.example.com/api", "plain http"), ("ftp://127.0.0.1/x", "must be an https:// URL"),
+    ("not a url", "must be an https:// URL")])
+def test_api_url_must_be_https_except_on_this_machine(tmp_path, capfd, url, says):
+    status, error, _ = prepare(tmp_path, discord_data(tmp_path, channel_ids=[77], api_url=url), capfd)
+    assert status == 1 and says in error
+
+
+def test_a_server_that_does_not_move_forward_is_stopped(tmp_path, capfd, monkeypatch, servers):
+    full_page = [api_msg(i) for i in range(100)]
+    api = servers(lambda path, headers: answer(200, full_page))  # the same 100 messages whatever "before" says
+    status, error, _ = api_prepare(tmp_path, capfd, monkeypatch, api.url())
+    assert status == 1 and "with no older message: stopping" in error and len(api.requests) == 2
+
+
+def test_the_retry_policy_waits_are_capped_with_a_fake_clock():
+    waits: list[float] = []
+    policy = RetryPolicy(max_wait=5, max_total_wait=12, max_tries=50, backoff=1, sleep=waits.append)
+    client = DiscordClient("http://127.0.0.1:9/api", TOKEN, True, "$T", policy, say=lambda m: None)
+    client._send = lambda url: (503, {}, b"")  # noqa: SLF001 (the network boundary of one try)
+    with pytest.raises(DataError, match=r"after 5 tries and 12.0 s of waiting"):
+        client.get_json("http://127.0.0.1:9/api/x")
+    assert waits == [1, 2, 4, 5]  # doubling, capped at max_wait, never past max_total_wait in all

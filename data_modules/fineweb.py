@@ -96,7 +96,7 @@ class DocumentReader:
 
     def _stopped(self, path: Path, where: str, e: BaseException) -> None:
         self.skipped["unreadable file tail"] += 1
-        _report(f"{path}: stopped reading after an error ({type(e).__name__}: {e}) past {where}; the rows before it "
+        _report(f"{path}: stopped reading after an error ({type(e).__name__}: {' '.join(str(e).split())}) past {where}; the rows before it "
                 f"are kept")
 
     def _chunks(self, path: Path) -> Iterator[bytes]:

@@ -368,3 +368,261 @@ def test_the_retry_policy_waits_are_capped_with_a_fake_clock():
     with pytest.raises(DataError, match=r"after 5 tries and 12.0 s of waiting"):
         client.get_json("http://127.0.0.1:9/api/x")
     assert waits == [1, 2, 4, 5]  # doubling, capped at max_wait, never past max_total_wait in all
+
+
+# --- Reddit .zst dumps -----------------------------------------------------------------------------------------
+
+
+def reddit_data(tmp_path: Path, path: Path, **init_args) -> dict[str, Any]:
+    return {"class_path": "data_modules.reddit.RedditDataModule",
+            "init_args": {"path": str(path), "data_dir": str(tmp_path / "data"), "min_score": 1, "min_length": 5,
+                          "shard_size": 5000, "val_tokens": 100, "block_size": 8, "batch_size": 2, **init_args}}
+
+
+def reddit_row(i: int, **fields) -> bytes:
+    row = {"body": f"comment {i} with a handful of words in it", "author": f"user{i}", "subreddit": "Python",
+           "score": 3, "created_utc": 1672531200 + i, **fields}
+    return json.dumps(row).encode()
+
+
+def zst(lines: list[bytes]) -> bytes:
+    return zstandard.ZstdCompressor().compress(b"\n".join(lines) + b"\n")
+
+
+GOOD_ROWS = [reddit_row(i) for i in range(20)]
+
+# (case, the bad line, the reason counted, what its report says)
+BAD_REDDIT_LINES = [
+    ("not JSON", b"{not json", "malformed", "not JSON: JSONDecodeError"),
+    ("a JSON list", b'["a", "list"]', "malformed", "a list, not an object"),
+    ("body a number", reddit_row(90, body=123), "malformed", "'body' is int, not str"),
+    ("score NaN", reddit_row(91).replace(b'"score": 3', b'"score": NaN'), "malformed", "'score' is nan"),
+    ("score true", reddit_row(92, score=True), "malformed", "'score' is bool, not int or float"),
+    ("created_utc garbage", reddit_row(93, created_utc="soon"), "malformed", "'created_utc' 'soon' is not a number"),
+    ("author an object", reddit_row(94, author={"name": "x"}), "malformed", "'author' is dict, not str"),
+    ("neither body nor title", b'{"author": "x"}', "malformed", "no 'body' (comment) nor 'title'/'selftext'"),
+    ("deeply nested", b"[" * 1_500, "malformed", "not JSON: RecursionError"),
+    ("not UTF-8", b'{"body": "\xff\xfe"}', "malformed", "not JSON: UnicodeDecodeError"),
+    ("longer than max_line_bytes", reddit_row(95, body="x" * 5000), "too long", "over data.max_line_bytes=2000"),
+]
+
+
+@pytest.mark.parametrize("case, bad, reason, says", BAD_REDDIT_LINES, ids=[c[0] for c in BAD_REDDIT_LINES])
+def test_a_bad_reddit_line_is_skipped_counted_and_reported(tmp_path, capfd, case, bad, reason, says):
+    path = tmp_path / "RC.zst"
+    path.write_bytes(zst(GOOD_ROWS[:3] + [bad] + GOOD_ROWS[3:]))
+    status, _, err = prepare(tmp_path, reddit_data(tmp_path, path, max_line_bytes=2000), capfd)
+    assert status == 0
+    assert f"{path}:4: {reason} line skipped ({says}" in err
+    assert read_manifest(tmp_path / "data" / "shards")["rows"] == {"kept": 20, reason: 1}
+
+
+def test_a_reddit_dump_with_crlf_lines_reads_like_any_other(tmp_path, capfd):
+    path = tmp_path / "RC.zst"
+    path.write_bytes(zstandard.ZstdCompressor().compress(b"\r\n".join(GOOD_ROWS) + b"\r\n"))
+    assert prepare(tmp_path, reddit_data(tmp_path, path), capfd)[0] == 0
+    assert read_manifest(tmp_path / "data" / "shards")["rows"] == {"kept": 20}
+
+
+def _frames_then(data: bytes) -> bytes:
+    return zst(GOOD_ROWS) + data
+
+
+# (case, the second file's bytes, what is reported about it)
+BAD_REDDIT_FILES = [
+    ("truncated", zst(GOOD_ROWS)[:-9], "the file ends in the middle of a compressed frame"),
+    ("not zstd at all", gzip.compress(b"\n".join(GOOD_ROWS)), "corrupt compressed data"),
+    ("empty", b"", "the file is empty"),
+    ("garbage after a frame", _frames_then(b"\x00garbage" * 10), "corrupt compressed data"),
+]
+
+
+@pytest.mark.parametrize("case, data, says", BAD_REDDIT_FILES, ids=[c[0] for c in BAD_REDDIT_FILES])
+def test_a_damaged_dump_is_reported_and_counted_and_alone_it_stops_the_run(tmp_path, capfd, case, data, says):
+    (tmp_path / "dumps").mkdir()
+    (tmp_path / "dumps" / "RC_a.zst").write_bytes(zst(GOOD_ROWS))
+    (tmp_path / "dumps" / "RC_b.zst").write_bytes(data)
+    status, _, err = prepare(tmp_path, reddit_data(tmp_path, tmp_path / "dumps"), capfd)
+    assert status == 0 and f"RC_b.zst: {says}" in err and "complete lines before are kept" in err
+    rows = read_manifest(tmp_path / "data" / "shards")["rows"]
+    assert rows["truncated or corrupt files"] == 1 and rows["kept"] >= 20
+    if case != "garbage after a frame":  # alone, the file gives nothing to train on: one error line
+        (tmp_path / "dumps" / "RC_a.zst").unlink()
+        status, error, _ = prepare(tmp_path, reddit_data(tmp_path, tmp_path / "dumps", data_dir=str(tmp_path / "d2")),
+                                   capfd)
+        assert status == 1 and f"{tmp_path / 'dumps'} gave no row that passed the filters" in error
+
+
+def test_a_zst_holding_one_huge_line_is_read_in_bounded_memory(tmp_path, capfd):
+    import tracemalloc
+
+    path = tmp_path / "RC_bomb.zst"
+    with open(path, "wb") as f, zstandard.ZstdCompressor(level=1).stream_writer(f) as w:
+        w.write(GOOD_ROWS[0] + b"\n")
+        for _ in range(256):  # one 256 MiB line: a few kB compressed
+            w.write(b"a" * (1 << 20))
+        w.write(b"\n" + GOOD_ROWS[1] + b"\n")
+    assert path.stat().st_size < 100_000
+    from data_modules.reddit import RedditDataModule
+
+    dm = RedditDataModule(path=str(path), min_score=1, min_length=5, max_line_bytes=1 << 20)
+    tracemalloc.start()
+    try:
+        texts = list(dm.documents())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(texts) == 2 and dm.counts["too long"] == 1
+    assert peak < 48 << 20, f"{peak / 2**20:.0f} MiB held for a 256 MiB line"
+
+
+# --- FineWeb local files ---------------------------------------------------------------------------------------
+
+
+def fineweb_data(tmp_path: Path, path: Path, **init_args) -> dict[str, Any]:
+    return {"class_path": "data_modules.fineweb.FineWebDataModule",
+            "init_args": {"path": str(path), "data_dir": str(tmp_path / "data"), "shard_size": 5000, "val_tokens": 100,
+                          "num_proc": 1, "block_size": 8, "batch_size": 2, **init_args}}
+
+
+GOOD_DOCS = [json.dumps({"text": f"document {i} has a few words"}).encode() for i in range(20)]
+
+# (case, the bad line, the reason counted)
+BAD_JSONL_LINES = [
+    ("not JSON", b"{not json", "malformed JSON"),
+    ("not an object", b'"just a string"', "not an object"),
+    ("text a number", b'{"text": 42}', "'text' is not a string"),
+    ("no text", b'{"id": 1}', "no 'text' field"),
+    ("empty text", b'{"text": ""}', "empty 'text'"),
+    ("deeply nested", b"[" * 1_500, "malformed JSON"),
+    ("not UTF-8", b'{"text": "\xff"}', "malformed JSON"),
+    ("longer than max_line_bytes", json.dumps({"text": "x" * 5000}).encode(), "line too long"),
+]
+
+
+@pytest.mark.parametrize("case, bad, reason", BAD_JSONL_LINES, ids=[c[0] for c in BAD_JSONL_LINES])
+def test_a_bad_jsonl_line_is_skipped_counted_and_reported(tmp_path, capfd, case, bad, reason):
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(b"\n".join(GOOD_DOCS[:3] + [bad] + GOOD_DOCS[3:]) + b"\n")
+    status, _, err = prepare(tmp_path, fineweb_data(tmp_path, path, max_line_bytes=2000), capfd)
+    assert status == 0 and f"{path}:4: skipped a row ({reason}" in err
+    manifest = read_manifest(tmp_path / "data" / "shards")
+    assert manifest["rows_skipped"] == {reason: 1} and manifest["documents"] == 20
+
+
+@pytest.mark.parametrize("bom, newline", [(True, b"\n"), (False, b"\r\n"), (True, b"\r\n")], ids=["BOM", "CRLF", "BOM+CRLF"])
+def test_jsonl_with_a_bom_or_crlf_reads_like_any_other(tmp_path, capfd, bom, newline):
+    path = tmp_path / "c.jsonl"
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + newline.join(GOOD_DOCS) + newline)
+    assert prepare(tmp_path, fineweb_data(tmp_path, path), capfd)[0] == 0
+    manifest = read_manifest(tmp_path / "data" / "shards")
+    assert manifest["rows_skipped"] == {} and manifest["documents"] == 20
+
+
+def corrupt_parquet(path: Path) -> Path:
+    pq.write_table(pa.table({"text": [f"document {i} " * 5 for i in range(3000)]}), path, row_group_size=1000)
+    column = pq.ParquetFile(path).metadata.row_group(2).column(0)
+    start = column.dictionary_page_offset or column.data_page_offset
+    data = bytearray(path.read_bytes())
+    data[start : start + 40] = b"\xff" * 40  # the last row group's first page header: the footer stays sound
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_parquet_with_corrupt_pages_keeps_the_rows_before_and_says_so(tmp_path, capfd):
+    path = corrupt_parquet(tmp_path / "c.parquet")
+    status, _, err = prepare(tmp_path, fineweb_data(tmp_path, path), capfd)
+    assert status == 0 and f"{path}: stopped reading after an error (OSError: " in err
+    kept = int(err.split(" past row ")[1].split(";")[0])
+    manifest = read_manifest(tmp_path / "data" / "shards")
+    assert manifest["rows_skipped"] == {"unreadable file tail": 1} and 1000 <= manifest["documents"] == kept < 3000
+
+
+# (case, file name, bytes or a function writing the file, what the error line says)
+BAD_FINEWEB_FILES = [
+    ("empty jsonl", "c.jsonl", b"", "gave no documents with a non-empty 'text' (0 rows read)"),
+    ("gz that is not gzip", "c.jsonl.gz", b'{"text": "plain"}\n', "skipped: {'unreadable file tail': 1}"),
+    ("truncated gz, nothing complete", "c.jsonl.gz", gzip.compress(b"\n".join(GOOD_DOCS))[:30],
+     "skipped: {'unreadable file tail': 1}"),
+    ("parquet text column of numbers", "c.parquet", lambda p: pq.write_table(pa.table({"text": [1, 2]}), p),
+     "column 'text' holds int64, not text"),
+    ("not parquet", "c.parquet", b"PAR1 not really", "is not a readable parquet file"),
+    ("parquet without the column", "c.parquet", lambda p: pq.write_table(pa.table({"body": ["x"]}), p),
+     "has no column 'text' (columns: body); set data.text_field"),
+]
+
+
+@pytest.mark.parametrize("case, name, data, says", BAD_FINEWEB_FILES, ids=[c[0] for c in BAD_FINEWEB_FILES])
+def test_an_unusable_fineweb_file_is_one_error_line(tmp_path, capfd, case, name, data, says):
+    path = tmp_path / name
+    data(path) if callable(data) else path.write_bytes(data)
+    status, error, _ = prepare(tmp_path, fineweb_data(tmp_path, path), capfd)
+    assert status == 1 and str(path) in error and says in error
+
+
+def test_an_error_in_the_middle_of_a_datasets_stream_is_one_line(tmp_path, monkeypatch, capfd):
+    import data_modules.fineweb as fineweb
+
+    def rows(dataset, name, split):
+        yield {"text": "first document of the stream"}
+        raise ConnectionError("the hub went away")
+
+    monkeypatch.setattr(fineweb, "stream_dataset", rows)
+    data = fineweb_data(tmp_path, tmp_path)
+    del data["init_args"]["path"]
+    status, error, _ = prepare(tmp_path, data, capfd)
+    assert status == 1 and "streaming HuggingFaceFW/fineweb-edu/sample-10BT [train] stopped after row 1" in error
+    assert "ConnectionError: the hub went away" in error and "Run prepare again to resume" in error
+
+
+# --- Wikipedia titles and the Shakespeare path -----------------------------------------------------------------
+
+
+def test_an_empty_titles_file_is_named(tmp_path, capfd):
+    (tmp_path / "titles.txt").write_text("\n  \n")
+    status, error, _ = prepare(tmp_path, {"class_path": "data_modules.wikipedia.WikipediaDataModule", "init_args": {
+        "data_dir": str(tmp_path / "data"), "titles_file": str(tmp_path / "titles.txt")}}, capfd)
+    assert status == 1 and f"data.titles_file {tmp_path / 'titles.txt'} is empty" in error
+
+
+def test_a_titles_file_with_a_bom_and_crlf_gives_clean_titles(tmp_path):
+    from data_modules.wikipedia import WikipediaDataModule
+
+    (tmp_path / "titles.txt").write_bytes(b"\xef\xbb\xbfAlan Turing\r\nAda Lovelace\r\n")
+    dm = WikipediaDataModule(titles_file=str(tmp_path / "titles.txt"))
+    assert dm.requested_titles() == ["Alan Turing", "Ada Lovelace"]
+
+
+def test_a_damaged_wikipedia_cache_file_is_fetched_again(tmp_path, capfd):
+    from data_modules.wikipedia import _read_cache
+
+    (tmp_path / "a.json").write_text('{"requested": "X", "title": "X"')  # cut off
+    (tmp_path / "b.json").write_text('{"requested": "X", "title": 5, "text": "t"}')
+    (tmp_path / "c.json").write_text('{"requested": "X", "title": "X", "text": "t"}')
+    assert _read_cache(tmp_path / "a.json", "requested") is None and _read_cache(tmp_path / "b.json", "requested") is None
+    assert _read_cache(tmp_path / "c.json", "requested")["text"] == "t"
+    assert "a.json: damaged cache file, fetched again" in capfd.readouterr().err
+
+
+# (case, what data.path is, what the error line says)
+BAD_SHAKESPEARE = [
+    ("a directory", lambda d: d, "is a directory: set it to the text file itself"),
+    ("missing", lambda d: d / "nope.txt", "does not exist"),
+    ("empty", lambda d: (d / "e.txt").write_bytes(b"") and d / "e.txt" or d / "e.txt", "is empty"),
+    ("not UTF-8", lambda d: (d / "b.txt").write_bytes(b"abc\xff" * 100) and d / "b.txt", "is not UTF-8 text (byte 3)"),
+]
+
+
+@pytest.mark.parametrize("case, make, says", BAD_SHAKESPEARE, ids=[c[0] for c in BAD_SHAKESPEARE])
+def test_a_bad_shakespeare_path_is_one_error_line(tmp_path, capfd, case, make, says):
+    (tmp_path / "in").mkdir()
+    path = make(tmp_path / "in")
+    status, error, _ = prepare(tmp_path, {"class_path": "data_modules.shakespeare.ShakespeareDataModule", "init_args": {
+        "data_dir": str(tmp_path / "data"), "path": str(path)}}, capfd)
+    assert status == 1 and str(path) in error and says in error
+
+
+def test_a_download_url_that_is_not_a_url_is_one_error_line(tmp_path, capfd):
+    status, error, _ = prepare(tmp_path, {"class_path": "data_modules.shakespeare.ShakespeareDataModule", "init_args": {
+        "data_dir": str(tmp_path / "data"), "url": "not a url"}}, capfd)
+    assert status == 1 and "could not download Tiny Shakespeare from not a url" in error

@@ -174,7 +174,7 @@ class RedditDataModule(TokenDataModule):
         if self.path.is_file():
             return [self.path]
         if self.path.is_dir():
-            files = sorted(self.path.rglob("*.zst"))
+            files = sorted(p for p in self.path.rglob("*.zst") if p.is_file())
             if files:
                 return files
             raise DataError(f"{self.path} holds no .zst dumps")
@@ -186,8 +186,18 @@ class RedditDataModule(TokenDataModule):
         """The decompressed bytes of a dump (any number of frames), in pieces of bounded size; raises
         :class:`_Stopped` where the data is corrupt or the file ends inside a frame."""
         decompressor, size = None, 0
-        with open(path, "rb") as raw:
-            while chunk := raw.read(1 << 20):
+        try:
+            raw = open(path, "rb")
+        except OSError as e:
+            raise DataError(f"cannot read {path}: {e.strerror or e}") from None
+        with raw:
+            while True:
+                try:
+                    chunk = raw.read(1 << 20)
+                except OSError as e:
+                    raise _Stopped(f"read error ({e.strerror or e})") from None
+                if not chunk:
+                    break
                 bar.update(len(chunk))
                 size += len(chunk)
                 for i in range(0, len(chunk), _PIECE):

@@ -626,3 +626,21 @@ def test_a_download_url_that_is_not_a_url_is_one_error_line(tmp_path, capfd):
     status, error, _ = prepare(tmp_path, {"class_path": "data_modules.shakespeare.ShakespeareDataModule", "init_args": {
         "data_dir": str(tmp_path / "data"), "url": "not a url"}}, capfd)
     assert status == 1 and "could not download Tiny Shakespeare from not a url" in error
+
+
+def test_the_real_command_line_prints_one_error_line_and_exits_1(tmp_path):
+    """The same contract end to end, in a fresh process: ``python main.py prepare`` with a half-written export."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "e.json"
+    path.write_text(json.dumps({"messages": GOOD})[:-40])
+    (tmp_path / "config.yaml").write_text(json.dumps({"data": discord_data(tmp_path, path=str(path))}))
+    root = Path(__file__).parents[1]
+    done = subprocess.run([sys.executable, str(root / "main.py"), "prepare", "--config", str(tmp_path / "config.yaml")],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {path} is not a readable DiscordChatExporter export "
+                                                     f"(invalid JSON at line 1 column ")
+    assert errors[0].endswith("export the channel again as JSON or CSV, or remove the file")

@@ -98,11 +98,11 @@ def _time(value: Any, key: str = "timestamp") -> tuple[datetime, bool]:
         raise BadMessage(f"'{key}' is {_TYPE_NAMES.get(type(value), type(value).__name__)}, not an ISO 8601 date string")
     try:
         time = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
+        naive = time.tzinfo is None
+        # in UTC now: ordering aware times converts them, which fails for years 1 and 9999 with an offset
+        return (time.replace(tzinfo=timezone.utc) if naive else time.astimezone(timezone.utc)), naive
+    except (ValueError, OverflowError):
         raise BadMessage(f"'{key}' {value[:40]!r} is not an ISO 8601 date") from None
-    if time.tzinfo is None:
-        return time.replace(tzinfo=timezone.utc), True
-    return time, False
 
 
 def _mentions(row: dict[str, Any], *name_keys: str) -> dict[str, str]:
@@ -111,6 +111,8 @@ def _mentions(row: dict[str, Any], *name_keys: str) -> dict[str, str]:
         if not isinstance(mention, dict):
             raise BadMessage("'mentions' holds something that is not an object")
         names = [_field(mention, k, str) for k in name_keys]
+        if _field(mention, "id", str, int) in (None, ""):
+            raise BadMessage("'mentions' holds an entry without an 'id'")
         mentions[_id(mention)] = next((n for n in names if n), "someone")
     return mentions
 
@@ -335,8 +337,9 @@ class DiscordDataModule(TokenDataModule):
             raise DataError(f"fetching Discord channels needs a token in the environment variable {self.token_env}")
         return DiscordClient(self.api_url, token, self.bot_token, f"${self.token_env}", self.retry, _say)
 
-    def _page(self, client: DiscordClient, url: str) -> list[dict[str, Any]]:
-        """One page of messages; items without a usable id cannot be ordered or cached: skipped and counted."""
+    def _page(self, client: DiscordClient, url: str) -> tuple[list[dict[str, Any]], bool]:
+        """One page of messages, and whether it was full (more may follow). Items without a usable id cannot be
+        ordered or cached: skipped and counted."""
         page = client.get_json(url)
         if not isinstance(page, list):
             raise DataError(f"Discord answered {url} with {type(page).__name__} JSON, not a list of messages: is "
@@ -350,7 +353,7 @@ class DiscordDataModule(TokenDataModule):
         if page and not kept:
             raise DataError(f"Discord answered {url} with {len(page)} items and none has a numeric 'id': is "
                             f"data.api_url Discord's API?")
-        return kept
+        return kept, len(page) >= 100
 
     def _cached(self, cache: Path) -> list[dict[str, Any]]:
         if not cache.is_file():
@@ -378,21 +381,24 @@ class DiscordDataModule(TokenDataModule):
         with self._client() as client:
             if messages:  # newer than the newest cached message, page by page
                 after = max(int(m["id"]) for m in messages)
-                while page := self._page(client, f"{base}&after={after}"):
+                while True:
+                    page, full = self._page(client, f"{base}&after={after}")
+                    if not page:
+                        break
                     new += page
                     newest = max(int(m["id"]) for m in page)
                     if newest <= after:  # a server that does not move forward would loop for ever
                         raise DataError(f"Discord answered {base}&after={after} with no newer message: stopping")
                     after = newest
-                    if len(page) < 100:
+                    if not full:
                         break
             else:  # the history, newest first, page by page
                 before = None
                 while self.max_messages is None or len(new) < self.max_messages:
                     url = base + (f"&before={before}" if before else "")
-                    page = self._page(client, url)
+                    page, full = self._page(client, url)
                     new += page
-                    if len(page) < 100:
+                    if not full or not page:
                         break
                     oldest = min(int(m["id"]) for m in page)
                     if before is not None and oldest >= before:

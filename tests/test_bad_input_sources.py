@@ -69,6 +69,9 @@ BAD_EXPORT_MESSAGES = [
     ("no id", {k: v for k, v in msg(15).items() if k != "id"}, "no 'id'"),
     ("attachments an object", msg(16, attachments={"url": "x"}), "'attachments' is an object, not a list"),
     ("isBot a string", msg(17, author={"name": "x", "isBot": "yes"}), "'isBot' is a string, not true/false"),
+    ("a mention without id", msg(18, mentions=[{"name": "x"}]), "'mentions' holds an entry without an 'id'"),
+    ("year 1 with an offset", msg(19, timestamp="0001-01-01T00:00:00+01:00"),
+     "'timestamp' '0001-01-01T00:00:00+01:00' is not an ISO 8601 date"),
 ]
 
 

@@ -647,3 +647,48 @@ def test_the_real_command_line_prints_one_error_line_and_exits_1(tmp_path):
     assert len(errors) == 1 and errors[0].startswith(f"error: {path} is not a readable DiscordChatExporter export "
                                                      f"(invalid JSON at line 1 column ")
     assert errors[0].endswith("export the channel again as JSON or CSV, or remove the file")
+
+
+# --- any JSON at all: each shape check either accepts a row or says why not --------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+def near(template: dict[str, Any]) -> st.SearchStrategy:
+    """Rows shaped like ``template`` with any field replaced by any JSON value, or dropped."""
+    return st.fixed_dictionaries({}, optional={k: st.just(v) | json_values for k, v in template.items()}) | json_values
+
+
+@settings(max_examples=300, deadline=None)
+@given(near(msg(1, mentions=[{"id": "1", "name": "a"}], attachments=[{}])), near(api_msg(1, mentions=[{"id": "2"}])))
+def test_any_discord_message_is_read_or_skipped_with_a_reason(export_row, api_row):
+    from data_modules.discord import BadMessage, DiscordDataModule, from_api, from_export_json
+
+    for parse, row in ((from_export_json, export_row), (from_api, api_row)):
+        try:
+            m = parse(row)
+        except BadMessage as e:
+            assert str(e)
+            continue
+        assert isinstance(m.content, str) and isinstance(m.author, str) and m.time.tzinfo is not None
+        DiscordDataModule.render(m.content, m.mentions)
+        sorted([m, parse(msg(2))], key=lambda x: (x.time, x.id))  # comparable with any other message
+
+
+@settings(max_examples=300, deadline=None)
+@given(near({"body": "text of a comment", "title": "t", "selftext": "s", "author": "a", "subreddit": "r",
+             "score": 3, "created_utc": 1672531200}))
+def test_any_reddit_row_is_read_or_skipped_with_a_reason(row):
+    from data_modules.reddit import RedditDataModule
+
+    dm = RedditDataModule(path=".", start_date="2023-01-01", end_date="2023-02-01", subreddits=["r"], min_length=1)
+    text = dm.text_of(row, "here")
+    assert text is None or isinstance(text, str) and text
+    assert sum(dm.counts.values()) == 1  # counted once: kept, or skipped for one reason

@@ -65,7 +65,13 @@ class Message:
 
 
 class BadMessage(ValueError):
-    """A message whose shape does not fit (the reason says which field); it is skipped and counted."""
+    """A message whose shape does not fit; it is skipped and counted by ``reason`` (which field is wrong; a
+    few kinds), and reported with ``detail`` (the offending value) too."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(reason + (f": {detail}" if detail else ""))
+        self.reason = reason
+        self.detail = detail
 
 
 _TYPE_NAMES = {str: "a string", int: "a number", float: "a number", dict: "an object", list: "a list", bool: "true/false"}
@@ -102,7 +108,7 @@ def _time(value: Any, key: str = "timestamp") -> tuple[datetime, bool]:
         # in UTC now: ordering aware times converts them, which fails for years 1 and 9999 with an offset
         return (time.replace(tzinfo=timezone.utc) if naive else time.astimezone(timezone.utc)), naive
     except (ValueError, OverflowError):
-        raise BadMessage(f"'{key}' {value[:40]!r} is not an ISO 8601 date") from None
+        raise BadMessage(f"'{key}' is not an ISO 8601 date", repr(value[:40])) from None
 
 
 def _mentions(row: dict[str, Any], *name_keys: str) -> dict[str, str]:
@@ -166,10 +172,10 @@ class MessageReader:
     def __init__(self) -> None:
         self.skipped: Counter[str] = Counter()
 
-    def _skip(self, reason: str, where: str) -> None:
+    def _skip(self, reason: str, where: str, detail: str = "") -> None:
         self.skipped[reason] += 1
         if sum(self.skipped.values()) <= _REPORTED:
-            _say(f"{where}: message skipped ({reason})")
+            _say(f"{where}: message skipped ({reason}{': ' + detail if detail else ''})")
 
     def _unreadable(self, path: Path, problem: str) -> DataError:
         return DataError(f"{path} is not a readable DiscordChatExporter export ({problem}); export the channel "
@@ -201,7 +207,7 @@ class MessageReader:
             try:
                 yield from_export_json(row)
             except BadMessage as e:
-                self._skip(str(e), f"{path}: messages[{index}]")
+                self._skip(e.reason, f"{path}: messages[{index}]", e.detail)
 
     def export_csv(self, path: Path) -> Iterator[Message]:
         try:
@@ -220,12 +226,12 @@ class MessageReader:
                         continue
                     where = f"{path}:{line}"
                     if len(fields) != len(header):
-                        self._skip(f"{len(fields)} fields where the header has {len(header)}", where)
+                        self._skip("wrong number of fields", where, f"{len(fields)} where the header has {len(header)}")
                         continue
                     try:
                         yield from_export_csv(dict(zip(header, fields)), where)
                     except BadMessage as e:
-                        self._skip(str(e), where)
+                        self._skip(e.reason, where, e.detail)
         except csv.Error as e:  # a NUL byte, a field over csv's size limit...
             raise self._unreadable(path, f"line {reader.line_num}: {e}") from None
         except (OSError, UnicodeDecodeError) as e:
@@ -237,7 +243,7 @@ class MessageReader:
             try:
                 yield from_api(row)
             except BadMessage as e:
-                self._skip(str(e), f"{where}:{number}")
+                self._skip(e.reason, f"{where}:{number}", e.detail)
 
 
 class DiscordDataModule(TokenDataModule):
@@ -409,7 +415,8 @@ class DiscordDataModule(TokenDataModule):
             messages = sorted({str(m["id"]): m for m in messages + new}.values(), key=lambda m: int(m["id"]))
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_suffix(".part")
-            tmp.write_text("".join(json.dumps(m, ensure_ascii=False) + "\n" for m in messages), encoding="utf-8")
+            # ASCII escapes: a fetched message may hold a lone surrogate, which UTF-8 cannot encode
+            tmp.write_text("".join(json.dumps(m) + "\n" for m in messages), encoding="ascii")
             tmp.replace(cache)
         _say(f"Discord channel {channel}: {len(new)} new messages fetched, {len(messages)} in the cache")
         return messages

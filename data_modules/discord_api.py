@@ -113,7 +113,9 @@ class DiscordClient:
         self.token_name = token_name
         self.policy = policy or RetryPolicy()
         self.say = say
-        self._http = httpx.Client(follow_redirects=False, timeout=self.policy.timeout)
+        # Plain http is only allowed to this machine: no proxy from the environment may see the token there.
+        self._http = httpx.Client(follow_redirects=False, timeout=self.policy.timeout,
+                                  trust_env=self.origin[0] == "https")
 
     def close(self) -> None:
         self._http.close()

@@ -43,6 +43,7 @@ _REPORTED = 10  # skipped messages reported one by one; the rest are only counte
 # Environment variable names by convention: upper case, digits and "_". A Discord token always has lower-case
 # letters, so a token pasted into token_env is refused here, before any file is written.
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
+_SNOWFLAKE = re.compile(r"[0-9]{1,20}")  # Discord ids (ASCII digits: str.isdigit also takes "²", which int refuses)
 _CSV_COLUMNS = ("Author", "Date")  # DiscordChatExporter's CSV: AuthorID, Author, Date, Content, Attachments, ...
 
 
@@ -314,7 +315,7 @@ class DiscordDataModule(TokenDataModule):
             raise ConfigError(f"data.max_messages must be positive or null, got {max_messages}")
         self.path = Path(path) if path is not None else None
         self.channel_ids = [str(c) for c in channel_ids or []]
-        bad = [c for c in self.channel_ids if not c.isdigit()]
+        bad = [c for c in self.channel_ids if not _SNOWFLAKE.fullmatch(c)]
         if bad:
             raise ConfigError(f"data.channel_ids holds {bad[0]!r}: channel ids are numbers (Developer Mode: Copy ID)")
         self.token_env = token_env
@@ -352,7 +353,7 @@ class DiscordDataModule(TokenDataModule):
                             f"data.api_url Discord's API?")
         kept = []
         for index, item in enumerate(page):
-            if isinstance(item, dict) and isinstance(item.get("id"), (str, int)) and str(item["id"]).isdigit():
+            if isinstance(item, dict) and isinstance(item.get("id"), (str, int)) and _SNOWFLAKE.fullmatch(str(item["id"])):
                 kept.append(item)
             else:
                 self.reader._skip("an API message without a numeric 'id'", f"{url}: item {index}")

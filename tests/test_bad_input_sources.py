@@ -279,7 +279,7 @@ def test_5xx_then_success_is_retried(tmp_path, capfd, monkeypatch, servers):
 BAD_API_BODIES = [
     ("not JSON", b"<html>hello</html>", "with HTTP 200 but the body is not JSON"),
     ("an object, not a list", {"messages": []}, "with dict JSON, not a list of messages"),
-    ("no item has an id", [{"content": "x"}, 5], "with 2 items and none has a numeric 'id'"),
+    ("no item has an id", [{"content": "x"}, 5, {"id": "\u00b2"}], "with 3 items and none has a numeric 'id'"),
     ("empty body", b"", "with HTTP 200 but the body is not JSON"),
 ]
 

@@ -24,8 +24,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from data_modules.base import TokenDataModule
-from data_modules.lines import DEFAULT_MAX_LINE_BYTES, capped_lines, line_cap_setting
 from data_modules.hellaswag import HellaSwagDataModule
+from data_modules.lines import DEFAULT_MAX_LINE_BYTES, capped_lines, line_cap_setting
 from lit_gpt_mini.errors import ConfigError, DataError
 from lit_gpt_mini.tokenizers import GPT2Tokenizer, Tokenizer
 
@@ -63,6 +63,16 @@ def local_files(path: Path) -> list[Path]:
     return files
 
 
+def _is_text(kind: Any) -> bool:
+    # an Arrow type whose values read as Python strings (plain, large, view, or dictionary-encoded)
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or getattr(pa.types, "is_string_view",
+                                                                                    lambda _: False)(kind)
+
+
 class DocumentReader:
     """Yields the non-empty ``text_field`` of each row, counting (and reporting) the rows it skips."""
 
@@ -96,8 +106,9 @@ class DocumentReader:
 
     def _stopped(self, path: Path, where: str, e: BaseException) -> None:
         self.skipped["unreadable file tail"] += 1
-        _report(f"{path}: stopped reading after an error ({type(e).__name__}: {' '.join(str(e).split())}) past {where}; the rows before it "
-                f"are kept")
+        problem = " ".join(str(e).split())  # pyarrow's messages span lines
+        _report(f"{path}: stopped reading after an error ({type(e).__name__}: {problem}) past {where}; the rows "
+                f"before it are kept")
 
     def _chunks(self, path: Path) -> Iterator[bytes]:
         opener = gzip.open if path.name.endswith(".gz") else open
@@ -146,7 +157,7 @@ class DocumentReader:
                 f"set data.text_field"
             )
         kind = schema.field(self.text_field).type
-        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        if not _is_text(kind):
             raise DataError(f"{path}: column '{self.text_field}' holds {kind}, not text; set data.text_field to the "
                             f"column of the documents' text")
         number = 0

@@ -39,7 +39,8 @@ class RetryPolicy:
         max_total_wait: The longest total waiting for one request; then the run ends with the last failure.
         max_tries: Tries of one request in all (also bounds servers that ask for no wait at all).
         backoff: The first wait when the server says nothing usable; doubled at each try.
-        timeout: Seconds allowed for connecting and for each read.
+        timeout: Seconds allowed for one try: connecting, each read, and the whole answer (a server that
+            trickles its answer byte by byte is cut off and retried).
         sleep: How to wait (tests pass a fake to run without real waits).
     """
 
@@ -136,6 +137,7 @@ class DiscordClient:
 
     def _send(self, url: str) -> tuple[int, dict[str, str], bytes]:
         """One GET (following redirects on the API's own host): (status, lower-cased headers, body)."""
+        started = time.monotonic()
         for _ in range(_MAX_REDIRECTS + 1):
             if origin(url) != self.origin:  # checked before every request, redirects included
                 raise DataError(
@@ -151,6 +153,8 @@ class DiscordClient:
                     continue
                 body, size = [], 0
                 for chunk in response.iter_bytes():
+                    if time.monotonic() - started > self.policy.timeout:
+                        raise httpx.ReadTimeout(f"the answer took longer than {self.policy.timeout:g} s")
                     size += len(chunk)
                     if size > MAX_BODY_BYTES:
                         raise DataError(

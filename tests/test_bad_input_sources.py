@@ -694,3 +694,36 @@ def test_any_reddit_row_is_read_or_skipped_with_a_reason(row):
     text = dm.text_of(row, "here")
     assert text is None or isinstance(text, str) and text
     assert sum(dm.counts.values()) == 1  # counted once: kept, or skipped for one reason
+
+
+def test_a_server_trickling_its_answer_is_cut_off_and_the_retries_end():
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            try:
+                for _ in range(200):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.02)
+            except OSError:  # the client hung up
+                pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/api"
+    policy = RetryPolicy(max_wait=0.1, max_total_wait=0.25, timeout=0.3)
+    start = time.monotonic()
+    try:
+        with DiscordClient(url, TOKEN, True, "$T", policy, say=lambda m: None) as client:
+            with pytest.raises(DataError, match=r"gave up on .* the last answer: could not reach it \(ReadTimeout: the "
+                                                r"answer took longer than 0.3 s\)"):
+                client.get_json(url + "/channels/1/messages")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert time.monotonic() - start < 3

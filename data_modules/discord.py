@@ -75,7 +75,8 @@ class BadMessage(ValueError):
         self.detail = detail
 
 
-_TYPE_NAMES = {str: "a string", int: "a number", float: "a number", dict: "an object", list: "a list", bool: "true/false"}
+_TYPE_NAMES = {str: "a string", int: "a number", float: "a number", dict: "an object", list: "a list",
+               bool: "true/false"}
 
 
 def _field(row: dict[str, Any], key: str, *types: type) -> Any:
@@ -102,7 +103,8 @@ def _time(value: Any, key: str = "timestamp") -> tuple[datetime, bool]:
     if value is None:
         raise BadMessage(f"no '{key}'")
     if not isinstance(value, str):
-        raise BadMessage(f"'{key}' is {_TYPE_NAMES.get(type(value), type(value).__name__)}, not an ISO 8601 date string")
+        kind = _TYPE_NAMES.get(type(value), type(value).__name__)
+        raise BadMessage(f"'{key}' is {kind}, not an ISO 8601 date string")
     try:
         time = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         naive = time.tzinfo is None
@@ -219,7 +221,9 @@ class MessageReader:
                     raise self._unreadable(path, "the file is empty")
                 missing = [c for c in _CSV_COLUMNS if c not in header]
                 if missing:
-                    raise self._unreadable(path, f"line 1 has no column {', '.join(missing)}; it has {', '.join(header)}")
+                    raise self._unreadable(
+                        path, f"line 1 has no column {', '.join(missing)}; it has {', '.join(header)}"
+                    )
                 end = reader.line_num
                 for fields in reader:
                     line, end = end + 1, reader.line_num  # a quoted field may span lines: report the first
@@ -353,7 +357,8 @@ class DiscordDataModule(TokenDataModule):
                             f"data.api_url Discord's API?")
         kept = []
         for index, item in enumerate(page):
-            if isinstance(item, dict) and isinstance(item.get("id"), (str, int)) and _SNOWFLAKE.fullmatch(str(item["id"])):
+            usable = isinstance(item, dict) and isinstance(item.get("id"), (str, int))
+            if usable and _SNOWFLAKE.fullmatch(str(item["id"])):
                 kept.append(item)
             else:
                 self.reader._skip("an API message without a numeric 'id'", f"{url}: item {index}")
@@ -494,7 +499,8 @@ class DiscordDataModule(TokenDataModule):
         if dropped:
             _say(f"Discord: dropped {dropped} messages")
         if self.reader.skipped:
-            _say(f"Discord: skipped {sum(self.reader.skipped.values())} malformed messages: {dict(self.reader.skipped)}")
+            skipped = self.reader.skipped
+            _say(f"Discord: skipped {sum(skipped.values())} malformed messages: {dict(skipped)}")
         if not documents:
             raise DataError("no Discord message with text to train on (all were dropped or there were none"
                             + (f"; skipped as malformed: {dict(self.reader.skipped)}" if self.reader.skipped else "")

@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(PY) bench/bpe_train.py
 	$(PY) bench/generate.py
 	$(PY) bench/hellaswag_eval.py
+	$(PY) bench/bad_input_memory.py
 
 clean:
 	rm -rf $(VENV) out lightning_logs

@@ -3,7 +3,10 @@
 By default the documents stream from the Hugging Face hub (``HuggingFaceFW/fineweb-edu``, config
 ``sample-10BT``) with ``datasets``; nothing is downloaded beyond what is tokenized, so ``max_tokens`` makes a
 small experiment cheap. ``path`` reads local ``.jsonl`` (optionally ``.gz``) or ``.parquet`` files instead,
-a file or a directory of them, with each bad row reported by file and line.
+a file or a directory of them. Every row goes through one check (:class:`DocumentReader`): a bad row (not
+JSON, not an object, no text, a line over ``max_line_bytes``) is reported by file and line, counted in the
+manifest and skipped; a file that stops early (a truncated ``.gz``, corrupt parquet pages) keeps the rows read
+before and is reported and counted too.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import gzip
 import json
 import os
 import sys
+import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
@@ -21,7 +25,8 @@ from tqdm import tqdm
 
 from data_modules.base import TokenDataModule
 from data_modules.hellaswag import HellaSwagDataModule
-from lit_gpt_mini.errors import DataError
+from data_modules.lines import DEFAULT_MAX_LINE_BYTES, capped_lines, line_cap_setting
+from lit_gpt_mini.errors import ConfigError, DataError
 from lit_gpt_mini.tokenizers import GPT2Tokenizer, Tokenizer
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".parquet")
@@ -58,11 +63,22 @@ def local_files(path: Path) -> list[Path]:
     return files
 
 
+def _is_text(kind: Any) -> bool:
+    # an Arrow type whose values read as Python strings (plain, large, view, or dictionary-encoded)
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or getattr(pa.types, "is_string_view",
+                                                                                    lambda _: False)(kind)
+
+
 class DocumentReader:
     """Yields the non-empty ``text_field`` of each row, counting (and reporting) the rows it skips."""
 
-    def __init__(self, text_field: str) -> None:
+    def __init__(self, text_field: str, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
         self.text_field = text_field
+        self.max_line_bytes = max_line_bytes
         self.skipped: Counter[str] = Counter()
         self.rows = 0
 
@@ -88,53 +104,91 @@ class DocumentReader:
             return None
         return text
 
-    def jsonl(self, path: Path) -> Iterator[str]:
+    def _stopped(self, path: Path, where: str, e: BaseException) -> None:
+        self.skipped["unreadable file tail"] += 1
+        problem = " ".join(str(e).split())  # pyarrow's messages span lines
+        _report(f"{path}: stopped reading after an error ({type(e).__name__}: {problem}) past {where}; the rows "
+                f"before it are kept")
+
+    def _chunks(self, path: Path) -> Iterator[bytes]:
         opener = gzip.open if path.name.endswith(".gz") else open
+        with opener(path, "rb") as f:
+            # small reads: on a truncated .gz the read that meets the end raises and loses what it had decoded
+            while chunk := f.read1(1 << 16):
+                yield chunk
+
+    def jsonl(self, path: Path) -> Iterator[str]:
+        number = 0
         try:
-            with opener(path, "rb") as f:
-                for number, line in enumerate(f, start=1):
-                    if not line.strip():
-                        continue
-                    where = f"{path}:{number}"
-                    try:
-                        row = json.loads(line)
-                    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                        self.rows += 1
-                        self._skip("malformed JSON", where, str(e))
-                        continue
-                    text = self._text(row, where)
-                    if text is not None:
-                        yield text
-        except (OSError, EOFError) as e:  # e.g. a truncated .gz: keep what was read, say where it stopped
-            self.skipped["unreadable file tail"] += 1
-            _report(f"{path}: stopped reading after an error ({e}); the rows before it are kept")
+            for number, line in capped_lines(self._chunks(path), self.max_line_bytes):
+                where = f"{path}:{number}"
+                if line is None:
+                    self.rows += 1
+                    self._skip("line too long", where, f"over data.max_line_bytes={self.max_line_bytes}")
+                    continue
+                if number == 1 and line.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark
+                    line = line[3:]
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except (UnicodeDecodeError, ValueError, RecursionError) as e:
+                    self.rows += 1
+                    self._skip("malformed JSON", where, f"{type(e).__name__}: {str(e)[:100]}")
+                    continue
+                text = self._text(row, where)
+                if text is not None:
+                    yield text
+        except (OSError, EOFError, zlib.error) as e:  # e.g. a truncated .gz: keep what was read, say where it stopped
+            self._stopped(path, f"line {number}", e)
 
     def parquet(self, path: Path) -> Iterator[str]:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         try:
             table = pq.ParquetFile(path)
         except Exception as e:  # pyarrow raises its own error types for files that are not parquet
             raise DataError(f"{path} is not a readable parquet file ({e}): replace or remove it") from None
-        if self.text_field not in table.schema_arrow.names:
+        schema = table.schema_arrow
+        if self.text_field not in schema.names:
             raise DataError(
-                f"{path} has no column '{self.text_field}' (columns: {', '.join(table.schema_arrow.names)}); "
+                f"{path} has no column '{self.text_field}' (columns: {', '.join(schema.names)}); "
                 f"set data.text_field"
             )
+        kind = schema.field(self.text_field).type
+        if not _is_text(kind):
+            raise DataError(f"{path}: column '{self.text_field}' holds {kind}, not text; set data.text_field to the "
+                            f"column of the documents' text")
         number = 0
-        for batch in table.iter_batches(batch_size=1024, columns=[self.text_field]):
-            for value in batch.column(0).to_pylist():
-                number += 1
-                text = self._text({self.text_field: value}, f"{path}:row {number}")
-                if text is not None:
-                    yield text
+        try:
+            for batch in table.iter_batches(batch_size=1024, columns=[self.text_field]):
+                for value in batch.column(0).to_pylist():
+                    number += 1
+                    text = self._text({self.text_field: value}, f"{path}:row {number}")
+                    if text is not None:
+                        yield text
+        except (pa.ArrowException, OSError) as e:  # a sound footer over corrupt data pages
+            self._stopped(path, f"row {number}", e)
 
     def files(self, files: list[Path]) -> Iterator[str]:
         for path in files:
             yield from (self.parquet(path) if path.suffix == ".parquet" else self.jsonl(path))
 
     def rows_of(self, rows: Iterable[dict[str, Any]], source: str) -> Iterator[str]:
-        for number, row in enumerate(rows, start=1):
+        number = 0
+        iterator = iter(rows)
+        while True:
+            try:
+                row = next(iterator)
+            except StopIteration:
+                return
+            except Exception as e:  # datasets raises many types mid-stream (connection, bad shard file...)
+                raise DataError(
+                    f"streaming {source} stopped after row {number}: {type(e).__name__}: {str(e)[:300]}. Run prepare "
+                    f"again to resume where it stopped"
+                ) from None
+            number += 1
             text = self._text(row, f"{source}:row {number}")
             if text is not None:
                 yield text
@@ -149,6 +203,8 @@ class FineWebDataModule(TokenDataModule):
         split: The dataset split to stream.
         path: Local ``.jsonl``/``.jsonl.gz``/``.parquet`` file or directory to read instead of ``dataset``.
         text_field: The field/column holding each document's text.
+        max_line_bytes: A longer line of a local jsonl file is skipped and counted as too long, never held
+            whole, so memory stays bounded whatever the file holds.
         shard_size: Tokens per shard file (100M: 200 MB as uint16).
         val_tokens: Tokens at the start of the stream held out for validation; ``None``: the first shard.
         max_tokens: Stop after this many tokens in all (``None``: the whole dataset).
@@ -169,6 +225,7 @@ class FineWebDataModule(TokenDataModule):
         split: str = "train",
         path: Optional[str] = None,
         text_field: str = "text",
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         shard_size: int = 100_000_000,
         val_tokens: Optional[int] = None,
         max_tokens: Optional[int] = None,
@@ -182,6 +239,8 @@ class FineWebDataModule(TokenDataModule):
         super().__init__(
             data_dir=data_dir, block_size=block_size, batch_size=batch_size, seed=seed, num_workers=num_workers
         )
+        if max_line_bytes < 1:
+            raise ConfigError(f"data.max_line_bytes must be positive, got {max_line_bytes}")
         if shard_size < 1:
             raise DataError(f"data.shard_size must be positive, got {shard_size}")
         val_tokens = shard_size if val_tokens is None else val_tokens
@@ -197,6 +256,7 @@ class FineWebDataModule(TokenDataModule):
         self.split = split
         self.path = Path(path) if path is not None else None
         self.text_field = text_field
+        self.max_line_bytes = max_line_bytes
         self.shard_size = shard_size
         self.val_tokens = val_tokens
         self.max_tokens = max_tokens
@@ -230,7 +290,8 @@ class FineWebDataModule(TokenDataModule):
             source: dict[str, Any] = {"path": str(self.path.resolve())}
         else:
             source = {"dataset": self.dataset, "name": self.name, "split": self.split}
-        return {**source, "text_field": self.text_field, "max_tokens": self.max_tokens}
+        return {**source, "text_field": self.text_field, "max_tokens": self.max_tokens,
+                **line_cap_setting(self.max_line_bytes)}
 
     def _documents(self, reader: DocumentReader) -> Iterator[str]:
         if self.path is not None:
@@ -248,7 +309,7 @@ class FineWebDataModule(TokenDataModule):
         if self._testing_hellaswag():
             self.hellaswag.prepare_data()
             return
-        reader = DocumentReader(self.text_field)
+        reader = DocumentReader(self.text_field, self.max_line_bytes)
         manifest = self.write_documents(
             lambda: self._documents(reader),
             settings=self._settings(),

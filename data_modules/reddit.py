@@ -2,25 +2,29 @@
 
 The dumps are streamed, never loaded whole: zstandard decompresses line by line with the large window these
 dumps were compressed with. Comments contribute their ``body``, submissions ``title`` + ``selftext``; rows
-are filtered by subreddit, score, length, date, deleted/removed text and bot authors. A malformed line is
-reported with its file and line, counted and skipped; a truncated file is reported where it stopped and
-what was read before is kept.
+are filtered by subreddit, score, length, date, deleted/removed text and bot authors. Every row goes through
+one check of its shape (:func:`read_row`): a malformed line (not JSON, not an object, a field of the wrong type)
+or one longer than ``max_line_bytes`` is reported with its file and line, counted and skipped; a truncated or
+corrupt file is reported where it stopped and what was read before is kept.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Iterator, Literal, Optional
 
 import zstandard
 from tqdm import tqdm
 
 from data_modules.base import TokenDataModule
+from data_modules.lines import DEFAULT_MAX_LINE_BYTES, capped_lines, line_cap_setting
 from lit_gpt_mini.errors import ConfigError, DataError
 from lit_gpt_mini.tokenizers import GPT2Tokenizer, Tokenizer
 from lit_gpt_mini.tokenizers.bpe import load_or_train
@@ -28,6 +32,9 @@ from lit_gpt_mini.tokenizers.bpe import load_or_train
 _REPORTED = 10
 _DELETED = ("[deleted]", "[removed]")
 _WINDOW = 2**31  # Pushshift dumps are compressed with a 2 GB window (zstd --long=31)
+# Compressed input is fed in small pieces: a zstd block of 128 KB of text can take 4 bytes (a run of one byte),
+# so 512 bytes of input stand for at most ~16 MB of output at once, however the file was made.
+_PIECE = 512
 
 
 def _say(message: str) -> None:
@@ -43,6 +50,60 @@ def _date(value: Optional[str], name: str) -> Optional[float]:
         raise ConfigError(f"data.{name} must be a date like 2023-01-31, got {value!r}") from None
 
 
+class BadRow(ValueError):
+    """A row whose shape does not fit (the reason says which field); skipped and counted as malformed."""
+
+
+class _Stopped(Exception):
+    """The compressed stream cannot go on (truncated or corrupt); the message says why."""
+
+
+@dataclass
+class Row:
+    """The fields of a comment or submission that the filters read, of checked types."""
+
+    text: str
+    author: str
+    subreddit: str
+    score: float
+    created: Optional[float]
+
+
+def _get(row: dict[str, Any], key: str, *types: type) -> Any:
+    value = row.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, types):
+        raise BadRow(f"'{key}' is {type(value).__name__}, not {' or '.join(t.__name__ for t in types)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BadRow(f"'{key}' is {value}")
+    return value
+
+
+def read_row(row: Any) -> Row:
+    """A dump's row (a decoded JSON line) as a :class:`Row`, or :class:`BadRow` when its shape does not fit.
+    Comments have ``body``; submissions ``title`` and ``selftext``."""
+    if not isinstance(row, dict):
+        raise BadRow(f"a {type(row).__name__}, not an object")
+    if "body" in row:
+        text = _get(row, "body", str) or ""
+    elif "title" in row or "selftext" in row:
+        title, body = _get(row, "title", str) or "", _get(row, "selftext", str) or ""
+        text = title if body in _DELETED or not body else f"{title}\n\n{body}" if title else body
+    else:
+        raise BadRow("no 'body' (comment) nor 'title'/'selftext' (submission)")
+    created = row.get("created_utc")
+    if isinstance(created, str):  # older dumps write it as a string of digits
+        try:
+            created = float(created)
+        except ValueError:
+            raise BadRow(f"'created_utc' {created[:20]!r} is not a number") from None
+        row = {**row, "created_utc": created}
+    score = _get(row, "score", int, float)
+    return Row(text=text, author=_get(row, "author", str) or "", subreddit=_get(row, "subreddit", str) or "",
+               score=0 if score is None else score, created=_get(row, "created_utc", int, float))
+
+
 class RedditDataModule(TokenDataModule):
     """Pushshift-style Reddit dumps as training text, tokenized with GPT-2's vocabulary or our own BPE.
 
@@ -54,6 +115,8 @@ class RedditDataModule(TokenDataModule):
         min_length: Keep texts of at least this many characters.
         start_date, end_date: Keep rows created in ``[start_date, end_date)`` (``YYYY-MM-DD``, UTC).
         bot_authors: Authors dropped besides those whose name ends in "bot".
+        max_line_bytes: Longer lines (decompressed) are skipped and counted as too long, never held whole, so
+            memory stays bounded whatever the file holds.
         tokenizer_type: ``gpt2`` (tiktoken) or ``bpe`` (trained on the kept text, cached in ``data_dir/tokenizers``).
         bpe_vocab_size, bpe_pattern: The BPE's settings.
         shard_size, val_tokens, max_tokens, num_proc: As in :class:`~data_modules.fineweb.FineWebDataModule`.
@@ -71,6 +134,7 @@ class RedditDataModule(TokenDataModule):
         start_date: Optional[str] = None,
         end_date: Optional[str] = None,
         bot_authors: Optional[list[str]] = None,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         tokenizer_type: Literal["gpt2", "bpe"] = "gpt2",
         bpe_vocab_size: int = 4096,
         bpe_pattern: Literal["gpt2", "gpt4"] = "gpt4",
@@ -94,6 +158,9 @@ class RedditDataModule(TokenDataModule):
         self.end = _date(end_date, "end_date")
         self.dates = (start_date, end_date)
         self.bot_authors = {a.lower() for a in (bot_authors if bot_authors is not None else ["AutoModerator"])}
+        if max_line_bytes < 1:
+            raise ConfigError(f"data.max_line_bytes must be positive, got {max_line_bytes}")
+        self.max_line_bytes = max_line_bytes
         self.tokenizer_type = tokenizer_type
         self.bpe_vocab_size = bpe_vocab_size
         self.bpe_pattern = bpe_pattern
@@ -107,7 +174,7 @@ class RedditDataModule(TokenDataModule):
         if self.path.is_file():
             return [self.path]
         if self.path.is_dir():
-            files = sorted(self.path.rglob("*.zst"))
+            files = sorted(p for p in self.path.rglob("*.zst") if p.is_file())
             if files:
                 return files
             raise DataError(f"{self.path} holds no .zst dumps")
@@ -115,80 +182,88 @@ class RedditDataModule(TokenDataModule):
 
     # --- reading ----------------------------------------------------------------------------------------------
 
-    def lines(self, path: Path, bar: tqdm) -> Iterator[tuple[int, bytes]]:
-        """(line number, line) of a dump, streamed 1 MB of compressed data at a time. A file that ends inside
-        a compressed frame (truncated) or holds corrupt data is reported where it stopped; the complete lines
-        before are kept (the partial last one is dropped)."""
-        number, pending = 0, b""
-        decompressor = zstandard.ZstdDecompressor(max_window_size=_WINDOW).decompressobj()
-        problem = None
-        with open(path, "rb") as raw:
-            while chunk := raw.read(1 << 20):
-                bar.update(len(chunk))
+    def _decompressed(self, path: Path, bar: tqdm) -> Iterator[bytes]:
+        """The decompressed bytes of a dump (any number of frames), in pieces of bounded size; raises
+        :class:`_Stopped` where the data is corrupt or the file ends inside a frame."""
+        decompressor, size = None, 0
+        try:
+            raw = open(path, "rb")
+        except OSError as e:
+            raise DataError(f"cannot read {path}: {e.strerror or e}") from None
+        with raw:
+            while True:
                 try:
-                    data = decompressor.decompress(chunk)
-                    while decompressor.eof and decompressor.unused_data:  # the next frame of a multi-frame file
-                        rest = decompressor.unused_data
-                        decompressor = zstandard.ZstdDecompressor(max_window_size=_WINDOW).decompressobj()
-                        data += decompressor.decompress(rest)
-                except zstandard.ZstdError as e:
-                    problem = f"corrupt compressed data ({e})"
+                    chunk = raw.read(1 << 20)
+                except OSError as e:
+                    raise _Stopped(f"read error ({e.strerror or e})") from None
+                if not chunk:
                     break
-                *complete, pending = (pending + data).split(b"\n")
-                for line in complete:
-                    number += 1
-                    yield number, line
-        if problem is None and not decompressor.eof:
-            problem = "the file ends in the middle of a compressed frame (truncated download?)"
-        if problem is None and pending.strip():
-            number += 1
-            yield number, pending
-        elif problem is not None:
-            self.counts["truncated or corrupt files"] += 1
-            _say(f"{path}: {problem} after line {number}; the {number} complete lines before are kept")
+                bar.update(len(chunk))
+                size += len(chunk)
+                for i in range(0, len(chunk), _PIECE):
+                    piece = chunk[i : i + _PIECE]
+                    while piece:
+                        if decompressor is None or decompressor.eof:  # the next frame of a multi-frame file
+                            decompressor = zstandard.ZstdDecompressor(max_window_size=_WINDOW).decompressobj()
+                        try:
+                            data = decompressor.decompress(piece)
+                        except zstandard.ZstdError as e:
+                            raise _Stopped(f"corrupt compressed data ({e})") from None
+                        piece = decompressor.unused_data if decompressor.eof else b""
+                        if data:
+                            yield data
+        if size == 0:
+            raise _Stopped("the file is empty")
+        if not decompressor.eof:
+            raise _Stopped("the file ends in the middle of a compressed frame (truncated download?)")
 
-    def _skip(self, reason: str, where: str) -> None:
+    def lines(self, path: Path, bar: tqdm) -> Iterator[tuple[int, Optional[bytes]]]:
+        """(line number, line) of a dump, streamed; ``None`` for a line over ``max_line_bytes``. A file that ends
+        inside a compressed frame (truncated) or holds corrupt data is reported where it stopped; the complete
+        lines before are kept (the partial last one is dropped)."""
+        number = 0
+        try:
+            for number, line in capped_lines(self._decompressed(path, bar), self.max_line_bytes):
+                yield number, line
+        except _Stopped as e:
+            self.counts["truncated or corrupt files"] += 1
+            _say(f"{path}: {e} after line {number}; the {number} complete lines before are kept")
+
+    def _skip(self, reason: str, where: str, detail: str = "") -> None:
         self.counts[reason] += 1
-        if reason == "malformed" and self.counts[reason] <= _REPORTED:
-            _say(f"{where}: malformed line skipped")
+        if reason in ("malformed", "too long") and self.counts["malformed"] + self.counts["too long"] <= _REPORTED:
+            _say(f"{where}: {'malformed' if reason == 'malformed' else 'too long'} line skipped"
+                 + (f" ({detail})" if detail else ""))
 
     def text_of(self, row: Any, where: str) -> Optional[str]:
-        """The training text of one row, or ``None`` when a filter drops it (counted by reason)."""
-        if not isinstance(row, dict):
-            self._skip("malformed", where)
+        """The training text of one row, or ``None`` when it is malformed or a filter drops it (counted by
+        reason)."""
+        try:
+            r = read_row(row)
+        except BadRow as e:
+            self._skip("malformed", where, str(e))
             return None
-        if "body" in row:
-            text = row.get("body") or ""
-        elif "title" in row or "selftext" in row:
-            title, body = row.get("title") or "", row.get("selftext") or ""
-            text = title if body in _DELETED or not body else f"{title}\n\n{body}"
-        else:
-            self._skip("malformed", where)
-            return None
-        author = str(row.get("author") or "")
-        if not isinstance(text, str) or text.strip() in _DELETED:
+        if r.text.strip() in _DELETED:
             self._skip("deleted or removed", where)
-        elif author.lower() in self.bot_authors or author.lower().endswith("bot"):
+        elif r.author.lower() in self.bot_authors or r.author.lower().endswith("bot"):
             self._skip("bot author", where)
-        elif self.subreddits and str(row.get("subreddit", "")).lower() not in self.subreddits:
+        elif self.subreddits and r.subreddit.lower() not in self.subreddits:
             self._skip("other subreddit", where)
-        elif not isinstance(row.get("score", 0), (int, float)) or row.get("score", 0) < self.min_score:
+        elif r.score < self.min_score:
             self._skip("low score", where)
-        elif len(text) < self.min_length:
+        elif len(r.text) < self.min_length:
             self._skip("too short", where)
-        elif not self._in_dates(row.get("created_utc")):
+        elif not self._in_dates(r.created):
             self._skip("outside the dates", where)
         else:
             self.counts["kept"] += 1
-            return text
+            return r.text
         return None
 
-    def _in_dates(self, created: Any) -> bool:
+    def _in_dates(self, created: Optional[float]) -> bool:
         if self.start is None and self.end is None:
             return True
-        try:
-            created = float(created)
-        except (TypeError, ValueError):
+        if created is None:
             return False
         return (self.start is None or created >= self.start) and (self.end is None or created < self.end)
 
@@ -198,13 +273,16 @@ class RedditDataModule(TokenDataModule):
         with tqdm(total=total, unit="B", unit_scale=True, desc="Reading Reddit dumps", file=sys.stderr) as bar:
             for path in files:
                 for number, line in self.lines(path, bar):
+                    where = f"{path}:{number}"
+                    if line is None:
+                        self._skip("too long", where, f"over data.max_line_bytes={self.max_line_bytes}")
+                        continue
                     if not line.strip():
                         continue
-                    where = f"{path}:{number}"
                     try:
                         row = json.loads(line)
-                    except (UnicodeDecodeError, json.JSONDecodeError):
-                        self._skip("malformed", where)
+                    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+                        self._skip("malformed", where, f"not JSON: {type(e).__name__}")
                         continue
                     text = self.text_of(row, where)
                     if text is not None:
@@ -215,7 +293,7 @@ class RedditDataModule(TokenDataModule):
     def _settings(self) -> dict[str, Any]:
         return {"path": str(self.path.resolve()), "subreddits": sorted(self.subreddits), "min_score": self.min_score,
                 "min_length": self.min_length, "dates": list(self.dates), "bots": sorted(self.bot_authors),
-                "max_tokens": self.max_tokens}
+                "max_tokens": self.max_tokens, **line_cap_setting(self.max_line_bytes)}
 
     def load_tokenizer(self) -> Tokenizer:
         if self.tokenizer_type == "gpt2":

@@ -71,6 +71,8 @@ class ShakespeareDataModule(TokenDataModule):
     def fetch(self) -> None:
         """Make sure the text is on disk: download it (once) unless ``path`` names a local copy."""
         if self.path is not None:
+            if self.path.is_dir():
+                raise DataError(f"data.path {self.path} is a directory: set it to the text file itself")
             if not self.path.is_file():
                 raise DataError(f"data.path {self.path} does not exist; fix the path, or remove it to download")
             return
@@ -80,7 +82,7 @@ class ShakespeareDataModule(TokenDataModule):
             return
         try:
             download(self.url, dest)
-        except OSError as e:
+        except (OSError, ValueError) as e:  # ValueError: a data.url that is not a URL
             raise DataError(
                 f"could not download Tiny Shakespeare from {self.url}: {e}. Without internet, put the text at "
                 f"{dest} or set data.path to a local copy"
@@ -103,6 +105,8 @@ class ShakespeareDataModule(TokenDataModule):
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as e:
             raise DataError(f"{path} is not UTF-8 text (byte {e.start}): is it the right file?") from None
+        except OSError as e:  # e.g. no permission to read it
+            raise DataError(f"cannot read {path}: {e.strerror or e}") from None
         if not text:
             raise DataError(f"{path} is empty")
         return text

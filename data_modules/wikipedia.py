@@ -47,6 +47,24 @@ def _say(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
+def _read_cache(path: Path, key: str) -> Optional[dict[str, Any]]:
+    """A cached JSON record, or ``None`` when absent or damaged (then it is fetched again)."""
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        record = None
+    valid = isinstance(record, dict) and key in record and (
+        key == "titles" and isinstance(record["titles"], list) and all(isinstance(t, str) for t in record["titles"])
+        or record.get("missing") is True
+        or isinstance(record.get("title"), str) and isinstance(record.get("text"), str))
+    if not valid:
+        _say(f"{path}: damaged cache file, fetched again")
+        return None
+    return record
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, data)
@@ -124,9 +142,11 @@ class WikipediaDataModule(TokenDataModule):
         lines = [(f"data.titles[{i}]", t) for i, t in enumerate(self.titles)]
         if self.titles_file is not None:
             try:
-                text = self.titles_file.read_text(encoding="utf-8")
+                text = self.titles_file.read_text(encoding="utf-8-sig")  # (a byte order mark is not a title)
             except (OSError, UnicodeDecodeError) as e:
                 raise DataError(f"cannot read data.titles_file {self.titles_file}: {e}") from None
+            if not text.strip():
+                raise DataError(f"data.titles_file {self.titles_file} is empty: put one article title a line in it")
             lines += [(f"{self.titles_file}:{n}", t) for n, t in enumerate(text.splitlines(), start=1)]
         seen: dict[str, str] = {}
         for where, title in lines:
@@ -156,8 +176,9 @@ class WikipediaDataModule(TokenDataModule):
         """Article titles of a category (cached in ``data_dir/categories``)."""
         name = category if category.startswith("Category:") else f"Category:{category}"
         path = self.data_dir / "categories" / f"{self.language}-{hashlib.sha1(name.encode()).hexdigest()[:16]}.json"
-        if path.is_file():
-            return json.loads(path.read_text(encoding="utf-8"))["titles"]
+        cached = _read_cache(path, "titles")
+        if cached is not None:
+            return cached["titles"]
         self._wait_turn()
         try:
             members = self.client.page(name).categorymembers
@@ -184,9 +205,8 @@ class WikipediaDataModule(TokenDataModule):
         articles, missing, failed, fetched, seen = [], [], [], 0, set()
         for title in tqdm(titles, desc=f"Wikipedia ({self.language})", unit="article", file=sys.stderr):
             path = self._article_path(title)
-            if path.is_file():
-                record = json.loads(path.read_text(encoding="utf-8"))
-            else:
+            record = _read_cache(path, "requested")
+            if record is None:
                 self._wait_turn()
                 try:
                     page = self.client.page(title)

@@ -63,7 +63,10 @@ def test_csv_export(tmp_path):
         '"2","bob#0002","2024-03-01T10:02:00+00:00","multi\nline","",""\n'
     )
     assert DiscordDataModule(path=str(tmp_path / "c.csv")).conversations() == ["alice#0001: hello there\nbob#0002: multi\nline"]
-    (tmp_path / "bad.json").write_text('{"messages": [{"id": 1}]}')
+    (tmp_path / "bad.json").write_text('{"messages": [{"id": 1}]}')  # a message without a timestamp is skipped
+    with pytest.raises(DataError, match=r"no Discord message with text .*skipped as malformed: \{\"no 'timestamp'\": 1\}"):
+        DiscordDataModule(path=str(tmp_path / "bad.json")).conversations()
+    (tmp_path / "bad.json").write_text('{"messages": 5}')
     with pytest.raises(DataError, match="bad.json is not a readable DiscordChatExporter export"):
         DiscordDataModule(path=str(tmp_path / "bad.json")).conversations()
 

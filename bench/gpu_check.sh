@@ -11,7 +11,7 @@
 #      no host sync per micro-batch, FSDP on one GPU (clipping, parameter groups, sampling, HellaSwag)
 #   2. bench/train_throughput.py --device cuda: GPT-2 124M, T=1024, bf16-mixed, compiled, B 16/32/64,
 #      Lightning vs a bare loop: ms/step, tokens/s, MFU, peak memory
-#   3. bench/hellaswag_eval.py --device cuda: all 10,042 (synthetic) examples, warm-up included
+#   3. bench/hellaswag_eval.py --device cuda --precision bf16: all 10,042 (synthetic) examples, warm-up included
 #   4. bench/gpu_train_check.py: 300 steps of GPT-2 124M on local text; the loss falls, nothing recompiles
 # Where $OUT is set (the device tool), each stage's log is written there too.
 set -uo pipefail
@@ -56,7 +56,7 @@ stage() {  # stage NAME LIMIT_SECONDS COMMAND...
 
 stage gpu_tests 100 "$PYTHON" -m pytest -m gpu -q -p no:cacheprovider tests
 stage throughput 150 "$PYTHON" bench/train_throughput.py --device cuda
-stage hellaswag 60 "$PYTHON" bench/hellaswag_eval.py --device cuda --examples 10042
+stage hellaswag 60 "$PYTHON" bench/hellaswag_eval.py --device cuda --examples 10042 --precision bf16
 stage train_300_steps 150 env TORCH_LOGS=recompiles "$PYTHON" bench/gpu_train_check.py --work "$(mktemp -d)"
 
 echo

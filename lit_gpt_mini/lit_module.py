@@ -19,12 +19,11 @@ from torch.nn import functional as F
 from torchmetrics import MeanMetric, SumMetric
 
 from lit_gpt_mini import hellaswag
+from lit_gpt_mini.checkpoint import TOKENIZER_KEY
 from lit_gpt_mini.errors import ConfigError
 from lit_gpt_mini.model import GPT, GPTConfig
 from lit_gpt_mini.optim import param_groups, warmup_cosine_lr
 from lit_gpt_mini.tokenizers import Tokenizer, tokenizer_from_dict
-
-TOKENIZER_KEY = "tokenizer"  # where the tokenizer lives in a checkpoint, beside the weights
 
 
 class GPTModule(L.LightningModule):
@@ -107,13 +106,12 @@ class GPTModule(L.LightningModule):
 
     def _load_initial_weights(self, source: str) -> None:
         # (A run resumed with --ckpt_path loads these first, then the checkpoint's weights over them.)
-        from lit_gpt_mini.export import import_hf, load_pth
+        from lit_gpt_mini.checkpoint import load_checkpoint, load_pth
+        from lit_gpt_mini.export import import_hf
 
         if source.endswith(".pth"):
             pretrained = load_pth(Path(source))[0]
         elif source.endswith(".ckpt"):  # another training run of this project (fine-tuning)
-            from lit_gpt_mini.generate import load_checkpoint
-
             pretrained = load_checkpoint(source)[0]
         else:
             pretrained = import_hf(source)

@@ -31,7 +31,8 @@ def write(directory: Path, docs=DOCS, fail_after: int | None = None, max_tokens:
 
 
 def shard_bytes(directory: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+    # verified.json records modification times, which differ between two runs by design
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.name != "verified.json"}
 
 
 def test_shards_hold_the_stream_split_into_val_then_train(tmp_path):

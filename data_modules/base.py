@@ -310,6 +310,10 @@ class TokenDataModule(L.LightningDataModule):
         super().__init__()
         if block_size < 1 or batch_size < 1:
             raise DataError(f"block_size ({block_size}) and batch_size ({batch_size}) must be positive")
+        if not 0 <= seed < 2**63:  # numpy's generators take non-negative seeds only
+            raise DataError(f"data.seed is {seed}; it must be a non-negative integer")
+        if num_workers < 0:
+            raise DataError(f"data.num_workers is {num_workers}; it must be 0 (load in the main process) or more")
         self.data_dir = Path(data_dir)
         self.block_size = block_size
         self.batch_size = batch_size

@@ -71,6 +71,8 @@ class ShakespeareDataModule(TokenDataModule):
     def fetch(self) -> None:
         """Make sure the text is on disk: download it (once) unless ``path`` names a local copy."""
         if self.path is not None:
+            if self.path.is_dir():
+                raise DataError(f"data.path {self.path} is a directory; give the text file itself")
             if not self.path.is_file():
                 raise DataError(f"data.path {self.path} does not exist; fix the path, or remove it to download")
             return

@@ -37,6 +37,8 @@ class TokenThroughput(ThroughputMonitor):
     """
 
     def __init__(self, peak_flops: Optional[float] = None, window_size: int = 50) -> None:
+        if window_size < 2:  # a rate needs two points in time
+            raise ConfigError(f"TokenThroughput's window_size is {window_size}; it must be at least 2")
         super().__init__(batch_size_fn=_windows, length_fn=_tokens, window_size=window_size)
         self.peak_flops = peak_flops
 

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import yaml
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
 
 from data_modules.base import TokenDataModule
 from lit_gpt_mini.checkpoint import check_ckpt_path
-from lit_gpt_mini.errors import ParseError, UserError
+from lit_gpt_mini.errors import ConfigError, ParseError, UserError
 from lit_gpt_mini.lit_module import GPTModule
 
 
@@ -38,6 +39,10 @@ class GPTCLI(LightningCLI):
         # The vocabulary is a property of the data (its tokenizer); the model's embedding follows it.
         parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
 
+    def before_instantiate_classes(self) -> None:
+        if self.subcommand is not None:
+            check_trainer_args(self.config[self.subcommand].get("trainer"))
+
     def _parse_ckpt_path(self) -> None:
         # Lightning loads --ckpt_path here (to re-parse the model's hyperparameters), then again to restore:
         # a missing or wrong file is refused first, in one line.
@@ -45,6 +50,30 @@ class GPTCLI(LightningCLI):
         if subcommand:
             check_ckpt_path(self.config[subcommand].get("ckpt_path"), training=subcommand == "fit")
         super()._parse_ckpt_path()
+
+
+def check_trainer_args(trainer: Any) -> None:
+    """Refuse Trainer settings that Lightning would turn into a ZeroDivisionError or a traceback mid-run."""
+    if trainer is None:
+        return
+    get = trainer.get if hasattr(trainer, "get") else lambda k, d=None: getattr(trainer, k, d)
+
+    def bad(key: str, expected: str) -> ConfigError:
+        return ConfigError(f"trainer.{key} is {get(key)!r}; it must be {expected}")
+
+    max_steps = get("max_steps")
+    if max_steps is not None and max_steps < -1:
+        raise bad("max_steps", "0 or more (or -1: no limit, with model.lr_decay_steps set)")
+    interval = get("val_check_interval")
+    if interval is not None and (interval <= 0 or (isinstance(interval, float) and interval > 1)):
+        raise bad("val_check_interval", "a number of steps (1 or more) or a fraction of an epoch in (0, 1]")
+    for key in ("accumulate_grad_batches", "check_val_every_n_epoch", "log_every_n_steps"):
+        value = get(key)
+        if value is not None and value < 1:
+            raise bad(key, "at least 1")
+    clip = get("gradient_clip_val")
+    if clip is not None and not clip >= 0:
+        raise bad("gradient_clip_val", "0 or more (or null: no clipping)")
 
 
 # SequentialWindows shards itself across DataLoader workers, so Lightning's warning about a sized
@@ -82,6 +111,8 @@ def main(args: Optional[list[str]] = None) -> Optional[GPTCLI]:
     except ArgumentError as e:  # jsonargparse's, raised with exit_on_error=False
         print(f"error: {_parse_error_line(str(e), argv)}", file=sys.stderr)
         sys.exit(2)
+    except MisconfigurationException as e:  # Lightning's own refusal of a setting: a config error too
+        sys.exit(f"error: the Trainer refused the configuration: {' '.join(str(e).split())}")
     except Exception as e:
         user_error = _find_user_error(e)
         if user_error is None:

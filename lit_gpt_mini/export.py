@@ -158,4 +158,5 @@ def export(
 def main(args: Optional[list[str]] = None) -> None:
     from jsonargparse import auto_cli
 
-    auto_cli(export, args=args if args is not None else sys.argv[1:], as_positional=False)
+    # exit_on_error=False: a parse error reaches cli.main(), which prints it as one line
+    auto_cli(export, args=args if args is not None else sys.argv[1:], as_positional=False, exit_on_error=False)

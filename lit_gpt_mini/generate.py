@@ -128,4 +128,5 @@ class _StreamPrinter:
 def main(args: Optional[list[str]] = None) -> None:
     from jsonargparse import auto_cli
 
-    auto_cli(generate, args=args if args is not None else sys.argv[1:], as_positional=False)
+    # exit_on_error=False: a parse error reaches cli.main(), which prints it as one line
+    auto_cli(generate, args=args if args is not None else sys.argv[1:], as_positional=False, exit_on_error=False)

@@ -449,6 +449,9 @@ class TokenDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
+            # Its own generator: a loader's iterator otherwise draws its workers' seed from the global one,
+            # which dropout uses, and a resumed run (new iterators) would then draw different masks.
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -19,3 +19,7 @@ class CheckpointError(UserError):
 
 class ParseError(ConfigError):
     """A command line or config file that cannot be parsed; the CLI exits with status 2, like argparse."""
+
+
+class DivergenceError(UserError):
+    """Training diverged: a loss is NaN or infinite (usually a learning rate too high for the model)."""

@@ -96,8 +96,14 @@ def _tokenizer_from(path: Path, data: Any) -> Tokenizer:
 def _model_from(path: Path, config: GPTConfig, state: dict[str, Any], device: str) -> GPT:
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise CheckpointError(f"{path}: its weights are not a mapping of names to tensors")
-    # Shapes are compared on a model without storage first: a damaged configuration (a billion layers, say)
-    # must not allocate the model it describes.
+    # Shapes are compared on a model without storage first: a damaged configuration must not allocate the
+    # model it describes. The layer count is compared before even that (a billion meta layers take forever).
+    layers = {k.split(".")[2] for k in state if k.startswith("transformer.h.") and k.count(".") >= 3}
+    if config.n_layer != len(layers):
+        raise CheckpointError(
+            f"{path}: its weights do not fit the model its configuration describes (n_layer {config.n_layer}, "
+            f"weights of {len(layers)} layers): the file is damaged or was edited"
+        )
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for k, v in GPT(config).state_dict().items()}
     got = {k: tuple(v.shape) for k, v in state.items()}

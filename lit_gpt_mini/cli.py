@@ -189,6 +189,15 @@ def _parse_error_line(message: str, argv: list[str]) -> str:
         if unknown:
             *keys, name = unknown.group(1).split(".")
             valid = _init_args("lightning.pytorch.Trainer") if keys == ["trainer"] else _TOP_LEVEL if not keys else []
+        else:  # an option of generate or export
+            unknown = re.match(r"[Uu]nrecognized arguments: --([\w.]+)", detail)
+            if unknown:
+                name = unknown.group(1)
+                command = {"generate": "lit_gpt_mini.generate.generate", "export": "lit_gpt_mini.export.export"}
+                valid = _init_args(command.get(argv[0] if argv else ""))
+                close = difflib.get_close_matches(name, valid, n=1)
+                suggestion = f": did you mean --{close[0]}?" if close else ""
+                return f"unknown option --{name}{suggestion}{help_hint}"
     if unknown:
         close = difflib.get_close_matches(name, valid, n=1)
         suggestion = f": did you mean {'.'.join(keys + close)}?" if close else ""
@@ -200,13 +209,14 @@ _TOP_LEVEL = ["trainer", "model", "data", "ckpt_path", "seed_everything", "optim
 
 
 def _init_args(class_path: Optional[str]) -> list[str]:
-    # The argument names a class's __init__ accepts (for "did you mean"), or none if it cannot be imported.
+    # The argument names a class's __init__ (or a function) accepts, for "did you mean"; none if not importable.
     if not class_path:
         return []
     module, _, name = class_path.rpartition(".")
     try:
-        cls = getattr(importlib.import_module(module), name)
-        return [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]
+        target = getattr(importlib.import_module(module), name)
+        target = target.__init__ if inspect.isclass(target) else target
+        return [p for p in inspect.signature(target).parameters if p not in ("self", "args", "kwargs")]
     except (ImportError, AttributeError, ValueError, TypeError):
         return []
 

@@ -352,7 +352,7 @@ CASES = [
      ["unknown key data.sed", "did you mean data.seed?"]),
     ("value of the wrong type", lambda c: fit_args(c, "--model.n_layer", "two"), 2, ["model.n_layer", "two"]),
     ("generate: unknown option", lambda c: ["generate", "--ckpt_path", "x", "--max_new_tokenz", "3"], 2,
-     ["--max_new_tokenz"]),
+     ["unknown option --max_new_tokenz", "did you mean --max_new_tokens?"]),
 ]
 
 

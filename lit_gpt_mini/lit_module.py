@@ -84,9 +84,10 @@ class GPTModule(L.LightningModule):
         self.model: Optional[GPT] = None
         self.tokenizer: Optional[Tokenizer] = None
         # One metric object per stage: Lightning reduces it across DDP ranks, weighted by token counts.
-        # nan_strategy="disable": a NaN loss must show (and stop the run), not be dropped from the mean.
-        self.val_loss = MeanMetric(nan_strategy="disable")
-        self.test_loss = MeanMetric(nan_strategy="disable")
+        # A NaN loss must show (and stop the run), not be dropped from the mean: NaN is "replaced" by NaN.
+        # (nan_strategy="disable" would also keep it, but torchmetrics then ignores the token weights.)
+        self.val_loss = MeanMetric(nan_strategy=math.nan)
+        self.test_loss = MeanMetric(nan_strategy=math.nan)
         # HellaSwag: the fraction of examples each method gets right (DDP sums right answers and examples).
         self.hellaswag_acc = MeanMetric()
         self.hellaswag_acc_norm = MeanMetric()

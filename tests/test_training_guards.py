@@ -114,6 +114,9 @@ def test_validation_metric_keeps_nan():
     from lit_gpt_mini.lit_module import CharGPT
 
     module = CharGPT(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=8)
+    module.val_loss.update(torch.tensor(1.0), weight=1)
+    module.val_loss.update(torch.tensor(3.0), weight=3)
+    assert module.val_loss.compute().item() == pytest.approx(2.5)  # still weighted by tokens
     module.val_loss.update(torch.tensor(1.0), weight=4)
     module.val_loss.update(torch.tensor(math.nan), weight=4)
     assert math.isnan(module.val_loss.compute().item())

@@ -56,7 +56,10 @@ def check_trainer_args(trainer: Any) -> None:
     """Refuse Trainer settings that Lightning would turn into a ZeroDivisionError or a traceback mid-run."""
     if trainer is None:
         return
-    get = trainer.get if hasattr(trainer, "get") else lambda k, d=None: getattr(trainer, k, d)
+    def get(key: str) -> Any:
+        # numbers only: val_check_interval may also be a duration ("00:00:10:00"), which Lightning checks
+        value = trainer.get(key) if hasattr(trainer, "get") else getattr(trainer, key, None)
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
     def bad(key: str, expected: str) -> ConfigError:
         return ConfigError(f"trainer.{key} is {get(key)!r}; it must be {expected}")

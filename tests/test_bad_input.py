@@ -418,6 +418,13 @@ def test_unusual_but_valid_config_files_are_accepted(tmp_path, content):
     assert e.value.code == 0
 
 
+def test_trainer_checks_leave_other_kinds_of_values_to_lightning():
+    from lit_gpt_mini.cli import check_trainer_args
+
+    check_trainer_args({"val_check_interval": "00:00:10:00", "max_steps": -1, "gradient_clip_val": None})
+    check_trainer_args({"val_check_interval": 0.25, "max_steps": 0, "accumulate_grad_batches": 8})
+
+
 def test_token_throughput_window_of_one_is_a_config_error():
     from lit_gpt_mini.callbacks import TokenThroughput
     from lit_gpt_mini.errors import ConfigError

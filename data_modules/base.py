@@ -348,6 +348,10 @@ class TokenDataModule(L.LightningDataModule):
         super().__init__()
         if block_size < 1 or batch_size < 1:
             raise DataError(f"block_size ({block_size}) and batch_size ({batch_size}) must be positive")
+        if not 0 <= seed < 2**63:  # numpy's generators take non-negative seeds only
+            raise DataError(f"data.seed is {seed}; it must be a non-negative integer")
+        if num_workers < 0:
+            raise DataError(f"data.num_workers is {num_workers}; it must be 0 (load in the main process) or more")
         self.data_dir = Path(data_dir)
         self.block_size = block_size
         self.batch_size = batch_size
@@ -505,6 +509,9 @@ class TokenDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
+            # Its own generator: a loader's iterator otherwise draws its workers' seed from the global one,
+            # which dropout uses, and a resumed run (new iterators) would then draw different masks.
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self) -> DataLoader:

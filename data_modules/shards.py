@@ -12,6 +12,13 @@ convention), so a window never has to guess where one text ended.
 
 A directory of shards is complete when its ``manifest.json`` exists: it is written last, atomically, and
 lists the shards with their splits, token counts and checksums, the tokenizer and the preparation settings.
+
+What is checked, and when. Every read (each process's ``setup``): the manifest's structure, each header
+(magic, version, id width, a tokenizer name that decodes, end-of-text and largest id below the vocabulary
+size), its size against its token count, and header against manifest (file, split, count, checksum) and the
+run's tokenizer: a few hundred bytes per shard. Once per change of the directory (``prepare_data``, rank 0):
+the full check, every shard re-hashed against its checksum and scanned for ids outside the vocabulary; it
+leaves ``verified.json`` (each shard's size and modification time) so the next run only compares those.
 """
 
 from __future__ import annotations
@@ -35,10 +42,13 @@ VERSION = 1
 HEADER_BYTES = 256
 MANIFEST = "manifest.json"
 SETTINGS = "settings.json"
+VERIFIED = "verified.json"
 SPLITS = ("train", "val")
 # magic, version, itemsize, num_tokens, vocab_size, eot (-1: none), split, end_doc, end_token, sha256, tokenizer
 _HEADER = struct.Struct("<8sIIQIiB7xQQ32s64s")
-assert _HEADER.size <= HEADER_BYTES
+# Added after format 1 shipped, in what was zero padding: the largest id plus one (0: not recorded).
+_MAX_ID = struct.Struct("<I")
+assert _HEADER.size + _MAX_ID.size <= HEADER_BYTES
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -62,6 +72,7 @@ class ShardHeader:
     end_token: int
     sha256: str
     tokenizer: str
+    max_id: Optional[int] = None  # the largest id in the shard (None in shards written before it was recorded)
 
     @property
     def dtype(self) -> np.dtype:
@@ -81,6 +92,7 @@ class ShardHeader:
             bytes.fromhex(self.sha256),
             self.tokenizer.encode("utf-8"),
         )
+        packed += _MAX_ID.pack(0 if self.max_id is None else self.max_id + 1)
         return packed.ljust(HEADER_BYTES, b"\x00")
 
 
@@ -105,6 +117,23 @@ def read_header(path: Path) -> ShardHeader:
         raise DataError(f"{path} has shard format version {version}, this code reads {VERSION}: {_redo(path)}")
     if itemsize not in (2, 4) or split >= len(SPLITS):
         raise DataError(f"{path} has a corrupt header (itemsize {itemsize}, split {split}): {_redo(path)}")
+    try:
+        tokenizer = name.rstrip(b"\x00").decode("utf-8")
+    except UnicodeDecodeError:
+        tokenizer = ""
+    (max_id,) = _MAX_ID.unpack_from(raw, _HEADER.size)
+    max_id = None if max_id == 0 else max_id - 1
+    problem = None
+    if not tokenizer:
+        problem = "its tokenizer name is not valid UTF-8" if name.strip(b"\x00") else "it names no tokenizer"
+    elif vocab_size < 1 or dtype_for(vocab_size).itemsize != itemsize:
+        problem = f"vocabulary size {vocab_size} does not fit its {itemsize}-byte ids"
+    elif eot >= vocab_size:
+        problem = f"end-of-text id {eot} is outside its vocabulary of {vocab_size}"
+    elif max_id is not None and max_id >= vocab_size:
+        problem = f"it holds id {max_id}, outside its vocabulary of {vocab_size}"
+    if problem:
+        raise DataError(f"{path} has a corrupt header ({problem}): {_redo(path)}")
     expected = HEADER_BYTES + num_tokens * itemsize
     if size != expected:
         raise DataError(
@@ -120,7 +149,8 @@ def read_header(path: Path) -> ShardHeader:
         end_doc=end_doc,
         end_token=end_token,
         sha256=digest.hex(),
-        tokenizer=name.rstrip(b"\x00").decode("utf-8"),
+        tokenizer=tokenizer,
+        max_id=max_id,
     )
 
 
@@ -130,15 +160,26 @@ def open_tokens(path: Path, header: ShardHeader) -> np.memmap:
 
 
 def verify_checksum(path: Path) -> ShardHeader:
-    """Re-hash a shard's ids and compare with its header: catches corruption the size check cannot."""
+    """Re-hash a shard's ids and compare with its header, and check every id is inside the vocabulary: catches
+    corruption the size check cannot (and ids that would index past the model's embedding)."""
     header = read_header(path)
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        f.seek(HEADER_BYTES)
-        while chunk := f.read(1 << 24):
-            digest.update(chunk)
+    largest = -1
+    try:
+        with open(path, "rb") as f:
+            f.seek(HEADER_BYTES)
+            while chunk := f.read(1 << 24):
+                digest.update(chunk)
+                largest = max(largest, int(np.frombuffer(chunk, dtype=header.dtype).max()))
+    except OSError as e:
+        raise DataError(f"cannot read shard {path}: {e}") from None
     if digest.hexdigest() != header.sha256:
         raise DataError(f"{path}: the token ids do not match the checksum in its header (corrupt file); {_redo(path)}")
+    if largest >= header.vocab_size or (header.max_id is not None and header.num_tokens and largest != header.max_id):
+        raise DataError(
+            f"{path} holds token id {largest} but its header says ids are below {header.vocab_size} (largest "
+            f"{header.max_id}): the shard was written by other code or damaged; {_redo(path)}"
+        )
     return header
 
 
@@ -177,14 +218,105 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def read_manifest(directory: Path) -> Optional[dict[str, Any]]:
-    """The directory's manifest, or ``None`` while its preparation has not finished."""
-    path = directory / MANIFEST
-    if not path.is_file():
+    """The directory's manifest (its structure checked), or ``None`` while its preparation has not finished."""
+    path = Path(directory) / MANIFEST
+    if not path.exists():
         return None
+    redo = "delete it and run the preparation again"
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise DataError(f"{path} is unreadable ({e}): delete it and run the preparation again") from None
+        raise DataError(f"{path} is unreadable ({e}): {redo}") from None
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise DataError(f"{path} is not a valid shard manifest ({problem}): {redo}")
+    return manifest
+
+
+def _manifest_problem(manifest: Any) -> Optional[str]:
+    # What is wrong with a manifest's structure, or None: every key the readers use, with its type.
+    if not isinstance(manifest, dict):
+        return f"a JSON object was expected, not {type(manifest).__name__}"
+    for key, kind in (("shards", list), ("settings", dict), ("tokenizer", dict), ("tokens", dict)):
+        if not isinstance(manifest.get(key), kind):
+            return f"{key!r} is missing or not a {kind.__name__}"
+    if not manifest["shards"]:
+        return "'shards' is empty"
+    names = set()
+    for i, entry in enumerate(manifest["shards"]):
+        if not isinstance(entry, dict):
+            return f"shards[{i}] is not an object"
+        file, split, tokens, sha = (entry.get(k) for k in ("file", "split", "tokens", "sha256"))
+        if not isinstance(file, str) or not file.endswith(".bin") or Path(file).name != file or file.startswith("."):
+            return f"shards[{i}].file {file!r} is not a shard file name"
+        if file in names:
+            return f"shards[{i}].file {file!r} is listed twice"
+        names.add(file)
+        if split not in SPLITS:
+            return f"shards[{i}].split {split!r} is not one of {list(SPLITS)}"
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
+            return f"shards[{i}].tokens {tokens!r} is not a token count"
+        if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            return f"shards[{i}].sha256 {sha!r} is not a sha256"
+    return None
+
+
+def _check_entry(directory: Path, entry: dict[str, Any], header: ShardHeader) -> None:
+    # A header against its manifest entry: a manifest edited or mixed up with another directory's is refused.
+    path = directory / entry["file"]
+    for field, listed, actual in (
+        ("split", entry["split"], header.split),
+        ("tokens", entry["tokens"], header.num_tokens),
+        ("sha256", entry["sha256"], header.sha256),
+    ):
+        if listed != actual:
+            raise DataError(
+                f"{path}: {directory / MANIFEST} lists its {field} as {listed!r} but its header says {actual!r}: "
+                f"delete {directory / MANIFEST} and run the preparation again (finished shards are kept)"
+            )
+
+
+def _stat(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _fingerprint(directory: Path, manifest: dict[str, Any]) -> dict[str, list[int]]:
+    # What the full check saw: the manifest's and every shard's size and modification time.
+    files = [MANIFEST] + [entry["file"] for entry in manifest["shards"]]
+    return {name: _stat(directory / name) for name in files}
+
+
+def verify_directory(directory: Path, manifest: Optional[dict[str, Any]] = None) -> None:
+    """The full check of a complete shard directory: every listed shard exists, matches the manifest, hashes
+    to its checksum and holds only ids inside its vocabulary. Skipped when ``verified.json`` shows no file
+    changed since the last full check (a stat per shard); records a passed check there."""
+    directory = Path(directory)
+    manifest = manifest if manifest is not None else read_manifest(directory)
+    if manifest is None:
+        raise DataError(f"{directory} holds no finished token shards ({MANIFEST} is missing): run prepare_data")
+    for entry in manifest["shards"]:
+        if not (directory / entry["file"]).is_file():
+            raise DataError(
+                f"shard {directory / entry['file']} listed in {directory / MANIFEST} is missing: delete the "
+                f"manifest and run prepare again"
+            )
+    fingerprint = _fingerprint(directory, manifest)
+    try:
+        if json.loads((directory / VERIFIED).read_text(encoding="utf-8")) == fingerprint:
+            return
+    except (OSError, ValueError):
+        pass  # never verified, or the record is damaged: verify
+    for entry in manifest["shards"]:
+        _check_entry(directory, entry, verify_checksum(directory / entry["file"]))
+    _record_verified(directory, fingerprint)
+
+
+def _record_verified(directory: Path, fingerprint: dict[str, list[int]]) -> None:
+    try:
+        write_json(directory / VERIFIED, fingerprint)
+    except OSError:
+        pass  # a read-only data directory: the full check runs again next time, nothing worse
 
 
 class ShardSet:
@@ -203,19 +335,19 @@ class ShardSet:
     @classmethod
     def open(cls, directory: Path, split: str, tokenizer: Tokenizer) -> "ShardSet":
         """The ``split`` shards listed in ``directory``'s manifest, each checked against it and ``tokenizer``."""
+        directory = Path(directory)
         manifest = read_manifest(directory)
         if manifest is None:
             raise DataError(f"{directory} holds no finished token shards ({MANIFEST} is missing): run prepare_data")
         paths, headers = [], []
         for entry in manifest["shards"]:
-            if entry["split"] != split:
-                continue
             path = directory / entry["file"]
             if not path.is_file():
                 raise DataError(f"shard {path} listed in {directory / MANIFEST} is missing: delete the manifest and run prepare again")
             header = read_header(path)
-            if header.num_tokens != entry["tokens"] or header.sha256 != entry["sha256"]:
-                raise DataError(f"{path} does not match {directory / MANIFEST}: {_redo(path)}")
+            _check_entry(directory, entry, header)  # every split: a swapped pair is caught from either side
+            if entry["split"] != split:
+                continue
             if header.tokenizer != tokenizer.name or header.vocab_size != tokenizer.vocab_size:
                 raise DataError(
                     f"{path} was tokenized with {header.tokenizer!r} ({header.vocab_size} tokens) but this run's "
@@ -300,6 +432,7 @@ class ShardWriter:
         if manifest.get("settings") != self.settings:
             self.check_settings()  # explains which settings differ
             raise DataError(f"{self.directory / MANIFEST} does not match these settings: delete {self.directory}")
+        verify_directory(self.directory, manifest)
         return True
 
     def resume(self) -> tuple[int, int]:
@@ -407,7 +540,13 @@ class ShardWriter:
             end_token=self._position[1],
             sha256=hashlib.sha256(tokens.tobytes()).hexdigest(),
             tokenizer=self.tokenizer.name,
+            max_id=int(tokens.max()),
         )
+        if header.max_id >= self.tokenizer.vocab_size:  # a tokenizer bug must not become a shard
+            raise DataError(
+                f"the tokenizer {self.tokenizer.name!r} produced id {header.max_id}, outside its vocabulary of "
+                f"{self.tokenizer.vocab_size}"
+            )
         if not self.shards:  # written before the first shard: any shard on disk has its settings beside it
             write_json(self.directory / SETTINGS, self.settings)
         path = self.directory / f"{header.split}_{len(self.shards):06d}.bin"
@@ -434,6 +573,8 @@ class ShardWriter:
             **(extra or {}),
         }
         write_json(self.directory / MANIFEST, manifest)
+        # The shards were hashed and range-checked as they were written: the full check is already done.
+        _record_verified(self.directory, _fingerprint(self.directory, manifest))
         return manifest
 
 
@@ -449,6 +590,7 @@ __all__ = [
     "read_header",
     "read_manifest",
     "verify_checksum",
+    "verify_directory",
     "write_json",
     "write_shard",
 ]

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import math
+import random
 import time
 from typing import Any, Optional
 
 import lightning as L
+import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, ThroughputMonitor
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ThroughputMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import FSDPStrategy
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
-from lit_gpt_mini.errors import ConfigError
+from lit_gpt_mini.errors import ConfigError, DivergenceError
 
 
 def _windows(batch: Any) -> int:
@@ -40,8 +43,8 @@ class TokenThroughput(ThroughputMonitor):
     """
 
     def __init__(self, peak_flops: Optional[float] = None, window_size: int = 5) -> None:
-        if window_size < 2:
-            raise ConfigError(f"TokenThroughput window_size must be at least 2 (a rate needs two times), got {window_size}")
+        if window_size < 2:  # a rate needs two points in time
+            raise ConfigError(f"TokenThroughput's window_size is {window_size}; it must be at least 2")
         super().__init__(batch_size_fn=_windows, length_fn=_tokens, window_size=window_size)
         self.peak_flops = peak_flops
 
@@ -287,3 +290,148 @@ class SampleText(Callback):
             if isinstance(logger, TensorBoardLogger):
                 # indented: TensorBoard renders Markdown, and a code block keeps the line breaks
                 logger.experiment.add_text("samples", "    " + text.replace("\n", "\n    "), trainer.global_step)
+
+
+class StopOnNonFinite(Callback):
+    """Stops the run with one clear error when the loss is NaN or infinite: training diverged.
+
+    Reading a loss that lives on a GPU makes the host wait for the device, so the training loss is checked
+    every ``every_n_steps`` optimizer steps, not after every micro-batch. A divergence is not missed in
+    between: once a loss is NaN the weights are NaN, and every later loss is too. The validation loss is
+    checked after every validation, and the last training loss when training ends, so a diverged run never
+    ends with exit status 0 (nor writes its final checkpoint: this callback runs before the checkpoints').
+
+    Args:
+        every_n_steps: Optimizer steps between checks of the training loss; 0 checks it only at the end.
+        val_metric: The validation metric checked after each validation (``None``: none).
+    """
+
+    def __init__(self, every_n_steps: int = 10, val_metric: Optional[str] = "val/loss") -> None:
+        if every_n_steps < 0:
+            raise ConfigError(f"StopOnNonFinite's every_n_steps is {every_n_steps}; it must be 0 or more")
+        self.every_n_steps = every_n_steps
+        self.val_metric = val_metric
+        self._last_loss: Optional[torch.Tensor] = None
+        self._checked_step = -1
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, *args: Any) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if not isinstance(loss, torch.Tensor):
+            return
+        self._last_loss = loss.detach()
+        step = trainer.global_step  # moves once per optimizer step, after its last micro-batch
+        if self.every_n_steps and step % self.every_n_steps == 0 and step != self._checked_step:
+            self._checked_step = step
+            self._check(trainer, self._last_loss, f"the training loss at step {step}")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.val_metric) if self.val_metric else None
+        if value is not None:  # already reduced over ranks: the same on every rank
+            self._check(trainer, value, f"{self.val_metric} at step {trainer.global_step}", reduce=False)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._last_loss is not None:
+            self._check(trainer, self._last_loss, f"the training loss at the last step ({trainer.global_step})")
+
+    @staticmethod
+    def _check(trainer: L.Trainer, loss: torch.Tensor, what: str, reduce: bool = True) -> None:
+        bad = not bool(torch.isfinite(loss).all())
+        if reduce:  # every rank must stop together, or the others would wait for it forever
+            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
+            value = float(loss.float().mean())
+            raise DivergenceError(
+                f"{what} is {value if not math.isfinite(value) else 'not finite on another device'}: training diverged. "
+                f"Lower model.learning_rate (or lengthen model.warmup_steps, or set trainer.gradient_clip_val) "
+                f"and start again from a checkpoint written before this step"
+            )
+
+
+class FinalModelCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` that also writes ``last.ckpt`` at the end of training.
+
+    Lightning saves on its interval (``every_n_train_steps``, or after validations) and, at the end, only if
+    it never saved: with 19,073 steps and a checkpoint every 2,500, ``last.ckpt`` would hold step 17,500.
+    With ``save_last`` this saves the final step too, whatever the interval. Arguments are Lightning's.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._last_saved_step: Optional[int] = None
+
+    def _save_last_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, torch.Tensor]) -> None:
+        super()._save_last_checkpoint(trainer, monitor_candidates)
+        if self.save_last:
+            self._last_saved_step = trainer.global_step
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        if self.save_last and trainer.global_step > 0 and self._last_saved_step != trainer.global_step:
+            if not trainer.fast_dev_run:
+                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+def _random_state() -> dict[str, Any]:
+    # Plain types and tensors only: checkpoints load with weights_only=True.
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() and torch.cuda.is_initialized() else None,
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+        "python": random.getstate(),
+    }
+
+
+def _set_random_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
+class RandomState(Callback):
+    """Saves every random generator training draws from (torch's CPU and CUDA ones: dropout; numpy's and
+    Python's) in checkpoints, one set per rank, and restores them on resume, so a resumed run draws the same
+    dropout masks as an uninterrupted one.
+
+    The states are put back just before the first training batch after the resume, not when the checkpoint
+    is read: whatever Lightning draws in between (a sanity check, new loaders) cannot shift them. A run
+    resumed on another number of devices cannot repeat the same masks; it keeps its seeded generators and
+    says so.
+    """
+
+    def __init__(self) -> None:
+        self._trainer: Optional[L.Trainer] = None
+        self._pending: Optional[dict[str, Any]] = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        # Called on every rank when a checkpoint is written (rank 0 writes the file): gather all ranks' states.
+        mine = _random_state()
+        world = self._trainer.world_size if self._trainer is not None else 1
+        if world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            states: list[Any] = [None] * world
+            torch.distributed.all_gather_object(states, mine)
+        else:
+            states = [mine]
+        return {"states": states}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = state_dict
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if self._pending is None:
+            return
+        states, self._pending = self._pending.get("states") or [], None
+        if len(states) != trainer.world_size:
+            rank_zero_warn(
+                f"the checkpoint holds the random states of {len(states)} device(s), this run has "
+                f"{trainer.world_size}: dropout masks will differ from an uninterrupted run"
+            )
+            return
+        _set_random_state(states[trainer.global_rank])

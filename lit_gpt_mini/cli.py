@@ -7,21 +7,35 @@ into the model, and runs. Errors in the user's input end in one line on stderr, 
 
 from __future__ import annotations
 
+import difflib
+import importlib
+import inspect
+import re
 import sys
 import warnings
+from argparse import ArgumentError
+from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import torch
 
+import yaml
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
 
 from data_modules.base import TokenDataModule
-from lit_gpt_mini.errors import UserError
+from lit_gpt_mini.checkpoint import check_ckpt_path
+from lit_gpt_mini.errors import ConfigError, ParseError, UserError
 from lit_gpt_mini.lit_module import GPTModule
 
 
 class GPTCLI(LightningCLI):
     """LightningCLI over any :class:`GPTModule` and any :class:`TokenDataModule`, chosen by ``class_path``."""
+
+    def init_parser(self, **kwargs: Any):
+        # A parse error raises (main() prints it as one line) instead of printing the whole usage and exiting.
+        kwargs.setdefault("exit_on_error", False)
+        return super().init_parser(**kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
         # The vocabulary is a property of the data (its tokenizer); the model's embedding follows it.
@@ -37,6 +51,43 @@ class GPTCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         set_matmul_precision(config.get("float32_matmul_precision", "high"))
+        if self.subcommand is not None:
+            check_trainer_args(config.get("trainer"))
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning loads --ckpt_path here (to re-parse the model's hyperparameters), then again to restore:
+        # a missing or wrong file is refused first, in one line.
+        subcommand = self.config.get("subcommand")
+        if subcommand:
+            check_ckpt_path(self.config[subcommand].get("ckpt_path"), training=subcommand == "fit")
+        super()._parse_ckpt_path()
+
+
+def check_trainer_args(trainer: Any) -> None:
+    """Refuse Trainer settings that Lightning would turn into a ZeroDivisionError or a traceback mid-run."""
+    if trainer is None:
+        return
+    def get(key: str) -> Any:
+        # numbers only: val_check_interval may also be a duration ("00:00:10:00"), which Lightning checks
+        value = trainer.get(key) if hasattr(trainer, "get") else getattr(trainer, key, None)
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    def bad(key: str, expected: str) -> ConfigError:
+        return ConfigError(f"trainer.{key} is {get(key)!r}; it must be {expected}")
+
+    max_steps = get("max_steps")
+    if max_steps is not None and max_steps < -1:
+        raise bad("max_steps", "0 or more (or -1: no limit, with model.lr_decay_steps set)")
+    interval = get("val_check_interval")
+    if interval is not None and (interval <= 0 or (isinstance(interval, float) and interval > 1)):
+        raise bad("val_check_interval", "a number of steps (1 or more) or a fraction of an epoch in (0, 1]")
+    for key in ("accumulate_grad_batches", "check_val_every_n_epoch", "log_every_n_steps"):
+        value = get(key)
+        if value is not None and value < 1:
+            raise bad(key, "at least 1")
+    clip = get("gradient_clip_val")
+    if clip is not None and not clip >= 0:
+        raise bad("gradient_clip_val", "0 or more (or null: no clipping)")
 
 
 MatmulPrecision = Literal["highest", "high", "medium"]
@@ -58,6 +109,7 @@ def main(args: Optional[list[str]] = None) -> Optional[GPTCLI]:
     """Entry point of ``main.py``; ``args`` default to the command line. Returns the CLI (None for generate)."""
     argv = sys.argv[1:] if args is None else args
     try:
+        _check_config_files(argv)
         if argv and argv[0] == "generate":
             from lit_gpt_mini.generate import main as generate_main
 
@@ -79,11 +131,117 @@ def main(args: Optional[list[str]] = None) -> Optional[GPTCLI]:
             save_config_kwargs={"overwrite": True},
             args=args,
         )
+    except ArgumentError as e:  # jsonargparse's, raised with exit_on_error=False
+        print(f"error: {_parse_error_line(str(e), argv)}", file=sys.stderr)
+        sys.exit(2)
+    except MisconfigurationException as e:  # Lightning's own refusal of a setting: a config error too
+        sys.exit(f"error: the Trainer refused the configuration: {' '.join(str(e).split())}")
     except Exception as e:
         user_error = _find_user_error(e)
         if user_error is None:
             raise
+        if isinstance(user_error, ParseError):
+            print(f"error: {user_error}", file=sys.stderr)
+            sys.exit(2)
         sys.exit(f"error: {user_error}")
+
+
+def _config_files(argv: list[str]) -> list[str]:
+    files = []
+    for i, arg in enumerate(argv):
+        if arg in ("--config", "-c") and i + 1 < len(argv):
+            files.append(argv[i + 1])
+        elif arg.startswith("--config="):
+            files.append(arg.split("=", 1)[1])
+    return files
+
+
+def _check_config_files(argv: list[str]) -> None:
+    # Read each --config file as jsonargparse will, so an error names the file (and line) it is in.
+    for name in _config_files(argv):
+        path = Path(name)
+        if not path.exists():
+            continue  # jsonargparse says so (and --config may also be an inline YAML string)
+        if path.is_dir():
+            raise ParseError(f"config file {name} is a directory: give a YAML file")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ParseError(f"config file {name} is not UTF-8 text (byte {e.start}): give a YAML file") from None
+        except OSError as e:
+            raise ParseError(f"cannot read config file {name}: {e.strerror or e}") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ParseError(f"config file {name}: YAML syntax error{where}: {problem}") from None
+        if data is not None and not isinstance(data, dict):
+            raise ParseError(f"config file {name} holds a {type(data).__name__}, not a mapping of keys to values")
+
+
+def _parse_error_line(message: str, argv: list[str]) -> str:
+    """jsonargparse's error (nested, many lines) as one line: the full key, what is wrong, the closest name."""
+    keys: list[str] = []
+    detail = None
+    class_path = None
+    for line in (raw.strip().lstrip("- ").strip() for raw in message.splitlines()):
+        if not line or line.startswith(("Does not validate", "Subtypes:", "Errors:", "Given value", "Expected a <class 'NoneType'>")):
+            continue
+        nested = re.match(r'Parser key "([^"]+)":?\s*(.*)', line)
+        if nested:
+            keys.append(nested.group(1))
+            line = nested.group(2)
+            if not line:
+                continue
+        given = re.match(r"Problem with given class_path '([^']+)'", line)
+        if given:
+            class_path = given.group(1)
+            continue
+        detail = detail or line
+    detail = detail or message.strip().splitlines()[0]
+    files = _config_files(argv)
+    where = f" (in {', '.join(files)})" if files else ""
+    help_hint = f" (main.py {argv[0]} --help lists every option)" if argv and not argv[0].startswith("-") else ""
+    unknown = re.match(r"Option '([^']+)' is not accepted", detail)
+    if unknown:  # a key inside a class_path's init_args
+        name, valid = unknown.group(1), _init_args(class_path)
+    else:  # a key at the top level or in the trainer section
+        unknown = re.search(r"does not accept option '([^']+)'", detail)
+        if unknown:
+            *keys, name = unknown.group(1).split(".")
+            valid = _init_args("lightning.pytorch.Trainer") if keys == ["trainer"] else _TOP_LEVEL if not keys else []
+        else:  # an option of generate or export
+            unknown = re.match(r"[Uu]nrecognized arguments: --([\w.]+)", detail)
+            if unknown:
+                name = unknown.group(1)
+                command = {"generate": "lit_gpt_mini.generate.generate", "export": "lit_gpt_mini.export.export"}
+                valid = _init_args(command.get(argv[0] if argv else ""))
+                close = difflib.get_close_matches(name, valid, n=1)
+                suggestion = f": did you mean --{close[0]}?" if close else ""
+                return f"unknown option --{name}{suggestion}{help_hint}"
+    if unknown:
+        close = difflib.get_close_matches(name, valid, n=1)
+        suggestion = f": did you mean {'.'.join(keys + close)}?" if close else ""
+        return f"unknown key {'.'.join(keys + [name])}{where}{suggestion}{help_hint}"
+    return f"{'.'.join(keys) + ': ' if keys else ''}{detail}{where}{help_hint}"
+
+
+_TOP_LEVEL = ["trainer", "model", "data", "ckpt_path", "seed_everything", "optimizer", "lr_scheduler", "config"]
+
+
+def _init_args(class_path: Optional[str]) -> list[str]:
+    # The argument names a class's __init__ (or a function) accepts, for "did you mean"; none if not importable.
+    if not class_path:
+        return []
+    module, _, name = class_path.rpartition(".")
+    try:
+        target = getattr(importlib.import_module(module), name)
+        target = target.__init__ if inspect.isclass(target) else target
+        return [p for p in inspect.signature(target).parameters if p not in ("self", "args", "kwargs")]
+    except (ImportError, AttributeError, ValueError, TypeError):
+        return []
 
 
 def prepare(args: list[str]) -> TokenDataModule:
@@ -97,6 +255,7 @@ def prepare(args: list[str]) -> TokenDataModule:
     from jsonargparse import ActionConfigFile, ArgumentParser
 
     parser = ArgumentParser(
+        exit_on_error=False,
         prog="main.py prepare",
         description="Prepare a config's data (download, tokenize, write shards) without training.",
     )

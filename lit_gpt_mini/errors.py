@@ -15,3 +15,11 @@ class ConfigError(UserError):
 
 class CheckpointError(UserError):
     """A file that is not a usable lit-gpt-mini checkpoint."""
+
+
+class ParseError(ConfigError):
+    """A command line or config file that cannot be parsed; the CLI exits with status 2, like argparse."""
+
+
+class DivergenceError(UserError):
+    """Training diverged: a loss is NaN or infinite (usually a learning rate too high for the model)."""

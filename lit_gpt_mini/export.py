@@ -30,10 +30,11 @@ from typing import Literal, Optional
 
 import torch
 
-from lit_gpt_mini.errors import CheckpointError, ConfigError
+from lit_gpt_mini.checkpoint import PTH_FORMAT, load_pth  # noqa: F401 (load_pth: this module's API before)
+from lit_gpt_mini.errors import CheckpointError, ConfigError, UserError
 from lit_gpt_mini.model import GPT, GPTConfig
 
-FORMAT = "lit-gpt-mini model"
+FORMAT = PTH_FORMAT
 # GPT-2 (and HF) store these as Conv1D weights, (in, out): the transpose of our nn.Linear's (out, in).
 _TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
@@ -52,19 +53,6 @@ def save_pth(model: GPT, tokenizer_dict: dict, out: Path) -> None:
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     torch.save({"format": FORMAT, "version": 1, "config": model.config.to_dict(), "state_dict": state,
                 "tokenizer": tokenizer_dict}, out)
-
-
-def load_pth(path: Path) -> tuple[GPT, dict]:
-    """The model (eval mode) and tokenizer dict of a file written by :func:`save_pth`."""
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{path} could not be loaded ({type(e).__name__}: {e})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a model exported by lit-gpt-mini (main.py export)")
-    model = GPT(GPTConfig(**data["config"]))
-    model.load_state_dict(data["state_dict"])
-    return model.eval(), data["tokenizer"]
 
 
 def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
@@ -141,20 +129,28 @@ def export(
         format: ``pth`` (this project's GPT) or ``hf`` (``transformers.GPT2LMHeadModel``).
         device: Where to load the checkpoint.
     """
-    from lit_gpt_mini.generate import load_checkpoint
+    from lit_gpt_mini.checkpoint import load_checkpoint
 
+    path = Path(out)
+    # Checked before the (possibly long) load: where the result goes must be able to take it.
+    if format == "pth" and path.is_dir():
+        raise UserError(f"--out {out} is a directory: give the file to write, e.g. --out {path / 'model.pth'}")
+    if format == "hf" and path.exists() and not path.is_dir():
+        raise UserError(f"--out {out} is a file: --format hf writes a directory; give a new directory name")
     model, tokenizer = load_checkpoint(ckpt_path, device)
     tokenizer_dict = tokenizer.to_dict()
-    path = Path(out)
-    if format == "pth":
-        save_pth(model, tokenizer_dict, path)
-    else:
-        if tokenizer_dict.get("kind") != "gpt2":
-            raise ConfigError(
-                f"only models over GPT-2's vocabulary export to Hugging Face's GPT-2 (this one's tokenizer is "
-                f"{tokenizer_dict.get('kind')}); use --format pth"
-            )
-        to_hf(model).save_pretrained(path, safe_serialization=True)
+    if format == "hf" and tokenizer_dict.get("kind") != "gpt2":
+        raise ConfigError(
+            f"only models over GPT-2's vocabulary export to Hugging Face's GPT-2 (this one's tokenizer is "
+            f"{tokenizer_dict.get('kind')}); use --format pth"
+        )
+    try:
+        if format == "pth":
+            save_pth(model, tokenizer_dict, path)
+        else:
+            to_hf(model).save_pretrained(path, safe_serialization=True)
+    except OSError as e:
+        raise UserError(f"cannot write --out {out}: {e.strerror or e}") from None
     print(f"exported {ckpt_path} to {path} ({format})", file=sys.stderr)
     return path
 
@@ -162,4 +158,5 @@ def export(
 def main(args: Optional[list[str]] = None) -> None:
     from jsonargparse import auto_cli
 
-    auto_cli(export, args=args if args is not None else sys.argv[1:], as_positional=False)
+    # exit_on_error=False: a parse error reaches cli.main(), which prints it as one line
+    auto_cli(export, args=args if args is not None else sys.argv[1:], as_positional=False, exit_on_error=False)

@@ -6,35 +6,20 @@ A checkpoint holds the model's hyperparameters, its weights and its tokenizer, s
 from __future__ import annotations
 
 import sys
-from dataclasses import fields
 from pathlib import Path
 from typing import Literal, Optional
 
 import torch
 
-from lit_gpt_mini.errors import CheckpointError, UserError
-from lit_gpt_mini.lit_module import TOKENIZER_KEY
-from lit_gpt_mini.model import GPT, GPTConfig
-from lit_gpt_mini.tokenizers import Tokenizer, tokenizer_from_dict
+from lit_gpt_mini import checkpoint
+from lit_gpt_mini.errors import UserError
+from lit_gpt_mini.model import GPT
+from lit_gpt_mini.tokenizers import Tokenizer
 
 
 def load_checkpoint(path: str, device: str = "cpu") -> tuple[GPT, Tokenizer]:
     """The model (in eval mode) and tokenizer stored in a Lightning checkpoint written by this project."""
-    if not Path(path).is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # a pickle error says little; say which file and why
-        raise CheckpointError(f"{path} could not be loaded as a checkpoint ({type(e).__name__}: {e})") from None
-    missing = [k for k in ("hyper_parameters", "state_dict", TOKENIZER_KEY) if k not in ckpt]
-    if missing:
-        raise CheckpointError(f"{path} is not a lit-gpt-mini checkpoint: it has no {', '.join(missing)}")
-    hparams = ckpt["hyper_parameters"]
-    config = GPTConfig(**{f.name: hparams[f.name] for f in fields(GPTConfig) if f.name in hparams})
-    model = GPT(config)
-    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    model.load_state_dict(state)
-    return model.to(device).eval(), tokenizer_from_dict(ckpt[TOKENIZER_KEY])
+    return checkpoint.load_checkpoint(path, device)
 
 
 def generate(
@@ -79,6 +64,7 @@ def generate(
         raise UserError(f"top_p must be in (0, 1], got {top_p}")
     if top_k is not None and top_k < 1:
         raise UserError(f"top_k must be at least 1, got {top_k}")
+    checkpoint.check_device(device)
     if prompt_file is not None:
         try:
             prompt = Path(prompt_file).read_text(encoding="utf-8")
@@ -146,4 +132,5 @@ class _StreamPrinter:
 def main(args: Optional[list[str]] = None) -> None:
     from jsonargparse import auto_cli
 
-    auto_cli(generate, args=args if args is not None else sys.argv[1:], as_positional=False)
+    # exit_on_error=False: a parse error reaches cli.main(), which prints it as one line
+    auto_cli(generate, args=args if args is not None else sys.argv[1:], as_positional=False, exit_on_error=False)

@@ -9,6 +9,7 @@ Every ``__init__`` argument is a plain type: Lightning stores them as the checkp
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 from typing import Any, Optional
 
@@ -19,12 +20,11 @@ from torch.nn import functional as F
 from torchmetrics import MeanMetric, SumMetric
 
 from lit_gpt_mini import hellaswag
+from lit_gpt_mini.checkpoint import TOKENIZER_KEY
 from lit_gpt_mini.errors import ConfigError
 from lit_gpt_mini.model import GPT, GPTConfig, KVCache
 from lit_gpt_mini.optim import matrix_names, param_groups, warmup_cosine_lr
 from lit_gpt_mini.tokenizers import Tokenizer, tokenizer_from_dict
-
-TOKENIZER_KEY = "tokenizer"  # where the tokenizer lives in a checkpoint, beside the weights
 
 
 class GPTModule(L.LightningModule):
@@ -79,13 +79,15 @@ class GPTModule(L.LightningModule):
             dropout=dropout,
             bias=bias,
         )
-        if min_lr > learning_rate:
-            raise ConfigError(f"min_lr ({min_lr}) must not exceed learning_rate ({learning_rate})")
+        check_optimizer_args(learning_rate=learning_rate, min_lr=min_lr, warmup_steps=warmup_steps,
+                             lr_decay_steps=lr_decay_steps, weight_decay=weight_decay, beta1=beta1, beta2=beta2, eps=eps)
         self.model: Optional[GPT] = None
         self.tokenizer: Optional[Tokenizer] = None
         # One metric object per stage: Lightning reduces it across DDP ranks, weighted by token counts.
-        self.val_loss = MeanMetric()
-        self.test_loss = MeanMetric()
+        # A NaN loss must show (and stop the run), not be dropped from the mean: NaN is "replaced" by NaN.
+        # (nan_strategy="disable" would also keep it, but torchmetrics then ignores the token weights.)
+        self.val_loss = MeanMetric(nan_strategy=math.nan)
+        self.test_loss = MeanMetric(nan_strategy=math.nan)
         # HellaSwag: the fraction of examples each method gets right (DDP sums right answers and examples).
         self.hellaswag_acc = MeanMetric()
         self.hellaswag_acc_norm = MeanMetric()
@@ -108,13 +110,12 @@ class GPTModule(L.LightningModule):
 
     def _load_initial_weights(self, source: str) -> None:
         # (A run resumed with --ckpt_path loads these first, then the checkpoint's weights over them.)
-        from lit_gpt_mini.export import import_hf, load_pth
+        from lit_gpt_mini.checkpoint import load_checkpoint, load_pth
+        from lit_gpt_mini.export import import_hf
 
         if source.endswith(".pth"):
             pretrained = load_pth(Path(source))[0]
         elif source.endswith(".ckpt"):  # another training run of this project (fine-tuning)
-            from lit_gpt_mini.generate import load_checkpoint
-
             pretrained = load_checkpoint(source)[0]
         else:
             pretrained = import_hf(source)
@@ -291,6 +292,33 @@ class GPTModule(L.LightningModule):
                 f"tokenizer; use the data config it was trained with"
             )
         self.tokenizer = saved
+
+
+def check_optimizer_args(
+    learning_rate: float,
+    min_lr: float,
+    warmup_steps: int,
+    lr_decay_steps: Optional[int],
+    weight_decay: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+) -> None:
+    """Refuse optimizer settings that cannot train, naming the key (rather than a ZeroDivisionError or an
+    AdamW traceback at the first step). NaN fails every comparison, so it is refused too."""
+    checks = [
+        ("learning_rate", learning_rate, learning_rate > 0 and math.isfinite(learning_rate), "a positive number"),
+        ("min_lr", min_lr, 0 <= min_lr <= learning_rate, f"between 0 and learning_rate ({learning_rate})"),
+        ("warmup_steps", warmup_steps, warmup_steps >= 0, "0 or more"),
+        ("lr_decay_steps", lr_decay_steps, lr_decay_steps is None or lr_decay_steps >= 1, "null or at least 1"),
+        ("weight_decay", weight_decay, 0 <= weight_decay < math.inf, "0 or more"),
+        ("beta1", beta1, 0 <= beta1 < 1, "in [0, 1)"),
+        ("beta2", beta2, 0 <= beta2 < 1, "in [0, 1)"),
+        ("eps", eps, 0 < eps < math.inf, "a positive number"),
+    ]
+    for name, value, ok, expected in checks:
+        if not ok:
+            raise ConfigError(f"model.{name} is {value}; it must be {expected}")
 
 
 def _lr_factor(step: int, max_lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:

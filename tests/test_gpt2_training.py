@@ -104,6 +104,9 @@ def test_ddp_on_two_cpu_processes_splits_the_batch_between_ranks(tmp_path, corpu
         torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
     val = [scalars(d / "out/debug_gpt2/version_0")["val/loss"][-1][1] for d in (tmp_path, tmp_path / "ddp")]
     assert val[0] == pytest.approx(val[1], abs=1e-4)
+    # each rank's random generators are in the checkpoint, for an exact resume with dropout
+    states = torch.load(tmp_path / "ddp/out/debug_gpt2/checkpoints/last.ckpt", weights_only=True)["callbacks"]["RandomState"]
+    assert len(states["states"]) == 2
 
 
 def test_prepare_command_writes_the_shards_that_fit_then_uses(tmp_path, monkeypatch, corpus):

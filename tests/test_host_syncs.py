@@ -44,7 +44,9 @@ def _fit_and_count(tmp_path, monkeypatch, shakespeare_path, accumulate: int, ext
             "--trainer.enable_checkpointing", "false",
             "--trainer.callbacks", "lightning.pytorch.callbacks.LearningRateMonitor",
             "--trainer.callbacks+=lit_gpt_mini.callbacks.TokenThroughput",
-            "--trainer.callbacks.init_args.window_size", "2", *extra,
+            "--trainer.callbacks.init_args.window_size", "2",
+            "--trainer.callbacks+=lit_gpt_mini.callbacks.StopOnNonFinite",
+            "--trainer.callbacks.init_args.every_n_steps", "2", *extra,
         ])
     # the progress bar still shows the loss (read on the logged steps)
     assert isinstance(cli.trainer.progress_bar_metrics["train/loss"], float)

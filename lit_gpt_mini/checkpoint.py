@@ -1,0 +1,200 @@
+"""Loading and checking the files that hold a model: a run's ``.ckpt`` and an exported ``.pth``.
+
+Everything that reads one (``generate``, ``export``, ``model.init_from``, ``fit/validate/test --ckpt_path``)
+goes through here, so any file that is not what it should be, whatever is wrong inside, ends as one
+:class:`~lit_gpt_mini.errors.CheckpointError` naming the file, not a traceback from deep inside torch.
+Files are always loaded with ``weights_only=True``: a checkpoint may come from anywhere, and unpickling
+arbitrary objects runs arbitrary code.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from lit_gpt_mini.errors import CheckpointError, UserError
+from lit_gpt_mini.model import GPT, GPTConfig
+from lit_gpt_mini.tokenizers import Tokenizer, tokenizer_from_dict
+
+TOKENIZER_KEY = "tokenizer"  # where the tokenizer lives in a checkpoint, beside the weights
+PTH_FORMAT = "lit-gpt-mini model"  # the "format" field of a .pth written by main.py export
+# ckpt_path values that Lightning resolves itself (to a checkpoint callback's file) rather than a path
+LIGHTNING_ALIASES = ("last", "best", "hpc", "registry")
+
+
+def load_file(path: str | Path, device: str = "cpu", mmap: bool = False) -> Any:
+    """``torch.load(path, weights_only=True)``, with every failure turned into one line naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} is a directory, not a checkpoint file")
+    try:
+        return torch.load(path, map_location=device, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError:
+        # torch's own message advises weights_only=False, i.e. running whatever code the file holds: never
+        # the right advice for a file of unknown origin, so it is not passed on.
+        raise CheckpointError(
+            f"{path} could not be loaded as a checkpoint: it holds Python objects other than tensors and plain "
+            f"types, which are never loaded (they could run code); lit-gpt-mini writes none"
+        ) from None
+    except Exception as e:  # not a zip/pickle at all, truncated, unreadable...
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        if "weights_only" in reason:
+            reason = ""
+        raise CheckpointError(
+            f"{path} could not be loaded as a checkpoint ({type(e).__name__}{': ' + reason if reason else ''}): "
+            f"the file is damaged or is not a PyTorch checkpoint"
+        ) from None
+
+
+def check_device(device: str) -> torch.device:
+    """The torch device named by ``device``, refused in one line when this machine does not have it."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise UserError(f"--device {device!r} is not a device name ({e}): use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device}: this machine has no usable CUDA device; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return dev
+
+
+def _config_from(path: Path, hparams: Any) -> GPTConfig:
+    if not isinstance(hparams, dict):
+        raise CheckpointError(f"{path}: its model configuration is a {type(hparams).__name__}, not a mapping")
+    values = {}
+    for f in fields(GPTConfig):
+        if f.name not in hparams:
+            continue
+        value = hparams[f.name]
+        expected = {"dropout": (int, float), "bias": (bool,)}.get(f.name, (int,))
+        if not isinstance(value, expected) or (isinstance(value, bool) and f.name != "bias"):
+            raise CheckpointError(f"{path}: its model configuration has {f.name} = {value!r}, which is not a {f.type}")
+        values[f.name] = value
+    try:
+        return GPTConfig(**values)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: its model configuration does not describe a model ({e})") from None
+
+
+def _tokenizer_from(path: Path, data: Any) -> Tokenizer:
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: its tokenizer entry is a {type(data).__name__}, not a mapping")
+    try:
+        return tokenizer_from_dict(data)
+    except Exception as e:  # unknown kind, missing or mistyped fields: the tokenizer cannot be rebuilt
+        raise CheckpointError(f"{path}: its tokenizer cannot be rebuilt ({type(e).__name__}: {e})") from None
+
+
+def _model_from(path: Path, config: GPTConfig, state: dict[str, Any], device: str) -> GPT:
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise CheckpointError(f"{path}: its weights are not a mapping of names to tensors")
+    # Shapes are compared on a model without storage first: a damaged configuration must not allocate the
+    # model it describes. The layer count is compared before even that (a billion meta layers take forever).
+    layers = {k.split(".")[2] for k in state if k.startswith("transformer.h.") and k.count(".") >= 3}
+    if config.n_layer != len(layers):
+        raise CheckpointError(
+            f"{path}: its weights do not fit the model its configuration describes (n_layer {config.n_layer}, "
+            f"weights of {len(layers)} layers): the file is damaged or was edited"
+        )
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in GPT(config).state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if got != expected:
+        differ = sorted(set(got) ^ set(expected)) or sorted(k for k in got if got[k] != expected[k])
+        raise CheckpointError(
+            f"{path}: its weights do not fit the model its configuration describes ({len(differ)} differ, e.g. "
+            f"{', '.join(differ[:3])}): the file is damaged or was edited"
+        )
+    model = GPT(config)
+    model.load_state_dict(state)
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise CheckpointError(
+            f"{path}: its weights hold NaN or infinite values (the training diverged): use a checkpoint from before "
+            f"the divergence, and a lower learning rate"
+        )
+    return model.to(device).eval()
+
+
+def read_training_checkpoint(path: str | Path, device: str = "cpu", mmap: bool = False) -> dict[str, Any]:
+    """A run's ``.ckpt`` with the parts this project needs checked: hyperparameters, weights, tokenizer."""
+    path = Path(path)
+    ckpt = load_file(path, device, mmap=mmap)
+    if isinstance(ckpt, dict) and ckpt.get("format") == PTH_FORMAT:
+        raise CheckpointError(
+            f"{path} is a model exported by main.py export, not a training checkpoint: use it as model.init_from"
+        )
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path} is not a lit-gpt-mini checkpoint: it holds a {type(ckpt).__name__}, not a dict")
+    missing = [k for k in ("hyper_parameters", "state_dict", TOKENIZER_KEY) if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path} is not a lit-gpt-mini checkpoint: it has no {', '.join(missing)}")
+    if not isinstance(ckpt["state_dict"], dict):
+        raise CheckpointError(f"{path}: its state_dict is a {type(ckpt['state_dict']).__name__}, not a mapping")
+    _config_from(path, ckpt["hyper_parameters"])
+    _tokenizer_from(path, ckpt[TOKENIZER_KEY])
+    return ckpt
+
+
+def check_ckpt_path(ckpt_path: Optional[str], training: bool) -> None:
+    """Refuse a ``--ckpt_path`` that is missing or not a usable checkpoint before Lightning reads it.
+
+    ``training`` (``fit``): the file must also hold the training state (step, optimizer, schedule) to resume.
+    The file is memory-mapped, so checking a large checkpoint reads little of it.
+    """
+    if ckpt_path is None or (ckpt_path in LIGHTNING_ALIASES and not Path(ckpt_path).exists()):
+        return
+    ckpt = read_training_checkpoint(ckpt_path, mmap=True)
+    if training:
+        missing = [k for k in ("global_step", "optimizer_states", "lr_schedulers", "loops") if k not in ckpt]
+        if missing:
+            raise CheckpointError(
+                f"{ckpt_path} holds a model but not the training state needed to resume (no {', '.join(missing)}): "
+                f"to start a new run from its weights, use --model.init_from {ckpt_path} instead of --ckpt_path"
+            )
+
+
+def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[GPT, Tokenizer]:
+    """The model (eval mode, on ``device``) and tokenizer of a run's ``.ckpt``."""
+    check_device(device)
+    path = Path(path)
+    ckpt = read_training_checkpoint(path, device)
+    config = _config_from(path, ckpt["hyper_parameters"])
+    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if isinstance(k, str) and k.startswith("model.")}
+    model = _model_from(path, config, state, device)
+    return model, _tokenizer_from(path, ckpt[TOKENIZER_KEY])
+
+
+def load_pth(path: str | Path) -> tuple[GPT, dict]:
+    """The model (eval mode) and tokenizer dict of a ``.pth`` written by ``main.py export``."""
+    path = Path(path)
+    data = load_file(path)
+    if not isinstance(data, dict) or data.get("format") != PTH_FORMAT:
+        raise CheckpointError(f"{path} is not a model exported by lit-gpt-mini (main.py export)")
+    missing = [k for k in ("config", "state_dict", "tokenizer") if k not in data]
+    if missing:
+        raise CheckpointError(f"{path} is an incomplete lit-gpt-mini export: it has no {', '.join(missing)}")
+    if not isinstance(data["state_dict"], dict):
+        raise CheckpointError(f"{path}: its state_dict is a {type(data['state_dict']).__name__}, not a mapping")
+    config = _config_from(path, data["config"])
+    tokenizer = _tokenizer_from(path, data["tokenizer"])
+    return _model_from(path, config, data["state_dict"], "cpu"), tokenizer.to_dict()
+
+
+__all__ = [
+    "PTH_FORMAT",
+    "TOKENIZER_KEY",
+    "check_ckpt_path",
+    "check_device",
+    "load_checkpoint",
+    "load_file",
+    "load_pth",
+    "read_training_checkpoint",
+]

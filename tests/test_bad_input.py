@@ -1,0 +1,446 @@
+"""Bad input, table-driven: every case runs the CLI (in-process), and must end with its exit status and one
+``error:`` line naming the file, line or key, and no traceback; never train on wrong data or hang.
+
+Each row builds one kind of damaged, half-written or wrong input from a small real run (shards and a
+checkpoint of ``configs/debug_char.yaml``), as someone with a damaged download or an edited file would have.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+
+from data_modules.shards import HEADER_BYTES, MANIFEST, ShardHeader
+from lit_gpt_mini.cli import main
+
+from .conftest import CONFIGS, ROOT, SHARED_DATA
+
+DEBUG = str(CONFIGS / "debug_char.yaml")
+TEXT = str(SHARED_DATA / "tinyshakespeare.txt")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """A 2-step run of the debug config: its prepared shards and its last.ckpt, built once for the module."""
+    root = tmp_path_factory.mktemp("run")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        main(["fit", "--config", DEBUG, "--data.path", TEXT, "--trainer.max_steps", "2",
+              "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1"])
+    return root
+
+
+class Case:
+    """A working directory with copies of the run's files, where a row damages what it needs."""
+
+    def __init__(self, run: Path, tmp: Path) -> None:
+        self.run, self.tmp = run, tmp
+
+    @property
+    def data(self) -> Path:
+        """A copy of the run's data directory (``data_dir``); its shards are in ``shards/``."""
+        path = self.tmp / "data"
+        if not path.exists():
+            shutil.copytree(self.run / "data/shakespeare", path)
+        return path
+
+    @property
+    def shards(self) -> Path:
+        return self.data / "shards"
+
+    @property
+    def ckpt(self) -> Path:
+        """A copy of the run's last.ckpt."""
+        path = self.tmp / "run.ckpt"
+        if not path.exists():
+            shutil.copy(self.run / "out/debug_char/checkpoints/last.ckpt", path)
+        return path
+
+    def checkpoint(self, edit: Callable[[dict], object], name: str = "edited.ckpt") -> str:
+        """The run's checkpoint after ``edit`` (which changes it in place, or returns what to save instead)."""
+        ckpt = torch.load(self.ckpt, weights_only=True)
+        replaced = edit(ckpt)
+        path = self.tmp / name
+        torch.save(ckpt if replaced is None else replaced, path)
+        return name
+
+    def manifest(self, edit: Callable[[dict], object]) -> None:
+        path = self.shards / MANIFEST
+        manifest = json.loads(path.read_text())
+        replaced = edit(manifest)
+        path.write_text(json.dumps(manifest if replaced is None else replaced))
+
+    def write(self, name: str, content: bytes | str) -> str:
+        path = self.tmp / name
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+        return name
+
+
+def fit_args(c: Case, *extra: str, command: str = "fit") -> list[str]:
+    return [command, "--config", DEBUG, "--data.path", TEXT, "--data.data_dir", str(c.data), *extra]
+
+
+def prepare_args(c: Case) -> list[str]:
+    return ["prepare", "--config", DEBUG, "--data.path", TEXT, "--data.data_dir", str(c.data)]
+
+
+# --- shards and manifests ----------------------------------------------------------------------------------------
+
+
+def overwrite_ids(c: Case) -> list[str]:
+    # token ids overwritten (a bad disk, an edit), the header untouched: prepare must not say "data ready"
+    path = c.shards / "train_000001.bin"
+    raw = bytearray(path.read_bytes())
+    raw[HEADER_BYTES + 100 : HEADER_BYTES + 104] = b"\xff\xff\xff\xff"
+    path.write_bytes(bytes(raw))
+    return prepare_args(c)
+
+
+def ids_outside_vocab_with_valid_checksum(c: Case) -> list[str]:
+    # ids >= vocab_size written by other code with a self-consistent header (checksum and all)
+    import hashlib
+
+    import numpy as np
+
+    from data_modules.shards import read_header
+
+    path = c.shards / "train_000001.bin"
+    header = read_header(path)
+    ids = np.fromfile(path, dtype="<u2", offset=HEADER_BYTES)
+    ids[100] = 60000
+    digest = hashlib.sha256(ids.tobytes()).hexdigest()
+    fields = {**header.__dict__, "sha256": digest, "max_id": None}  # as a writer that records no maximum
+    path.write_bytes(ShardHeader(**fields).pack() + ids.tobytes())
+    c.manifest(lambda m: [e.update(sha256=digest) for e in m["shards"] if e["file"] == path.name] and None)
+    return fit_args(c)
+
+
+def swap_splits(c: Case) -> list[str]:
+    def edit(m):
+        for entry in m["shards"]:
+            entry["split"] = {"train": "val", "val": "train"}[entry["split"]]
+
+    c.manifest(edit)
+    return fit_args(c)
+
+
+def header_tokenizer_not_utf8(c: Case) -> list[str]:
+    path = c.shards / "val_000000.bin"
+    raw = bytearray(path.read_bytes())
+    name_at = 152 - 64  # the tokenizer name: the last 64 bytes of the packed fields
+    raw[name_at : name_at + 4] = b"\xff\xfe\xfd\xfc"
+    path.write_bytes(bytes(raw))
+    return fit_args(c, command="validate")
+
+
+def truncated_shard(c: Case) -> list[str]:
+    path = c.shards / "train_000001.bin"
+    path.write_bytes(path.read_bytes()[: HEADER_BYTES + 1000])  # a half-copied file
+    return fit_args(c)
+
+
+def listed_shard_missing(c: Case) -> list[str]:
+    (c.shards / "train_000001.bin").unlink()
+    return prepare_args(c)
+
+
+def manifest_replaced(content: str) -> Callable[[Case], list[str]]:
+    def build(c: Case) -> list[str]:
+        (c.shards / MANIFEST).write_text(content)
+        return prepare_args(c)
+
+    return build
+
+
+def manifest_edited(edit: Callable[[dict], object]) -> Callable[[Case], list[str]]:
+    def build(c: Case) -> list[str]:
+        c.manifest(edit)
+        return fit_args(c)
+
+    return build
+
+
+def manifest_is_a_directory(c: Case) -> list[str]:
+    (c.shards / MANIFEST).unlink()
+    (c.shards / MANIFEST).mkdir()
+    return prepare_args(c)
+
+
+# --- checkpoints -------------------------------------------------------------------------------------------------
+
+
+def generate_with(make: Callable[[Case], str]) -> Callable[[Case], list[str]]:
+    return lambda c: ["generate", "--ckpt_path", make(c), "--max_new_tokens", "2"]
+
+
+def validate_with(make: Callable[[Case], str]) -> Callable[[Case], list[str]]:
+    return lambda c: fit_args(c, "--ckpt_path", make(c), command="validate")
+
+
+def fit_with(make: Callable[[Case], str]) -> Callable[[Case], list[str]]:
+    return lambda c: fit_args(c, "--ckpt_path", make(c))
+
+
+def bare_tensor(c: Case) -> str:
+    return c.checkpoint(lambda ckpt: torch.zeros(3))
+
+
+def no_weights(c: Case) -> str:
+    return c.checkpoint(lambda ckpt: ckpt.pop("state_dict") and None)
+
+
+def unknown_tokenizer(c: Case) -> str:
+    return c.checkpoint(lambda ckpt: ckpt["tokenizer"].update(kind="sentencepiece"))
+
+
+def tokenizer_missing_fields(c: Case) -> str:
+    return c.checkpoint(lambda ckpt: ckpt["tokenizer"].pop("chars") and None)
+
+
+def weights_of_another_shape(c: Case) -> str:
+    return c.checkpoint(lambda ckpt: ckpt["hyper_parameters"].update(n_embd=64))
+
+
+def huge_model_config(c: Case) -> str:
+    # must be refused from the shapes, without allocating a billion layers
+    return c.checkpoint(lambda ckpt: ckpt["hyper_parameters"].update(n_layer=10**9))
+
+
+def nan_weights(c: Case) -> str:
+    return c.checkpoint(lambda ckpt: [v.fill_(float("nan")) for k, v in ckpt["state_dict"].items() if "wte" in k] and None)
+
+
+def pickled_object(c: Case) -> str:
+    path = c.tmp / "pickled.ckpt"
+    torch.save({"state_dict": {}, "extra": Path("x")}, path)  # a Path: not loadable with weights_only
+    return path.name
+
+
+def half_downloaded(c: Case) -> str:
+    return c.write("half.ckpt", c.ckpt.read_bytes()[: c.ckpt.stat().st_size // 2])
+
+
+def empty_file(c: Case) -> str:
+    return c.write("empty.ckpt", b"")
+
+
+def text_file(c: Case) -> str:
+    return c.write("notes.ckpt", "these are not weights\n")
+
+
+def exported_pth(c: Case) -> str:
+    main(["export", "--ckpt_path", str(c.ckpt), "--out", str(c.tmp / "model.pth")])
+    return str(c.tmp / "model.pth")
+
+
+def training_state_removed(c: Case) -> str:
+    return c.checkpoint(lambda ckpt: [ckpt.pop(k) for k in ("optimizer_states", "loops")] and None)
+
+
+def bad_pth(c: Case) -> list[str]:
+    name = c.write("bad.pth", b"PK\x03\x04 damaged")
+    return fit_args(c, "--model.init_from", str(c.tmp / name), "--trainer.max_steps", "1")
+
+
+def cuda_without_cuda(c: Case) -> list[str]:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    return ["generate", "--ckpt_path", str(c.ckpt), "--device", "cuda"]
+
+
+def export_onto_directory(c: Case) -> list[str]:
+    (c.tmp / "exports").mkdir()
+    return ["export", "--ckpt_path", str(c.ckpt), "--out", str(c.tmp / "exports")]
+
+
+def export_hf_onto_file(c: Case) -> list[str]:
+    return ["export", "--ckpt_path", str(c.ckpt), "--out", c.write("taken", "x"), "--format", "hf"]
+
+
+# --- configuration -----------------------------------------------------------------------------------------------
+
+
+def config_file(content: bytes | str, *extra: str) -> Callable[[Case], list[str]]:
+    return lambda c: ["fit", "--config", c.write("my.yaml", content), "--data.path", TEXT, *extra]
+
+
+DEBUG_TEXT = Path(DEBUG).read_text()
+
+CASES = [
+    # (id, build args, exit status, fragments the error line must hold)
+    ("shard ids overwritten", overwrite_ids, 1, ["train_000001.bin", "do not match the checksum"]),
+    ("shard ids outside the vocabulary", ids_outside_vocab_with_valid_checksum, 1,
+     ["train_000001.bin", "holds token id 60000", "below 65"]),
+    ("manifest splits swapped", swap_splits, 1, ["val_000000.bin", "lists its split as 'train'", "header says 'val'"]),
+    ("header tokenizer name not UTF-8", header_tokenizer_not_utf8, 1, ["val_000000.bin", "not valid UTF-8"]),
+    ("shard truncated", truncated_shard, 1, ["train_000001.bin", "truncated"]),
+    ("listed shard missing", listed_shard_missing, 1, ["train_000001.bin", "is missing"]),
+    ("manifest is []", manifest_replaced("[]"), 1, [MANIFEST, "not list"]),
+    ("manifest half written", manifest_replaced('{"shards": [{"file": "val_0'), 1, [MANIFEST, "unreadable"]),
+    ("manifest without shards", manifest_edited(lambda m: m.pop("shards") and None), 1, [MANIFEST, "'shards' is missing"]),
+    ("manifest with no shard", manifest_edited(lambda m: m.update(shards=[])), 1, [MANIFEST, "'shards' is empty"]),
+    ("manifest file outside the directory", manifest_edited(lambda m: m["shards"][0].update(file="../x.bin")), 1,
+     [MANIFEST, "'../x.bin' is not a shard file name"]),
+    ("manifest token count edited", manifest_edited(lambda m: m["shards"][1].update(tokens=5)), 1,
+     ["train_000001.bin", "lists its tokens as 5"]),
+    ("manifest is a directory", manifest_is_a_directory, 1, [MANIFEST, "unreadable"]),
+    ("generate: bare tensor", generate_with(bare_tensor), 1, ["edited.ckpt", "holds a Tensor"]),
+    ("generate: no weights", generate_with(no_weights), 1, ["edited.ckpt", "has no state_dict"]),
+    ("generate: unknown tokenizer kind", generate_with(unknown_tokenizer), 1,
+     ["edited.ckpt", "tokenizer cannot be rebuilt", "sentencepiece"]),
+    ("generate: tokenizer fields missing", generate_with(tokenizer_missing_fields), 1,
+     ["edited.ckpt", "tokenizer cannot be rebuilt"]),
+    ("generate: weights of another shape", generate_with(weights_of_another_shape), 1,
+     ["edited.ckpt", "weights do not fit"]),
+    ("generate: a billion layers", generate_with(huge_model_config), 1, ["edited.ckpt", "weights do not fit"]),
+    ("generate: NaN weights", generate_with(nan_weights), 1, ["edited.ckpt", "NaN or infinite", "diverged"]),
+    ("generate: pickled objects", generate_with(pickled_object), 1, ["pickled.ckpt", "never loaded"]),
+    ("generate: half downloaded", generate_with(half_downloaded), 1, ["half.ckpt", "could not be loaded"]),
+    ("generate: empty file", generate_with(empty_file), 1, ["empty.ckpt", "could not be loaded"]),
+    ("generate: missing file", lambda c: ["generate", "--ckpt_path", "nowhere.ckpt"], 1, ["nowhere.ckpt", "does not exist"]),
+    ("generate: cuda without cuda", cuda_without_cuda, 1, ["--device cuda", "no usable CUDA device"]),
+    ("export: bare tensor", lambda c: ["export", "--ckpt_path", bare_tensor(c), "--out", "m.pth"], 1,
+     ["edited.ckpt", "holds a Tensor"]),
+    ("export: onto a directory", export_onto_directory, 1, ["exports", "is a directory"]),
+    ("export: hf onto a file", export_hf_onto_file, 1, ["taken", "is a file"]),
+    ("validate: missing ckpt_path", validate_with(lambda c: "nowhere.ckpt"), 1, ["nowhere.ckpt", "does not exist"]),
+    ("validate: ckpt_path is a directory", validate_with(lambda c: str(c.data)), 1, ["is a directory"]),
+    ("validate: text file", validate_with(text_file), 1, ["notes.ckpt", "could not be loaded"]),
+    ("validate: bare tensor", validate_with(bare_tensor), 1, ["edited.ckpt", "holds a Tensor"]),
+    ("validate: unknown tokenizer", validate_with(unknown_tokenizer), 1, ["edited.ckpt", "sentencepiece"]),
+    ("validate: pickled objects", validate_with(pickled_object), 1, ["pickled.ckpt", "never loaded"]),
+    ("fit: resume from an export", fit_with(exported_pth), 1, ["model.pth", "use it as model.init_from"]),
+    ("fit: resume without training state", fit_with(training_state_removed), 1,
+     ["edited.ckpt", "--model.init_from"]),
+    ("fit: init_from a damaged .pth", bad_pth, 1, ["bad.pth", "could not be loaded"]),
+    ("model.learning_rate 0", lambda c: fit_args(c, "--model.learning_rate", "0"), 1, ["model.learning_rate is 0.0"]),
+    ("model.learning_rate negative", lambda c: fit_args(c, "--model.learning_rate=-1e-3", "--model.min_lr", "0"),
+     1, ["model.learning_rate is -0.001"]),
+    ("model.min_lr negative", lambda c: fit_args(c, "--model.min_lr", "-1"), 1, ["model.min_lr is -1"]),
+    ("model.beta2 1", lambda c: fit_args(c, "--model.beta2", "1.0"), 1, ["model.beta2 is 1.0"]),
+    ("model.eps 0", lambda c: fit_args(c, "--model.eps", "0"), 1, ["model.eps is 0"]),
+    ("model.learning_rate nan", lambda c: fit_args(c, "--model.learning_rate", "nan"), 2, ["model.learning_rate", "nan"]),
+    ("model.learning_rate .nan in YAML", config_file(DEBUG_TEXT.replace("learning_rate: 1.0e-3", "learning_rate: .nan")),
+     1, ["model.learning_rate is nan"]),
+    ("data.seed -1", lambda c: fit_args(c, "--data.seed", "-1"), 1, ["data.seed is -1"]),
+    ("data.num_workers -2", lambda c: fit_args(c, "--data.num_workers", "-2"), 1, ["data.num_workers is -2"]),
+    ("trainer.val_check_interval 0", lambda c: fit_args(c, "--trainer.val_check_interval", "0"), 1,
+     ["trainer.val_check_interval is 0"]),
+    ("trainer.max_steps -5", lambda c: fit_args(c, "--trainer.max_steps", "-5"), 1, ["trainer.max_steps is -5"]),
+    ("trainer.accumulate_grad_batches 0", lambda c: fit_args(c, "--trainer.accumulate_grad_batches", "0"), 1,
+     ["trainer.accumulate_grad_batches is 0"]),
+    ("data.path is a directory", lambda c: ["fit", "--config", DEBUG, "--data.path", str(c.tmp)], 1,
+     ["data.path", "is a directory"]),
+    ("YAML syntax error", config_file("model:\n  init_args: [1, 2\n"), 2, ["my.yaml", "YAML syntax error at line"]),
+    ("binary YAML", config_file(bytes(range(128, 256)) * 4), 2, ["my.yaml", "not UTF-8"]),
+    ("YAML that is a list", config_file("- 1\n- 2\n"), 2, ["my.yaml", "holds a list"]),
+    ("YAML tab indentation", config_file("trainer:\n\tmax_steps: 3\n"), 2, ["my.yaml", "line 2"]),
+    ("config is a directory", lambda c: ["fit", "--config", str(c.tmp)], 2, ["is a directory"]),
+    ("config file missing", lambda c: ["fit", "--config", "nowhere.yaml"], 2, ["nowhere.yaml", "does not exist"]),
+    ("unknown model key", config_file(DEBUG_TEXT.replace("n_embd: 32", "n_embed: 32")), 2,
+     ["unknown key model.n_embed", "my.yaml", "did you mean model.n_embd?"]),
+    ("unknown trainer key", config_file(DEBUG_TEXT.replace("max_steps: 20", "max_stepz: 20")), 2,
+     ["unknown key trainer.max_stepz", "did you mean trainer.max_steps?"]),
+    ("unknown data key on the command line", lambda c: fit_args(c, "--data.init_args.sed", "3"), 2,
+     ["unknown key data.sed", "did you mean data.seed?"]),
+    ("value of the wrong type", lambda c: fit_args(c, "--model.n_layer", "two"), 2, ["model.n_layer", "two"]),
+    ("generate: unknown option", lambda c: ["generate", "--ckpt_path", "x", "--max_new_tokenz", "3"], 2,
+     ["unknown option --max_new_tokenz", "did you mean --max_new_tokens?"]),
+]
+
+
+@pytest.mark.parametrize("build, status, fragments", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_ends_with_one_error_line(run, tmp_path, monkeypatch, capsys, build, status, fragments):
+    monkeypatch.chdir(tmp_path)
+    args = build(Case(run, tmp_path))
+    capsys.readouterr()  # only what the command prints
+    code = 0
+    try:
+        main(args)  # any other exception fails the test: it would have been a traceback
+    except SystemExit as e:
+        code = e.code
+        if isinstance(code, str):  # sys.exit("error: ..."): the interpreter prints it and exits with 1
+            print(code, file=sys.stderr)
+            code = 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == status, err
+    assert len(errors) == 1, err
+    for fragment in fragments:
+        assert fragment in errors[0]
+    assert "Traceback" not in err and "weights_only=False" not in err
+    assert len(err.splitlines()) < 10, err  # no page of usage
+
+
+def test_the_first_run_of_a_damaged_directory_does_not_train(run, tmp_path, monkeypatch):
+    # The case of the issue: prepare used to say "data ready", then fit hit an IndexError in the model.
+    monkeypatch.chdir(tmp_path)
+    c = Case(run, tmp_path)
+    with pytest.raises(SystemExit, match="train_000001.bin: the token ids do not match the checksum"):
+        main(overwrite_ids(c))
+    with pytest.raises(SystemExit, match="train_000001.bin: the token ids do not match the checksum"):
+        main(fit_args(c))
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.ckpt"))
+
+
+def test_an_intact_directory_is_fully_checked_once(run, tmp_path, monkeypatch):
+    # verified.json records what the full check saw; an untouched directory is not re-hashed, a touched one is.
+    from data_modules import shards
+
+    c = Case(run, tmp_path)
+    calls = []
+    real = shards.verify_checksum
+    monkeypatch.setattr(shards, "verify_checksum", lambda path: calls.append(path.name) or real(path))
+    monkeypatch.chdir(tmp_path)
+    main(prepare_args(c))
+    assert calls == []  # written and checked by the run's preparation (copied with the shards)
+    (c.shards / "verified.json").unlink()
+    main(prepare_args(c))
+    assert sorted(calls) == ["train_000001.bin", "val_000000.bin"]
+
+
+@pytest.mark.parametrize("content", [
+    "\ufeff" + DEBUG_TEXT,  # a byte-order mark, as some editors write
+    DEBUG_TEXT.replace("\n", "\r\n"),  # Windows line endings
+])
+def test_unusual_but_valid_config_files_are_accepted(tmp_path, content):
+    path = tmp_path / "ok.yaml"
+    path.write_bytes(content.encode("utf-8"))
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--config", str(path), "--print_config"])
+    assert e.value.code == 0
+
+
+def test_trainer_checks_leave_other_kinds_of_values_to_lightning():
+    from lit_gpt_mini.cli import check_trainer_args
+
+    check_trainer_args({"val_check_interval": "00:00:10:00", "max_steps": -1, "gradient_clip_val": None})
+    check_trainer_args({"val_check_interval": 0.25, "max_steps": 0, "accumulate_grad_batches": 8})
+
+
+def test_token_throughput_window_of_one_is_a_config_error():
+    from lit_gpt_mini.callbacks import TokenThroughput
+    from lit_gpt_mini.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="window_size is 1; it must be at least 2"):
+        TokenThroughput(window_size=1)
+
+
+@pytest.mark.parametrize("content, status", [(bytes(range(128, 256)) * 4, 2), ("model:\n  init_args: [1\n", 2)])
+def test_from_a_real_process_the_exit_status_and_one_line(tmp_path, content, status):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    result = subprocess.run([sys.executable, str(ROOT / "main.py"), "fit", "--config", str(path)],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == status
+    assert "Traceback" not in result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        result.stderr.strip().splitlines()[-1]]
+    assert "bad.yaml" in result.stderr.strip().splitlines()[-1]

@@ -29,7 +29,7 @@ TOKENIZER_KEY = "tokenizer"  # where the tokenizer lives in a checkpoint, beside
 
 
 class GPTModule(L.LightningModule):
-    """Trains a GPT with (fused) AdamW and a warmup + cosine learning-rate schedule stepped per optimizer step.
+    """Trains a GPT with fused AdamW (or Muon + AdamW) and a warmup + cosine schedule stepped per optimizer step.
 
     Args:
         vocab_size: Size of the tokenizer's vocabulary; linked from the data module by the CLI.

@@ -1,4 +1,4 @@
-"""AdamW parameter groups and the warmup + cosine learning-rate schedule (GPT-2/GPT-3 style)."""
+"""Parameter groups (AdamW decay/no-decay; Muon + AdamW) and the warmup + cosine learning-rate schedule."""
 
 from __future__ import annotations
 
@@ -66,3 +66,42 @@ def warmup_cosine_lr(step: int, max_lr: float, min_lr: float, warmup_steps: int,
         return min_lr
     progress = (step - warmup_steps) / max(1, decay_steps - warmup_steps)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)
+
+
+def is_muon_parameter(name: str) -> bool:
+    """Whether Muon trains the parameter called ``name`` (in ``GPT.named_parameters()``): the weight matrices
+    of the transformer blocks' Linear layers (``transformer.h.<i>.attn.c_attn.weight``, ...).
+
+    Decided by name, not by ``p.dim()``: FSDP flattens parameters, and the embeddings and the tied head are
+    matrices that Muon must not train.
+    """
+    parts = clean_name(name).split(".")  # without the segments wrappers insert
+    return (
+        len(parts) >= 6
+        and parts[-6:-4] == ["transformer", "h"]  # transformer.h.<i>.<attn|mlp>.<layer>.weight
+        and parts[-3] in ("attn", "mlp")
+        and parts[-2] in ("c_attn", "c_proj", "c_fc")
+        and parts[-1] == "weight"
+    )
+
+
+def muon_param_groups(
+    model: nn.Module, muon_lr: float, muon_weight_decay: float, adamw_lr: float, weight_decay: float
+) -> list[dict]:
+    """Groups for :class:`~lit_gpt_mini.muon.MuonAdamW`: Muon on the blocks' matrices; AdamW with decay on the
+    embeddings (``wte`` is also the tied ``lm_head``) and without decay on biases and LayerNorm gains."""
+    muon, embeddings, no_decay = [], [], []
+    for name, p in model.named_parameters():  # the tied head is listed once, as transformer.wte.weight
+        if not p.requires_grad:
+            continue
+        if is_muon_parameter(name):
+            muon.append(p)
+        elif name.endswith(("wte.weight", "wpe.weight", "lm_head.weight")):
+            embeddings.append(p)
+        else:
+            no_decay.append(p)
+    return [
+        {"params": muon, "lr": muon_lr, "weight_decay": muon_weight_decay, "muon": True, "name": "muon"},
+        {"params": embeddings, "lr": adamw_lr, "weight_decay": weight_decay, "muon": False, "name": "adamw_decay"},
+        {"params": no_decay, "lr": adamw_lr, "weight_decay": 0.0, "muon": False, "name": "adamw_no_decay"},
+    ]

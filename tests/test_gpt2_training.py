@@ -53,8 +53,10 @@ def test_fit_accumulates_to_the_total_batch_and_logs_the_recipe_metrics(tmp_path
     assert text.startswith("ROMEO:")
 
 
-def test_resumed_run_sees_the_same_batches_and_ends_with_the_same_model(tmp_path, monkeypatch, corpus):
-    common = ["--config", DEBUG, "--data.path", str(corpus), "--model.lr_decay_steps", "8"]
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resumed_run_sees_the_same_batches_and_ends_with_the_same_model(tmp_path, monkeypatch, corpus, optimizer):
+    common = ["--config", DEBUG, "--data.path", str(corpus), "--model.lr_decay_steps", "8",
+              "--model.optimizer", optimizer]
     (tmp_path / "full").mkdir()
     monkeypatch.chdir(tmp_path / "full")
     full = main(["fit", *common, RECORD])
@@ -65,6 +67,11 @@ def test_resumed_run_sees_the_same_batches_and_ends_with_the_same_model(tmp_path
     resumed = main(["fit", *common, "--ckpt_path", "out/debug_gpt2/checkpoints/last.ckpt", RECORD,
                     "--trainer.callbacks.path", "out/second", "--data.num_workers", "2"])
     assert resumed.trainer.global_step == 8
+    # the optimizer's state (Muon's momentum too) travels in the checkpoint
+    saved = torch.load(tmp_path / "split/out/debug_gpt2/checkpoints/step-step=4.ckpt", weights_only=True)
+    state_keys = {key for state in saved["optimizer_states"][0]["state"].values() for key in state}
+    assert state_keys == ({"step", "exp_avg", "exp_avg_sq", "momentum_buffer"} if optimizer == "muon"
+                          else {"step", "exp_avg", "exp_avg_sq"})
     seen = torch.load(tmp_path / "full/out/batches_rank0.pt")
     first, second = (torch.load(tmp_path / f"split/out/{part}_rank0.pt") for part in ("first", "second"))
     assert seen.shape == (16, 4, 32)  # 8 steps x 2 micro-batches

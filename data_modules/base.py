@@ -396,55 +396,39 @@ class TokenDataModule(L.LightningDataModule):
         the stream is read; ``empty`` says what was wrong when it had no document. Returns the manifest
         (``None`` when the shards were already complete).
         """
-        with exclusive_preparation(self.data_dir):
-            return self._write_documents(
-                documents, settings, shard_size, val_tokens, max_tokens, num_proc, source, summary, empty
+        with exclusive_preparation(self.data_dir):  # nodes sharing a filesystem prepare one at a time
+            writer = ShardWriter(self.shard_dir, self.tokenizer, shard_size, val_tokens, settings)
+            if writer.is_complete():
+                return None
+            next_doc, next_token = writer.resume()
+            # Documents before the resume point are read (to count them) but not tokenized again.
+            texts = itertools.islice(documents(), next_doc, None)
+            doc = next_doc
+            bar = tqdm(total=max_tokens, initial=writer.total_tokens, unit="tok", unit_scale=True,
+                       desc=f"Tokenizing {source}", file=sys.stderr, dynamic_ncols=True)
+            with bar, _Encoder(num_proc, self.tokenizer) as encode:
+                for tokens, lengths in encode(_batched(texts, _TASK_CHARS)):
+                    first = 0
+                    if doc == next_doc and next_token:  # resuming inside this document: skip what is written
+                        first, tokens, lengths = next_token, tokens[next_token:], lengths.copy()
+                        lengths[0] -= next_token
+                    before = writer.total_tokens
+                    done = writer.add_documents(doc, tokens, lengths, first, max_tokens)
+                    # documents taken so far, counting one that max_tokens cut in the middle
+                    doc = writer.position[0] + (writer.position[1] > 0) if done else doc + len(lengths)
+                    bar.update(writer.total_tokens - before)
+                    bar.set_postfix(docs=f"{doc:,}", refresh=False)
+                    if done:
+                        break
+            if doc == 0:
+                raise DataError(f"{source} gave {empty()}")
+            manifest = writer.finish({"documents": doc, **summary()})
+            print(
+                f"Prepared {doc:,} documents from {source}: {manifest['tokens']['train']:,} training and "
+                f"{manifest['tokens']['val']:,} validation tokens in {len(manifest['shards'])} shards in {self.shard_dir}",
+                file=sys.stderr,
             )
-
-    def _write_documents(
-        self,
-        documents: Callable[[], Iterable[str]],
-        settings: dict[str, Any],
-        shard_size: int,
-        val_tokens: int,
-        max_tokens: Optional[int],
-        num_proc: int,
-        source: str,
-        summary: Callable[[], dict[str, Any]],
-        empty: Callable[[], str],
-    ) -> Optional[dict[str, Any]]:
-        writer = ShardWriter(self.shard_dir, self.tokenizer, shard_size, val_tokens, settings)
-        if writer.is_complete():
-            return None
-        next_doc, next_token = writer.resume()
-        # Documents before the resume point are read (to count them) but not tokenized again.
-        texts = itertools.islice(documents(), next_doc, None)
-        doc = next_doc
-        bar = tqdm(total=max_tokens, initial=writer.total_tokens, unit="tok", unit_scale=True,
-                   desc=f"Tokenizing {source}", file=sys.stderr, dynamic_ncols=True)
-        with bar, _Encoder(num_proc, self.tokenizer) as encode:
-            for tokens, lengths in encode(_batched(texts, _TASK_CHARS)):
-                first = 0
-                if doc == next_doc and next_token:  # resuming inside this document: skip what is written
-                    first, tokens, lengths = next_token, tokens[next_token:], lengths.copy()
-                    lengths[0] -= next_token
-                before = writer.total_tokens
-                done = writer.add_documents(doc, tokens, lengths, first, max_tokens)
-                # documents taken so far, counting one that max_tokens cut in the middle
-                doc = writer.position[0] + (writer.position[1] > 0) if done else doc + len(lengths)
-                bar.update(writer.total_tokens - before)
-                bar.set_postfix(docs=f"{doc:,}", refresh=False)
-                if done:
-                    break
-        if doc == 0:
-            raise DataError(f"{source} gave {empty()}")
-        manifest = writer.finish({"documents": doc, **summary()})
-        print(
-            f"Prepared {doc:,} documents from {source}: {manifest['tokens']['train']:,} training and "
-            f"{manifest['tokens']['val']:,} validation tokens in {len(manifest['shards'])} shards in {self.shard_dir}",
-            file=sys.stderr,
-        )
-        return manifest
+            return manifest
 
     def write_splits(self, val: np.ndarray, train: np.ndarray, settings: dict[str, Any], extra: dict[str, Any]) -> None:
         """Write a small source's validation and training tokens as one shard each (unless already done).

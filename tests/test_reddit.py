@@ -82,8 +82,8 @@ def test_prepare_writes_shards_with_gpt2_or_our_bpe(tmp_path, shakespeare_docs):
     bpe.prepare_data()
     bpe.setup("fit")
     assert bpe.vocab_size == 400 and read_manifest(bpe.shard_dir)["tokenizer"]["kind"] == "bpe"
-    x, _ = next(iter(bpe.train_dataloader()))
-    assert x.shape == (4, 32) and int(x.max()) < 400
+    windows = next(iter(bpe.train_dataloader()))
+    assert windows.shape == (4, 33) and int(windows.long().max()) < 400
 
 
 def test_bad_input_is_clear(tmp_path):

@@ -95,8 +95,8 @@ def test_fetch_reports_missing_and_redirects_then_serves_from_the_cache(tmp_path
     again.setup("fit")
     assert len(fake_wiki.requests) == requests  # articles, category and tokenizer all came from the cache
     assert again.tokenizer == dm.tokenizer
-    x, _ = next(iter(again.train_dataloader()))
-    assert x.shape == (4, 32)
+    windows = next(iter(again.train_dataloader()))
+    assert windows.shape == (4, 33)
 
 
 def test_an_article_that_cannot_be_fetched_is_reported_and_fetched_on_the_next_run(tmp_path, fake_wiki, monkeypatch):

@@ -82,9 +82,11 @@ def test_resumed_run_sees_the_same_batches_and_ends_with_the_same_model(tmp_path
     assert loss[0] == pytest.approx(loss[1], abs=1e-6)
 
 
-def test_ddp_on_two_cpu_processes_splits_the_batch_between_ranks(tmp_path, corpus):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_ddp_on_two_cpu_processes_splits_the_batch_between_ranks(tmp_path, corpus, optimizer):
     # Same 256-token step on 2 processes: no accumulation, each rank takes half of every global batch.
-    common = ["fit", "--config", DEBUG, "--data.path", str(corpus), "--trainer.limit_val_batches", "1.0", RECORD]
+    common = ["fit", "--config", DEBUG, "--data.path", str(corpus), "--trainer.limit_val_batches", "1.0", RECORD,
+              "--model.optimizer", optimizer]
     single = subprocess.run([sys.executable, str(ROOT / "main.py"), *common], cwd=tmp_path, capture_output=True,
                             text=True, timeout=600)
     assert single.returncode == 0, single.stderr[-3000:]

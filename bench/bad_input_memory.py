@@ -23,6 +23,10 @@ from pathlib import Path
 import zstandard
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.report import emit  # noqa: E402
+
 SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 ROW = b'{"body": "a normal comment, long enough to keep", "author": "a", "subreddit": "x", "score": 3}'
 
@@ -99,11 +103,9 @@ def main() -> None:
           f"({mb / read['seconds']:.1f} MB/s)")
     for kind, size, base, big in rows:
         case = f"{kind}_{args.gib:g}GiB_line"
-        print(json.dumps({"bench": "bad_input_memory", "case": case, "metric": "peak_rss_mb", "value": round(big["peak_rss_mb"], 1)}))
-        print(json.dumps({"bench": "bad_input_memory", "case": case, "metric": "extra_rss_mb_over_baseline",
-                          "value": round(big["peak_rss_mb"] - base["peak_rss_mb"], 1)}))
-    print(json.dumps({"bench": "bad_input_memory", "case": "reddit_normal_dump", "metric": "read_mb_per_s",
-                      "value": round(mb / read["seconds"], 2)}))
+        emit("bad_input_memory", case, "peak_rss_mb", round(big["peak_rss_mb"], 1))
+        emit("bad_input_memory", case, "extra_rss_mb_over_baseline", round(big["peak_rss_mb"] - base["peak_rss_mb"], 1))
+    emit("bad_input_memory", "reddit_normal_dump", "read_mb_per_s", round(mb / read["seconds"], 2))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import random
 import sys
@@ -31,6 +30,8 @@ import torch
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.report import emit  # noqa: E402
 
 from lit_gpt_mini import hellaswag  # noqa: E402
 from lit_gpt_mini.model import GPT, GPTConfig  # noqa: E402
@@ -204,7 +205,7 @@ def main() -> None:
         figures.append((f"previous_{case}_{len(chosen)}ex", "gflop_per_example", old_flops / 1e9))
         figures.append((f"{case}_{len(chosen)}ex", "decisions_identical_fraction", agree / len(chosen)))
     for name, metric, value in figures:
-        print(json.dumps({"bench": "hellaswag_eval", "case": name, "metric": metric, "value": round(value, 4)}))
+        emit("hellaswag_eval", name, metric, round(value, 4))
 
 
 if __name__ == "__main__":

@@ -46,6 +46,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.report import emit  # noqa: E402
+
 from lit_gpt_mini.cli import main as cli_main  # noqa: E402
 
 warnings.filterwarnings("ignore")
@@ -212,16 +214,14 @@ def main() -> None:
     for name, row in rows:
         for metric in ("steps_to_target", "seconds_to_target", "train_seconds_to_target", "final_loss",
                        "final_step", "ms_per_step"):
-            print(json.dumps({"bench": "time_to_loss", "case": name, "metric": metric, "value": row[metric],
-                              "target": row["target"]}))
+            emit("time_to_loss", name, metric, row[metric], target=row["target"])
     by_name = dict(rows)
     for tuned, baseline in (("char_tuned", "char_adamw"), ("char_muon", "char_adamw"), ("gpt2_muon", "gpt2_adamw")):
         if tuned in by_name and baseline in by_name:
             a, b = by_name[tuned]["seconds_to_target"], by_name[baseline]["seconds_to_target"]
             metric = "ratio_tuned_over_baseline" if tuned == "char_tuned" else "ratio_over_baseline"
-            print(json.dumps({"bench": "time_to_loss", "case": f"{tuned}/{baseline}", "metric": metric,
-                              "value": a / b if a is not None and b is not None else None,
-                              "target": by_name[tuned]["target"]}))
+            emit("time_to_loss", f"{tuned}/{baseline}", metric, a / b if a is not None and b is not None else None,
+                 target=by_name[tuned]["target"])
 
 
 if __name__ == "__main__":

@@ -38,7 +38,8 @@ from torch.nn import functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report import emit  # noqa: E402
-from data_modules.base import ShuffledWindows, TokenDataModule, split_windows  # noqa: E402
+from data_modules.base import TokenDataModule  # noqa: E402
+from data_modules.windows import ShuffledWindows, split_windows  # noqa: E402
 from data_modules.shards import ShardSet, ShardWriter  # noqa: E402
 from lit_gpt_mini.callbacks import TokenThroughput  # noqa: E402
 from lit_gpt_mini.lit_module import GPTModule  # noqa: E402

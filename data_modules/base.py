@@ -1,30 +1,20 @@
-"""What every data source shares: token shards on disk, windows over them, DDP-aware and resumable loading.
+"""The data module every source extends: preparation (once per node, locked, resumable) into token shards,
+then DDP-aware, resumable loading of windows over them.
 
 A source subclasses :class:`TokenDataModule` and provides two things: ``load_tokenizer`` (cheap, every
 process; the CLI needs the vocabulary before training starts) and ``prepare_data`` (download, tokenize and
 write :mod:`data_modules.shards` into ``shard_dir``: rank 0 only, skipped when done, sets no attributes).
-Everything after that, windows, batches, ranks and resuming, lives here once.
-
-The training stream is a pure function of the seed and a global window position: epoch after epoch, every
-window of the training shards once per epoch in a seeded order (shards shuffled, windows shuffled inside
-each shard, window grid shifted by a random offset per epoch). Global batch ``g`` is the ``B * world_size``
-windows at positions ``[g * B * W, (g + 1) * B * W)``; rank ``r`` takes the ``r``-th run of ``B`` of them, so
-ranks never share a window. The module counts the windows training consumed and saves that count in the
-checkpoint, so a resumed run continues the stream exactly where it stopped (with any number of devices).
+Everything after that, windows (:mod:`data_modules.windows`), batches, ranks and resuming, lives here once.
+The module counts the windows training consumed and saves that count in the checkpoint, so a resumed run
+continues the stream exactly where it stopped (with any number of devices).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import itertools
-import multiprocessing
-import os
 import sys
-import tempfile
-import urllib.request
-from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
 
@@ -34,35 +24,11 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 from tqdm import tqdm
 
-from data_modules.shards import ShardSet, ShardWriter, publish
+from data_modules.encode import TASK_CHARS, Encoder, batched
+from data_modules.shards import ShardSet, ShardWriter
+from data_modules.windows import SequentialWindows, ShuffledWindows, split_windows
 from lit_gpt_mini.errors import DataError
-from lit_gpt_mini.tokenizers import Tokenizer, tokenizer_from_dict
-
-
-# A batch leaves the loader as one contiguous (B, T + 1) window tensor in the shards' integer dtype (uint16
-# for vocabularies up to 65,536): the smallest host-to-device copy, pinned and asynchronous on a GPU. Inputs
-# and targets are cut from it on the device (TokenDataModule.on_after_batch_transfer).
-Batch = torch.Tensor
-
-
-def download(url: str, dest: Path) -> None:
-    """Fetch ``url`` into ``dest`` atomically (a temporary file renamed into place), with a progress bar.
-
-    The network boundary of the sources that download files.
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"Downloading {dest.name}") as bar:
-                while chunk := response.read(1 << 16):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-        publish(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from lit_gpt_mini.tokenizers import Tokenizer
 
 
 @contextlib.contextmanager
@@ -90,240 +56,6 @@ def exclusive_preparation(directory: Path) -> Iterator[None]:
                 fcntl.flock(lock, fcntl.LOCK_UN)
             except OSError:
                 pass
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _to_batch(windows: np.ndarray) -> Batch:
-    # torch has no non-native byte order: the shards are little-endian, like every machine that trains
-    return torch.from_numpy(windows.astype(windows.dtype.newbyteorder("="), copy=False))
-
-
-def split_windows(windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs ``x`` (the first T tokens) and targets ``y`` (the last T) of (B, T + 1) windows, as int64 on the
-    windows' device."""
-    w = windows.long()
-    return w[:, :-1], w[:, 1:]
-
-
-def _worker_slice() -> tuple[int, int]:
-    # With several DataLoader workers, worker w makes batches i = w, w + n, ...; the DataLoader takes them
-    # round-robin, so the stream is the same for any number of workers.
-    info = torch.utils.data.get_worker_info()
-    return (1, 0) if info is None else (info.num_workers, info.id)
-
-
-def _read_windows(shards: ShardSet, shard_ids: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
-    out = np.empty((len(starts), length), dtype=shards.headers[0].dtype)
-    for shard in np.unique(shard_ids):
-        rows = shard_ids == shard
-        out[rows] = shards.read(int(shard), starts[rows], length)
-    return out
-
-
-_TASK_CHARS = 1 << 20  # text per task sent to a tokenizer process: large enough to amortize the transfer
-_worker_tokenizer: Optional[Tokenizer] = None
-
-
-def _init_worker(tokenizer: dict[str, Any]) -> None:
-    global _worker_tokenizer
-    _worker_tokenizer = tokenizer_from_dict(tokenizer)
-
-
-def encode_documents(
-    texts: list[str], tokenizer: Optional[Tokenizer] = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """The texts as one array of ids, each document ``[end-of-text] + ids`` (end-of-text starts every
-    document), and the documents' lengths."""
-    tokenizer = tokenizer or _worker_tokenizer
-    eot = tokenizer.eot_id
-    ids: list[int] = []
-    lengths = np.empty(len(texts), dtype=np.int64)
-    for i, text in enumerate(texts):
-        start = len(ids)
-        ids.append(eot)
-        ids.extend(tokenizer.encode(text))
-        lengths[i] = len(ids) - start
-    return np.array(ids, dtype=np.uint16), lengths
-
-
-def _batched(texts: Iterable[str], chars: int) -> Iterator[list[str]]:
-    batch: list[str] = []
-    size = 0
-    for text in texts:
-        batch.append(text)
-        size += len(text)
-        if size >= chars:
-            yield batch
-            batch, size = [], 0
-    if batch:
-        yield batch
-
-
-class _Encoder:
-    """``encode(batches)`` yields each batch's token arrays in input order, from a process pool when
-    ``num_proc > 1``; the same order for any ``num_proc``, so the shards are identical."""
-
-    def __init__(self, num_proc: int, tokenizer: Tokenizer) -> None:
-        self.num_proc = num_proc
-        self.tokenizer = tokenizer
-        self.pool = None
-
-    def __enter__(self):
-        if self.num_proc > 1:
-            self.pool = multiprocessing.get_context("fork").Pool(
-                self.num_proc, initializer=_init_worker, initargs=(self.tokenizer.to_dict(),)
-            )
-        return self.encode
-
-    def encode(self, batches: Iterable[list[str]]) -> Iterator[list[np.ndarray]]:
-        if self.pool is None:
-            for batch in batches:
-                yield encode_documents(batch, self.tokenizer)
-            return
-        # Pool.imap would read the whole (possibly endless) stream into its queue: keep a bounded window of
-        # tasks in flight instead.
-        pending: deque = deque()
-        for batch in batches:
-            pending.append(self.pool.apply_async(encode_documents, (batch,)))
-            # hand on what is done (in order) before reading more: a slow stream must not hold finished work
-            while pending and (pending[0].ready() or len(pending) >= 2 * self.num_proc):
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
-
-
-class ShuffledWindows(IterableDataset):
-    """An endless, seeded stream of batches of ``block_size + 1``-token windows of the training shards.
-
-    Epoch ``e`` visits every window once: shards in an order drawn from ``(seed, e)``, windows inside shard
-    ``s`` in an order drawn from ``(seed, e, s)``, all windows shifted by an offset in ``[0, block_size)``
-    drawn from ``(seed, e)`` so successive epochs cut the text at different places. ``start_window`` is the
-    global position to begin at (windows already consumed by all ranks).
-    """
-
-    def __init__(
-        self,
-        shards: ShardSet,
-        block_size: int,
-        batch_size: int,
-        seed: int,
-        rank: int = 0,
-        world_size: int = 1,
-        start_window: int = 0,
-    ) -> None:
-        self.shards = shards
-        self.block_size = block_size
-        self.batch_size = batch_size
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.start_window = start_window
-        # Windows fit a shard for every offset; windows never span two shards.
-        self.windows_per_shard = np.maximum(shards.lengths - block_size, 0) // block_size
-        self.windows_per_epoch = int(self.windows_per_shard.sum())
-        if self.windows_per_epoch == 0:
-            raise DataError(
-                f"data.block_size ({block_size}) is too large for the training data: a shard must hold "
-                f"2 * block_size tokens, and the largest holds {int(shards.lengths.max())}; use a smaller "
-                f"block_size, or more data or larger shards"
-            )
-        self._epochs: dict[int, tuple[np.ndarray, np.ndarray, int]] = {}
-        self._orders: dict[tuple[int, int], np.ndarray] = {}
-
-    def _epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray, int]:
-        # (shard order, cumulative window counts in that order, window offset) of one epoch
-        if epoch not in self._epochs:
-            rng = np.random.default_rng([self.seed, epoch])
-            order = rng.permutation(len(self.windows_per_shard))
-            offset = int(rng.integers(self.block_size))
-            self._epochs = {epoch: (order, np.cumsum(self.windows_per_shard[order]), offset)}
-        return self._epochs[epoch]
-
-    def _window_order(self, epoch: int, shard: int) -> np.ndarray:
-        key = (epoch, shard)
-        if key not in self._orders:
-            if len(self._orders) >= 4:  # a batch touches one or two shards: keep memory flat
-                self._orders.pop(next(iter(self._orders)))
-            rng = np.random.default_rng([self.seed, epoch, shard])
-            self._orders[key] = rng.permutation(int(self.windows_per_shard[shard]))
-        return self._orders[key]
-
-    def locate(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(shard, start token) of the windows at global stream ``positions``."""
-        shard_ids = np.empty(len(positions), dtype=np.int64)
-        starts = np.empty(len(positions), dtype=np.int64)
-        epochs, within = np.divmod(positions, self.windows_per_epoch)
-        for epoch in np.unique(epochs):
-            rows = np.flatnonzero(epochs == epoch)
-            order, ends, offset = self._epoch(int(epoch))
-            k = np.searchsorted(ends, within[rows], side="right")
-            shard_ids[rows] = order[k]
-            index_in_shard = within[rows] - (ends[k] - self.windows_per_shard[order[k]])
-            for shard in np.unique(order[k]):
-                mine = shard_ids[rows] == shard
-                windows = self._window_order(int(epoch), int(shard))[index_in_shard[mine]]
-                starts[rows[mine]] = offset + windows * self.block_size
-        return shard_ids, starts
-
-    def positions(self, index: int) -> np.ndarray:
-        """Global stream positions of this rank's batch ``index`` (counted from ``start_window``)."""
-        first = self.start_window + (index * self.world_size + self.rank) * self.batch_size
-        return first + np.arange(self.batch_size)
-
-    def batch(self, index: int) -> Batch:
-        shard_ids, starts = self.locate(self.positions(index))
-        return _to_batch(_read_windows(self.shards, shard_ids, starts, self.block_size + 1))
-
-    def __iter__(self) -> Iterator[Batch]:
-        step, index = _worker_slice()
-        while True:
-            yield self.batch(index)
-            index += step
-
-
-class SequentialWindows(IterableDataset):
-    """Non-overlapping windows covering a split once, in order: a deterministic evaluation set.
-
-    Under DDP each rank takes every ``world_size``-th window with no padding, so no window is counted twice
-    and the token-weighted mean over ranks is the exact loss over the split.
-    """
-
-    def __init__(self, shards: ShardSet, block_size: int, batch_size: int, rank: int = 0, world_size: int = 1):
-        self.shards = shards
-        self.block_size = block_size
-        self.batch_size = batch_size
-        self.windows_per_shard = np.maximum(shards.lengths - 1, 0) // block_size
-        if self.windows_per_shard.sum() == 0:
-            raise DataError(
-                f"data.block_size ({block_size}) is too large for the validation data: a shard must hold "
-                f"block_size + 1 tokens, and the largest holds {int(shards.lengths.max())}; use a smaller "
-                f"block_size or more validation data"
-            )
-        self.window_ids = np.arange(rank, int(self.windows_per_shard.sum()), world_size)
-
-    def __len__(self) -> int:
-        return -(-len(self.window_ids) // self.batch_size)
-
-    def __iter__(self) -> Iterator[Batch]:
-        step, first = _worker_slice()
-        ends = np.cumsum(self.windows_per_shard)
-        for i in range(first * self.batch_size, len(self.window_ids), step * self.batch_size):
-            ids = self.window_ids[i : i + self.batch_size]
-            shard_ids = np.searchsorted(ends, ids, side="right")
-            starts = (ids - (ends[shard_ids] - self.windows_per_shard[shard_ids])) * self.block_size
-            yield _to_batch(_read_windows(self.shards, shard_ids, starts, self.block_size + 1))
 
 
 class TokenDataModule(L.LightningDataModule):
@@ -406,8 +138,8 @@ class TokenDataModule(L.LightningDataModule):
             doc = next_doc
             bar = tqdm(total=max_tokens, initial=writer.total_tokens, unit="tok", unit_scale=True,
                        desc=f"Tokenizing {source}", file=sys.stderr, dynamic_ncols=True)
-            with bar, _Encoder(num_proc, self.tokenizer) as encode:
-                for tokens, lengths in encode(_batched(texts, _TASK_CHARS)):
+            with bar, Encoder(num_proc, self.tokenizer) as encode:
+                for tokens, lengths in encode(batched(texts, TASK_CHARS)):
                     first = 0
                     if doc == next_doc and next_token:  # resuming inside this document: skip what is written
                         first, tokens, lengths = next_token, tokens[next_token:], lengths.copy()

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterator, Literal, Optional
 
@@ -22,8 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from data_modules.base import download, sha256_of
-from data_modules.shards import publish
+from data_modules.download import download
+from lit_gpt_mini.files import atomic_write, sha256_of
 from lit_gpt_mini import hellaswag
 from lit_gpt_mini.errors import ConfigError, DataError
 from lit_gpt_mini.tokenizers import GPT2Tokenizer, Tokenizer
@@ -38,17 +36,10 @@ def write_token_cache(examples: list[hellaswag.TokenizedExample], path: Path, so
     ids = np.fromiter(
         (t for e in examples for part in (e.context, *e.endings) for t in part), dtype=np.int32, count=int(lengths.sum())
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, ids=ids, lengths=lengths, labels=np.array([e.label for e in examples], dtype=np.int8),
-                     source_sha256=np.array(source_sha256), tokenizer=np.array(tokenizer),
-                     format=np.array(CACHE_FORMAT))
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as f:
+        np.savez(f, ids=ids, lengths=lengths, labels=np.array([e.label for e in examples], dtype=np.int8),
+                 source_sha256=np.array(source_sha256), tokenizer=np.array(tokenizer),
+                 format=np.array(CACHE_FORMAT))
 
 
 def read_token_cache(path: Path, source_sha256: str, tokenizer: str) -> Optional[list[hellaswag.TokenizedExample]]:

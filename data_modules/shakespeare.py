@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Optional
 
-from data_modules.base import TokenDataModule, download, sha256_of
+from data_modules.base import TokenDataModule
+from data_modules.download import download
+from lit_gpt_mini.files import sha256_of
 from lit_gpt_mini.errors import DataError
 from lit_gpt_mini.tokenizers import CharTokenizer, Tokenizer
 from lit_gpt_mini.tokenizers.bpe import load_or_train

@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -35,7 +34,9 @@ from typing import Any, Optional
 import numpy as np
 
 from lit_gpt_mini.errors import DataError
+from lit_gpt_mini.files import atomic_write, write_json
 from lit_gpt_mini.tokenizers import Tokenizer
+from lit_gpt_mini.tokenizers.base import token_dtype
 
 MAGIC = b"LGMTOKS\x00"
 VERSION = 1
@@ -49,13 +50,11 @@ _HEADER = struct.Struct("<8sIIQIiB7xQQ32s64s")
 # Added after format 1 shipped, in what was zero padding: the largest id plus one (0: not recorded).
 _MAX_ID = struct.Struct("<I")
 assert _HEADER.size + _MAX_ID.size <= HEADER_BYTES
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 def dtype_for(vocab_size: int) -> np.dtype:
-    """The narrowest unsigned dtype that holds every id of the vocabulary."""
-    return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32).newbyteorder("<")
+    """The shards' dtype for a vocabulary: the narrowest that holds every id, little-endian on disk."""
+    return token_dtype(vocab_size).newbyteorder("<")
 
 
 @dataclass(frozen=True)
@@ -183,38 +182,11 @@ def verify_checksum(path: Path) -> ShardHeader:
     return header
 
 
-def publish(tmp: str, path: Path) -> None:
-    """Move a finished temporary file into place (atomic), with the usual permissions (mkstemp's are 0600)."""
-    os.chmod(tmp, 0o666 & ~_UMASK)
-    os.replace(tmp, path)
-
-
 def write_shard(path: Path, tokens: np.ndarray, header: ShardHeader) -> None:
     """Write one shard atomically: a reader sees the whole file or no file, never a truncated one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(header.pack())
-            f.write(np.ascontiguousarray(tokens, dtype=header.dtype).tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Atomic JSON write (the manifest marks a directory complete, so it must never be half written)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb", fsync=True) as f:
+        f.write(header.pack())
+        f.write(np.ascontiguousarray(tokens, dtype=header.dtype).tobytes())
 
 
 def read_manifest(directory: Path) -> Optional[dict[str, Any]]:
@@ -586,7 +558,6 @@ __all__ = [
     "ShardWriter",
     "dtype_for",
     "open_tokens",
-    "publish",
     "read_header",
     "read_manifest",
     "verify_checksum",

@@ -16,7 +16,6 @@ from typing import Any, Literal, Optional
 import lightning as L
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 import torch
-from torch.nn import functional as F
 from torchmetrics import MeanMetric, SumMetric
 
 from lit_gpt_mini import hellaswag

@@ -671,7 +671,8 @@ def near(template: dict[str, Any]) -> st.SearchStrategy:
 @settings(max_examples=300, deadline=None)
 @given(near(msg(1, mentions=[{"id": "1", "name": "a"}], attachments=[{}])), near(api_msg(1, mentions=[{"id": "2"}])))
 def test_any_discord_message_is_read_or_skipped_with_a_reason(export_row, api_row):
-    from data_modules.discord import BadMessage, DiscordDataModule, from_api, from_export_json
+    from data_modules.discord_messages import BadMessage, from_api, from_export_json
+    from data_modules.discord_render import render
 
     for parse, row in ((from_export_json, export_row), (from_api, api_row)):
         try:
@@ -680,7 +681,7 @@ def test_any_discord_message_is_read_or_skipped_with_a_reason(export_row, api_ro
             assert str(e)
             continue
         assert isinstance(m.content, str) and isinstance(m.author, str) and m.time.tzinfo is not None
-        DiscordDataModule.render(m.content, m.mentions)
+        render(m.content, m.mentions)
         sorted([m, parse(msg(2))], key=lambda x: (x.time, x.id))  # comparable with any other message
 
 

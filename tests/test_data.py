@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from data_modules.base import SequentialWindows, ShuffledWindows, split_windows
+from data_modules.windows import SequentialWindows, ShuffledWindows, split_windows
 from data_modules.shakespeare import SHA256, ShakespeareDataModule
 from data_modules.shards import ShardSet, ShardWriter
 from lit_gpt_mini.errors import DataError

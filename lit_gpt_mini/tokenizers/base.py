@@ -8,6 +8,11 @@ from typing import Any, Optional
 import numpy as np
 
 
+def token_dtype(vocab_size: int) -> np.dtype:
+    """The narrowest unsigned integer dtype that holds every id of a vocabulary: uint16 up to 65,536 tokens."""
+    return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
+
+
 class Tokenizer(ABC):
     """Text <-> token ids. ``to_dict`` holds only plain types so checkpoints load with ``weights_only=True``."""
 
@@ -42,8 +47,12 @@ class Tokenizer(ABC):
 
     def encode_to_array(self, text: str) -> np.ndarray:
         """Token ids of ``text`` as the smallest unsigned dtype that holds the vocabulary."""
-        dtype = np.uint16 if self.vocab_size <= 2**16 else np.uint32
-        return np.asarray(self.encode(text), dtype=dtype)
+        return np.asarray(self.encode(text), dtype=self.dtype)
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The dtype of this vocabulary's ids in arrays and shards (see :func:`token_dtype`)."""
+        return token_dtype(self.vocab_size)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Tokenizer) and self.to_dict() == other.to_dict()

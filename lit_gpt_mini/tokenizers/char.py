@@ -54,7 +54,7 @@ class CharTokenizer(Tokenizer):
         if bad.any():
             c = chr(codes[np.argmax(bad)])
             raise ValueError(f"character {c!r} is not in this tokenizer's alphabet of {len(self.chars)} characters")
-        return ids.astype(np.uint16 if self.vocab_size <= 2**16 else np.uint32)
+        return ids.astype(self.dtype)
 
     def decode(self, ids: list[int]) -> str:
         return "".join(self.chars[i] for i in ids)

@@ -57,7 +57,7 @@ class GPT2Tokenizer(Tokenizer):
         return self.encoding.encode_ordinary(text)
 
     def encode_to_array(self, text: str) -> np.ndarray:
-        return np.asarray(self.encoding.encode_ordinary(text), dtype=np.uint16)
+        return np.asarray(self.encoding.encode_ordinary(text), dtype=self.dtype)
 
     def decode(self, ids: list[int]) -> str:
         # A sample may stop inside a multi-byte character: replace the partial bytes rather than fail.

@@ -1,0 +1,87 @@
+"""Tokenizing a stream of documents, in a pool of processes, in input order (identical ids for any pool size)."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import deque
+from typing import Any, Iterable, Iterator, Optional
+
+import numpy as np
+
+from lit_gpt_mini.tokenizers import Tokenizer, tokenizer_from_dict
+
+TASK_CHARS = 1 << 20  # text per task sent to a tokenizer process: large enough to amortize the transfer
+_worker_tokenizer: Optional[Tokenizer] = None
+
+
+def _init_worker(tokenizer: dict[str, Any]) -> None:
+    global _worker_tokenizer
+    _worker_tokenizer = tokenizer_from_dict(tokenizer)
+
+
+def encode_documents(
+    texts: list[str], tokenizer: Optional[Tokenizer] = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The texts as one array of ids, each document ``[end-of-text] + ids`` (end-of-text starts every
+    document), and the documents' lengths."""
+    tokenizer = tokenizer or _worker_tokenizer
+    eot = tokenizer.eot_id
+    ids: list[int] = []
+    lengths = np.empty(len(texts), dtype=np.int64)
+    for i, text in enumerate(texts):
+        start = len(ids)
+        ids.append(eot)
+        ids.extend(tokenizer.encode(text))
+        lengths[i] = len(ids) - start
+    return np.array(ids, dtype=tokenizer.dtype), lengths
+
+
+def batched(texts: Iterable[str], chars: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    size = 0
+    for text in texts:
+        batch.append(text)
+        size += len(text)
+        if size >= chars:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+class Encoder:
+    """``encode(batches)`` yields each batch's token arrays in input order, from a process pool when
+    ``num_proc > 1``; the same order for any ``num_proc``, so the shards are identical."""
+
+    def __init__(self, num_proc: int, tokenizer: Tokenizer) -> None:
+        self.num_proc = num_proc
+        self.tokenizer = tokenizer
+        self.pool = None
+
+    def __enter__(self):
+        if self.num_proc > 1:
+            self.pool = multiprocessing.get_context("fork").Pool(
+                self.num_proc, initializer=_init_worker, initargs=(self.tokenizer.to_dict(),)
+            )
+        return self.encode
+
+    def encode(self, batches: Iterable[list[str]]) -> Iterator[list[np.ndarray]]:
+        if self.pool is None:
+            for batch in batches:
+                yield encode_documents(batch, self.tokenizer)
+            return
+        # Pool.imap would read the whole (possibly endless) stream into its queue: keep a bounded window of
+        # tasks in flight instead.
+        pending: deque = deque()
+        for batch in batches:
+            pending.append(self.pool.apply_async(encode_documents, (batch,)))
+            # hand on what is done (in order) before reading more: a slow stream must not hold finished work
+            while pending and (pending[0].ready() or len(pending) >= 2 * self.num_proc):
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()

@@ -367,11 +367,14 @@ def _lr_factor(step: int, max_lr: float, min_lr: float, warmup_steps: int, decay
 
 
 class CharGPT(GPTModule):
-    """Character-level GPT: defaults are nanoGPT's Shakespeare-char GPU recipe (6 layers, 384 wide, dropout 0.2)."""
+    """Character-level GPT: defaults are nanoGPT's Shakespeare-char GPU recipe (6 layers, 384 wide, dropout 0.2).
+
+    Only the defaults that differ from :class:`GPTModule`'s are declared here; every other argument is
+    :class:`GPTModule`'s, with its default.
+    """
 
     def __init__(
         self,
-        vocab_size: int = 65,
         block_size: int = 256,
         n_layer: int = 6,
         n_head: int = 6,
@@ -381,89 +384,29 @@ class CharGPT(GPTModule):
         learning_rate: float = 1e-3,
         min_lr: float = 1e-4,
         warmup_steps: int = 100,
-        lr_decay_steps: Optional[int] = None,
-        weight_decay: float = 0.1,
-        beta1: float = 0.9,
         beta2: float = 0.99,
-        eps: float = 1e-8,
-        compile: bool = False,
-        init_from: Optional[str] = None,
-        optimizer: Literal["adamw", "muon"] = "adamw",
-        muon_lr: float = 0.02,
-        muon_momentum: float = 0.95,
-        muon_weight_decay: float = 0.0,
-        muon_ns_steps: int = 5,
-        muon_ns_dtype: Literal["auto", "float32", "bfloat16"] = "auto",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(**_args(locals()))
+        super().__init__(
+            block_size=block_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd, dropout=dropout, bias=bias,
+            learning_rate=learning_rate, min_lr=min_lr, warmup_steps=warmup_steps, beta2=beta2, **kwargs,
+        )
 
 
-class BPEGPT(GPTModule):
-    """GPT over our own byte-level BPE vocabulary: a small model, sized for a few thousand tokens of vocabulary."""
+class BPEGPT(CharGPT):
+    """GPT over our own byte-level BPE vocabulary: :class:`CharGPT`'s small model with less dropout (a vocabulary
+    of a few thousand tokens sees fewer, longer tokens per text)."""
 
-    def __init__(
-        self,
-        vocab_size: int = 4096,
-        block_size: int = 256,
-        n_layer: int = 6,
-        n_head: int = 6,
-        n_embd: int = 384,
-        dropout: float = 0.1,
-        bias: bool = False,
-        learning_rate: float = 1e-3,
-        min_lr: float = 1e-4,
-        warmup_steps: int = 100,
-        lr_decay_steps: Optional[int] = None,
-        weight_decay: float = 0.1,
-        beta1: float = 0.9,
-        beta2: float = 0.99,
-        eps: float = 1e-8,
-        compile: bool = False,
-        init_from: Optional[str] = None,
-        optimizer: Literal["adamw", "muon"] = "adamw",
-        muon_lr: float = 0.02,
-        muon_momentum: float = 0.95,
-        muon_weight_decay: float = 0.0,
-        muon_ns_steps: int = 5,
-        muon_ns_dtype: Literal["auto", "float32", "bfloat16"] = "auto",
-    ) -> None:
-        super().__init__(**_args(locals()))
+    def __init__(self, dropout: float = 0.1, **kwargs: Any) -> None:
+        super().__init__(dropout=dropout, **kwargs)
 
 
 class GPT2(GPTModule):
-    """GPT-2 124M over GPT-2's tiktoken vocabulary, with the GPT-3 paper's optimizer settings.
+    """GPT-2 124M over GPT-2's tiktoken vocabulary, with the GPT-3 paper's optimizer settings (:class:`GPTModule`'s
+    defaults) and llm.c's 715 warmup steps.
 
     The larger GPT-2 shapes differ only in ``n_layer``/``n_head``/``n_embd`` (see ``model.PRESETS``).
     """
 
-    def __init__(
-        self,
-        vocab_size: int = 50257,
-        block_size: int = 1024,
-        n_layer: int = 12,
-        n_head: int = 12,
-        n_embd: int = 768,
-        dropout: float = 0.0,
-        bias: bool = True,
-        learning_rate: float = 6e-4,
-        min_lr: float = 6e-5,
-        warmup_steps: int = 715,
-        lr_decay_steps: Optional[int] = None,
-        weight_decay: float = 0.1,
-        beta1: float = 0.9,
-        beta2: float = 0.95,
-        eps: float = 1e-8,
-        compile: bool = False,
-        init_from: Optional[str] = None,
-        optimizer: Literal["adamw", "muon"] = "adamw",
-        muon_lr: float = 0.02,
-        muon_momentum: float = 0.95,
-        muon_weight_decay: float = 0.0,
-        muon_ns_steps: int = 5,
-        muon_ns_dtype: Literal["auto", "float32", "bfloat16"] = "auto",
-    ) -> None:
-        super().__init__(**_args(locals()))
-
-
-def _args(local_vars: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in local_vars.items() if k not in ("self", "__class__")}
+    def __init__(self, warmup_steps: int = 715, **kwargs: Any) -> None:
+        super().__init__(warmup_steps=warmup_steps, **kwargs)

@@ -308,6 +308,11 @@ def _parse_error_line(message: str, argv: list[str]) -> str:
     files = _config_files(argv)
     where = f" (in {', '.join(files)})" if files else ""
     help_hint = f" (main.py {argv[0]} --help lists every option)" if argv and not argv[0].startswith("-") else ""
+    required = re.match(r"the following arguments are required: (.+)", detail)
+    if required and argv and argv[0] in TRAINER_COMMANDS:  # a command run without a config
+        missing = [key.split(".", 1)[-1] for key in required.group(1).split(", ")]
+        alone = " (or only --ckpt_path: HellaSwag)" if argv[0] == "test" else ""
+        return f"{argv[0]} needs {' and '.join(missing)}: give --config <yaml>{alone}{help_hint}"
     unknown = re.match(r"Option '([^']+)' is not accepted", detail)
     if unknown:  # a key inside a class_path's init_args
         name, valid = unknown.group(1), _init_args(class_path)

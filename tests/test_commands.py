@@ -145,3 +145,14 @@ def test_test_without_a_config_names_a_missing_checkpoint(tmp_path, monkeypatch)
     with pytest.raises(SystemExit) as e:
         main(["test", "--ckpt_path", "missing.ckpt"])
     assert str(e.value) == "error: checkpoint missing.ckpt does not exist"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["validate"], "validate needs data and model: give --config <yaml> (main.py validate --help lists every option)"),
+    (["test"], "test needs data and model: give --config <yaml> (or only --ckpt_path: HellaSwag) (main.py test "
+               "--help lists every option)"),
+])
+def test_a_trainer_command_without_a_config_says_what_it_needs(args, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert exit_of(args) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"

@@ -43,11 +43,11 @@ COMMANDS = {
     "prepare": "Prepare a config's data (download, tokenize, write shards) without training.",
 }
 TRAINER_COMMANDS = ("fit", "validate", "test")  # run by LightningCLI; the others are plain functions
-HELLASWAG_DATA = "data_modules.hellaswag.HellaSwagDataModule"  # what `test --ckpt_path X` scores without a config
 
 
 class GPTCLI(LightningCLI):
-    """LightningCLI over any :class:`GPTModule` and any :class:`TokenDataModule`, chosen by ``class_path``."""
+    """LightningCLI over any :class:`GPTModule` and any :class:`TokenDataModule`, chosen by ``class_path`` (or,
+    for ``test --ckpt_path`` alone, the checkpoint's model and :class:`~data_modules.hellaswag.HellaSwagDataModule`)."""
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -328,8 +328,10 @@ def _parse_error_line(message: str, argv: list[str]) -> str:
                 command = {"generate": "lit_gpt_mini.generate.generate", "export": "lit_gpt_mini.export.export"}
                 if argv and argv[0] in command:
                     valid = _init_args(command[argv[0]])
+                elif prefix == ["trainer"]:
+                    valid = _init_args("lightning.pytorch.Trainer")
                 else:
-                    valid = _init_args("lightning.pytorch.Trainer") if prefix == ["trainer"] else [] if prefix else _TOP_LEVEL
+                    valid = [] if prefix else _TOP_LEVEL
                 close = difflib.get_close_matches(name, valid, n=1)
                 suggestion = f": did you mean --{'.'.join(prefix + close)}?" if close else ""
                 return f"unknown option --{'.'.join(prefix + [name])}{suggestion}{help_hint}"

@@ -1,4 +1,7 @@
-"""lit-gpt-mini: ``python main.py {fit,validate,test,predict,generate} --help``."""
+"""lit-gpt-mini's command line: ``python main.py <fit|validate|test|generate|export|prepare> --help``.
+
+``python main.py --help`` describes each command in one line (the list lives in lit_gpt_mini/cli.py).
+"""
 
 from lit_gpt_mini.cli import main
 

@@ -13,9 +13,12 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ThroughputMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import FSDPStrategy
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_only
 
 from lit_gpt_mini.errors import ConfigError, DivergenceError
+from lit_gpt_mini.log import get_logger
+
+log = get_logger(__name__)
 
 
 def _windows(batch: Any) -> int:
@@ -132,7 +135,7 @@ class GradientAccumulation(Callback):
         batch_size, block_size, world = data.batch_size, data.block_size, trainer.world_size
         micro_batch, self.accumulate = plan_accumulation(self.total_batch_tokens, batch_size, block_size, world)
         if micro_batch != batch_size:
-            rank_zero_info(
+            log.info(
                 f"data.batch_size {batch_size} does not divide {self.total_batch_tokens:,} tokens per step over "
                 f"{world} devices evenly: using micro-batches of {micro_batch}"
             )
@@ -148,7 +151,7 @@ class GradientAccumulation(Callback):
             self._val_check_steps = trainer.val_check_interval
         if self._val_check_steps is not None:
             trainer.val_check_interval = self._val_check_steps * self.accumulate
-        rank_zero_info(
+        log.info(
             f"Gradient accumulation: {self.total_batch_tokens:,} tokens per step = {micro_batch} x {block_size} "
             f"tokens x {world} devices x {self.accumulate} micro-batches"
         )
@@ -429,7 +432,7 @@ class RandomState(Callback):
             return
         states, self._pending = self._pending.get("states") or [], None
         if len(states) != trainer.world_size:
-            rank_zero_warn(
+            log.warning(
                 f"the checkpoint holds the random states of {len(states)} device(s), this run has "
                 f"{trainer.world_size}: dropout masks will differ from an uninterrupted run"
             )

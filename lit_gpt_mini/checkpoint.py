@@ -1,10 +1,12 @@
-"""Loading and checking the files that hold a model: a run's ``.ckpt`` and an exported ``.pth``.
+"""The one place that reads and writes the files holding a model: a run's ``.ckpt``, an exported ``.pth``, and
+GPT-2 weights in Hugging Face's layout (:func:`import_hf`).
 
 Everything that reads one (``generate``, ``export``, ``model.init_from``, ``fit/validate/test --ckpt_path``)
 goes through here, so any file that is not what it should be, whatever is wrong inside, ends as one
 :class:`~lit_gpt_mini.errors.CheckpointError` naming the file, not a traceback from deep inside torch.
 Files are always loaded with ``weights_only=True``: a checkpoint may come from anywhere, and unpickling
-arbitrary objects runs arbitrary code.
+arbitrary objects runs arbitrary code. This module imports only the model, the tokenizers and the errors, so
+that any other module (the LightningModule included) can import it without an import circle.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, Optional
 
 import torch
 
-from lit_gpt_mini.errors import CheckpointError, UserError
+from lit_gpt_mini.errors import CheckpointError, ConfigError, UserError
 from lit_gpt_mini.model import GPT, GPTConfig
 from lit_gpt_mini.tokenizers import Tokenizer, tokenizer_from_dict
 
@@ -24,6 +26,8 @@ TOKENIZER_KEY = "tokenizer"  # where the tokenizer lives in a checkpoint, beside
 PTH_FORMAT = "lit-gpt-mini model"  # the "format" field of a .pth written by main.py export
 # ckpt_path values that Lightning resolves itself (to a checkpoint callback's file) rather than a path
 LIGHTNING_ALIASES = ("last", "best", "hpc", "registry")
+# GPT-2 (and HF) store these as Conv1D weights, (in, out): the transpose of our nn.Linear's (out, in).
+HF_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 
 def load_file(path: str | Path, device: str = "cpu", mmap: bool = False) -> Any:
@@ -188,13 +192,63 @@ def load_pth(path: str | Path) -> tuple[GPT, dict]:
     return _model_from(path, config, data["state_dict"], "cpu"), tokenizer.to_dict()
 
 
+def save_pth(model: GPT, tokenizer_dict: dict, out: Path) -> None:
+    """The model, its config and its tokenizer as one ``weights_only``-loadable file (read by :func:`load_pth`)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    torch.save({"format": PTH_FORMAT, "version": 1, "config": model.config.to_dict(), "state_dict": state,
+                "tokenizer": tokenizer_dict}, out)
+
+
+def transformers_module():
+    """``transformers``, an optional dependency: only the Hugging Face formats need it."""
+    try:
+        import transformers
+    except ImportError:
+        raise ConfigError("the Hugging Face formats need transformers: pip install -e '.[hf]'") from None
+    return transformers
+
+
+def import_hf(source: str) -> GPT:
+    """GPT-2 weights from a Hugging Face model id (``gpt2``, ``gpt2-medium``, ...) or local directory."""
+    transformers = transformers_module()
+    try:
+        hf = transformers.GPT2LMHeadModel.from_pretrained(source)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"could not load GPT-2 weights from {source!r}: {e}") from None
+    c = hf.config
+    if c.activation_function not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise CheckpointError(f"{source}: activation {c.activation_function!r} is not GPT-2's tanh GELU")
+    model = GPT(GPTConfig(vocab_size=c.vocab_size, block_size=c.n_positions, n_layer=c.n_layer, n_head=c.n_head,
+                          n_embd=c.n_embd, dropout=0.0, bias=True))
+    state = model.state_dict()
+    for name, tensor in hf.state_dict().items():
+        if name.endswith((".attn.bias", ".attn.masked_bias")) or name == "lm_head.weight":
+            continue
+        if name.endswith(HF_TRANSPOSED):
+            tensor = tensor.t()
+        if name == "transformer.wte.weight":  # our table is padded to a multiple of 64 rows; padding stays 0
+            padded = torch.zeros_like(state[name])
+            padded[: tensor.size(0)] = tensor
+            tensor = padded
+        if name not in state or state[name].shape != tensor.shape:
+            raise CheckpointError(f"{source}: unexpected weight {name} {tuple(tensor.shape)}")
+        state[name] = tensor
+    model.load_state_dict(state)
+    return model.eval()
+
+
 __all__ = [
+    "HF_TRANSPOSED",
     "PTH_FORMAT",
     "TOKENIZER_KEY",
     "check_ckpt_path",
     "check_device",
+    "import_hf",
     "load_checkpoint",
     "load_file",
     "load_pth",
     "read_training_checkpoint",
+    "save_pth",
+    "transformers_module",
 ]

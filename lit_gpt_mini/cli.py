@@ -1,8 +1,9 @@
-"""The command line: LightningCLI for ``fit``/``validate``/``test``/``predict``, plus ``generate``.
+"""The command line: ``fit``/``validate``/``test`` through LightningCLI, plus ``generate``, ``export``, ``prepare``.
 
 ``python main.py fit --config configs/shakespeare_char_cpu.yaml`` reads the YAML into the LightningModule,
 the data module and the Trainer (every key is also a command-line flag), links the data's vocabulary size
-into the model, and runs. Errors in the user's input end in one line on stderr, not a traceback.
+into the model, and runs. ``python main.py test --ckpt_path X`` without a config scores HellaSwag (GPT-2
+vocabulary). Errors in the user's input end in one line on stderr, not a traceback.
 """
 
 from __future__ import annotations
@@ -24,18 +25,46 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
 
 from data_modules.base import TokenDataModule
-from lit_gpt_mini.checkpoint import check_ckpt_path
+from lit_gpt_mini.checkpoint import TOKENIZER_KEY, check_ckpt_path, read_training_checkpoint
 from lit_gpt_mini.errors import ConfigError, ParseError, UserError
 from lit_gpt_mini.lit_module import GPTModule
+from lit_gpt_mini.log import get_logger
+
+log = get_logger(__name__)
+
+# Every command of main.py, with the line `python main.py --help` shows for it.
+COMMANDS = {
+    "fit": "Train a model from a config (--config), or resume a run (--ckpt_path).",
+    "validate": "Compute a checkpoint's validation loss on a config's data.",
+    "test": "Score a checkpoint: HellaSwag accuracy without a config (GPT-2 vocabulary), else its test loss "
+    "on a config's data.",
+    "generate": "Sample text from a checkpoint.",
+    "export": "Write a checkpoint as a plain .pth or a Hugging Face GPT-2 directory.",
+    "prepare": "Prepare a config's data (download, tokenize, write shards) without training.",
+}
+TRAINER_COMMANDS = ("fit", "validate", "test")  # run by LightningCLI; the others are plain functions
 
 
 class GPTCLI(LightningCLI):
-    """LightningCLI over any :class:`GPTModule` and any :class:`TokenDataModule`, chosen by ``class_path``."""
+    """LightningCLI over any :class:`GPTModule` and any :class:`TokenDataModule`, chosen by ``class_path`` (or,
+    for ``test --ckpt_path`` alone, the checkpoint's model and :class:`~data_modules.hellaswag.HellaSwagDataModule`)."""
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        # Lightning's, less predict: the model has no predict_step.
+        return {name: skip for name, skip in LightningCLI.subcommands().items() if name in TRAINER_COMMANDS}
 
     def init_parser(self, **kwargs: Any):
-        # A parse error raises (main() prints it as one line) instead of printing the whole usage and exiting.
+        # A parse error raises (main() prints it as one line) instead of printing the whole usage and exiting;
+        # a misspelt key (--trainer.max_step) is an error, not silently the key it begins (--trainer.max_steps).
         kwargs.setdefault("exit_on_error", False)
+        kwargs.setdefault("allow_abbrev", False)
         return super().init_parser(**kwargs)
+
+    def parse_arguments(self, parser, args) -> None:
+        # main() always passes the arguments (read from sys.argv when run as a script): Lightning's warning
+        # about being given both does not apply.
+        self.config = parser.parse_args(args)
 
     def add_arguments_to_parser(self, parser) -> None:
         # The vocabulary is a property of the data (its tokenizer); the model's embedding follows it.
@@ -53,6 +82,15 @@ class GPTCLI(LightningCLI):
         set_matmul_precision(config.get("float32_matmul_precision", "high"))
         if self.subcommand is not None:
             check_trainer_args(config.get("trainer"))
+
+    def after_instantiate_classes(self) -> None:
+        from data_modules.hellaswag import HellaSwagDataModule
+
+        data = self.datamodule
+        if isinstance(data, HellaSwagDataModule) and not hasattr(data, "block_size"):
+            # HellaSwag alone (test --ckpt_path without a config) cuts each example to the model's context
+            # itself, so its window is the model's; the model's setup compares the data's window with its own.
+            data.block_size = self.model.config.block_size
 
     def _parse_ckpt_path(self) -> None:
         # Lightning loads --ckpt_path here (to re-parse the model's hyperparameters), then again to restore:
@@ -123,13 +161,27 @@ def main(args: Optional[list[str]] = None) -> Optional[GPTCLI]:
         if argv and argv[0] == "prepare":
             prepare(argv[1:])
             return None
+        if not argv or argv[0] in ("-h", "--help"):
+            print(usage())
+            if not argv:
+                sys.exit(2)  # a command is required, as argparse would say
+            return None
+        if not argv[0].startswith("-") and argv[0] not in COMMANDS:
+            close = difflib.get_close_matches(argv[0], COMMANDS, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise ParseError(f"main.py has no command {argv[0]!r}: {hint}the commands are {', '.join(COMMANDS)} "
+                             f"(python main.py --help describes them)")
+        data_class = TokenDataModule
+        if _scores_hellaswag(argv):
+            data_class, argv = _hellaswag_test_args(argv)
         return GPTCLI(
             GPTModule,
-            TokenDataModule,
+            data_class,
             subclass_mode_model=True,
-            subclass_mode_data=True,
+            subclass_mode_data=data_class is TokenDataModule,
             save_config_kwargs={"overwrite": True},
-            args=args,
+            parser_kwargs={"prog": "main.py", **{name: {"description": COMMANDS[name]} for name in TRAINER_COMMANDS}},
+            args=argv,
         )
     except ArgumentError as e:  # jsonargparse's, raised with exit_on_error=False
         print(f"error: {_parse_error_line(str(e), argv)}", file=sys.stderr)
@@ -144,6 +196,58 @@ def main(args: Optional[list[str]] = None) -> Optional[GPTCLI]:
             print(f"error: {user_error}", file=sys.stderr)
             sys.exit(2)
         sys.exit(f"error: {user_error}")
+
+
+def usage() -> str:
+    """What ``python main.py --help`` prints: every command in one line, and where each one's options are."""
+    width = max(map(len, COMMANDS))
+    lines = ["usage: python main.py <command> [options]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {description}" for name, description in COMMANDS.items()]
+    lines += ["", "python main.py <command> --help shows a command's options."]
+    return "\n".join(lines)
+
+
+def _option(argv: list[str], *names: str) -> Optional[str]:
+    # The value of the last --name VALUE or --name=VALUE (the last one wins, as in argparse); None if absent.
+    value = None
+    for i, arg in enumerate(argv):
+        for name in names:
+            if arg == name and i + 1 < len(argv):
+                value = argv[i + 1]
+            elif arg.startswith(name + "="):
+                value = arg.split("=", 1)[1]
+    return value
+
+
+def _scores_hellaswag(argv: list[str]) -> bool:
+    """``test --ckpt_path X`` with neither a config nor a data class: HellaSwag, for GPT-2-vocabulary models."""
+    return (
+        argv[0] == "test"
+        and _option(argv, "--ckpt_path") is not None
+        and _option(argv, "--config", "-c") is None
+        and _option(argv, "--data", "--data.class_path") is None
+    )
+
+
+def _hellaswag_test_args(argv: list[str]) -> tuple[type, list[str]]:
+    """The data class and arguments of ``test --ckpt_path X`` without a config: the model is the checkpoint's
+    (Lightning re-reads its hyperparameters), the data :class:`~data_modules.hellaswag.HellaSwagDataModule`
+    with its defaults (``--data.path``, ``--data.data_dir``, ``--data.limit``... still apply)."""
+    from data_modules.hellaswag import HellaSwagDataModule
+
+    ckpt_path = _option(argv, "--ckpt_path")
+    ckpt = read_training_checkpoint(ckpt_path, mmap=True)
+    tokenizer = ckpt[TOKENIZER_KEY]
+    if tokenizer.get("kind") != "gpt2":
+        raise ConfigError(
+            f"{ckpt_path} has a {tokenizer.get('kind')} tokenizer: HellaSwag, what test scores without a config, "
+            f"needs GPT-2's vocabulary; to get its test loss, pass --config with the data the model was trained on"
+        )
+    args = list(argv)
+    if _option(argv, "--model", "--model.class_path") is None:
+        class_path = ckpt["hyper_parameters"].get("_class_path", f"{GPTModule.__module__}.{GPTModule.__name__}")
+        args[1:1] = ["--model", class_path]
+    return HellaSwagDataModule, args
 
 
 def _config_files(argv: list[str]) -> list[str]:
@@ -204,6 +308,11 @@ def _parse_error_line(message: str, argv: list[str]) -> str:
     files = _config_files(argv)
     where = f" (in {', '.join(files)})" if files else ""
     help_hint = f" (main.py {argv[0]} --help lists every option)" if argv and not argv[0].startswith("-") else ""
+    required = re.match(r"the following arguments are required: (.+)", detail)
+    if required and argv and argv[0] in TRAINER_COMMANDS:  # a command run without a config
+        missing = [key.split(".", 1)[-1] for key in required.group(1).split(", ")]
+        alone = " (or only --ckpt_path: HellaSwag)" if argv[0] == "test" else ""
+        return f"{argv[0]} needs {' and '.join(missing)}: give --config <yaml>{alone}{help_hint}"
     unknown = re.match(r"Option '([^']+)' is not accepted", detail)
     if unknown:  # a key inside a class_path's init_args
         name, valid = unknown.group(1), _init_args(class_path)
@@ -212,15 +321,20 @@ def _parse_error_line(message: str, argv: list[str]) -> str:
         if unknown:
             *keys, name = unknown.group(1).split(".")
             valid = _init_args("lightning.pytorch.Trainer") if keys == ["trainer"] else _TOP_LEVEL if not keys else []
-        else:  # an option of generate or export
+        else:  # an option of generate or export, or a flag on the command line (abbreviations are not taken)
             unknown = re.match(r"[Uu]nrecognized arguments: --([\w.]+)", detail)
             if unknown:
-                name = unknown.group(1)
+                *prefix, name = unknown.group(1).split(".")
                 command = {"generate": "lit_gpt_mini.generate.generate", "export": "lit_gpt_mini.export.export"}
-                valid = _init_args(command.get(argv[0] if argv else ""))
+                if argv and argv[0] in command:
+                    valid = _init_args(command[argv[0]])
+                elif prefix == ["trainer"]:
+                    valid = _init_args("lightning.pytorch.Trainer")
+                else:
+                    valid = [] if prefix else _TOP_LEVEL
                 close = difflib.get_close_matches(name, valid, n=1)
-                suggestion = f": did you mean --{close[0]}?" if close else ""
-                return f"unknown option --{name}{suggestion}{help_hint}"
+                suggestion = f": did you mean --{'.'.join(prefix + close)}?" if close else ""
+                return f"unknown option --{'.'.join(prefix + [name])}{suggestion}{help_hint}"
     if unknown:
         close = difflib.get_close_matches(name, valid, n=1)
         suggestion = f": did you mean {'.'.join(keys + close)}?" if close else ""
@@ -228,7 +342,8 @@ def _parse_error_line(message: str, argv: list[str]) -> str:
     return f"{'.'.join(keys) + ': ' if keys else ''}{detail}{where}{help_hint}"
 
 
-_TOP_LEVEL = ["trainer", "model", "data", "ckpt_path", "seed_everything", "optimizer", "lr_scheduler", "config"]
+_TOP_LEVEL = ["trainer", "model", "data", "ckpt_path", "seed_everything", "optimizer", "lr_scheduler", "config",
+              "float32_matmul_precision"]
 
 
 def _init_args(class_path: Optional[str]) -> list[str]:
@@ -254,11 +369,8 @@ def prepare(args: list[str]) -> TokenDataModule:
     """
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    parser = ArgumentParser(
-        exit_on_error=False,
-        prog="main.py prepare",
-        description="Prepare a config's data (download, tokenize, write shards) without training.",
-    )
+    parser = ArgumentParser(exit_on_error=False, allow_abbrev=False, prog="main.py prepare",
+                            description=COMMANDS["prepare"])
     parser.add_argument("--config", action=ActionConfigFile, help="a training config; only its data section is used")
     parser.add_subclass_arguments(TokenDataModule, "data", required=True)
     # The rest of a training config is accepted and ignored.
@@ -268,7 +380,7 @@ def prepare(args: list[str]) -> TokenDataModule:
     config = parser.parse_args(args)
     data = parser.instantiate_classes(config).data
     data.prepare_data()
-    print(f"{type(data).__name__}: data ready in {data.shard_dir}", file=sys.stderr)
+    log.info(f"{type(data).__name__}: data ready in {data.shard_dir}")
     return data
 
 

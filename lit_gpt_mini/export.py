@@ -1,4 +1,4 @@
-"""Take a trained model out of this project, or bring GPT-2 weights in.
+"""Take a trained model out of this project: ``main.py export`` to a plain ``.pth`` or a Hugging Face GPT-2.
 
 * ``python main.py export --ckpt_path last.ckpt --out model.pth``: a plain ``.pth`` with the state dict, the
   model config and the tokenizer, all plain types, loadable with ``torch.load(..., weights_only=True)``::
@@ -16,43 +16,25 @@
   ``GPT2LMHeadModel`` directory (``config.json`` + safetensors) that ``transformers`` loads directly; for
   models over GPT-2's vocabulary with biases (GPT-2's own layout).
 
-* :func:`import_hf`: GPT-2 weights from the hub (``gpt2``, ``gpt2-medium``, ... with internet) or from a local
-  directory, as our :class:`~lit_gpt_mini.model.GPT`; ``model.init_from`` in a config starts training from them.
+Bringing GPT-2 weights in (``model.init_from: gpt2``) is :func:`lit_gpt_mini.checkpoint.import_hf`: reading
+and writing model files happens in :mod:`lit_gpt_mini.checkpoint`, this module only converts.
 
 ``transformers`` is an optional dependency (``pip install -e '.[hf]'``); only the Hugging Face paths need it.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Literal, Optional
 
 import torch
 
-from lit_gpt_mini.checkpoint import PTH_FORMAT, load_pth  # noqa: F401 (load_pth: this module's API before)
-from lit_gpt_mini.errors import CheckpointError, ConfigError, UserError
-from lit_gpt_mini.model import GPT, GPTConfig
+from lit_gpt_mini.checkpoint import HF_TRANSPOSED, load_checkpoint, save_pth, transformers_module
+from lit_gpt_mini.errors import ConfigError, UserError
+from lit_gpt_mini.log import get_logger
+from lit_gpt_mini.model import GPT
 
-FORMAT = PTH_FORMAT
-# GPT-2 (and HF) store these as Conv1D weights, (in, out): the transpose of our nn.Linear's (out, in).
-_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-
-
-def _transformers():
-    try:
-        import transformers
-    except ImportError:
-        raise ConfigError("the Hugging Face formats need transformers: pip install -e '.[hf]'") from None
-    return transformers
-
-
-def save_pth(model: GPT, tokenizer_dict: dict, out: Path) -> None:
-    """The model, its config and its tokenizer as one ``weights_only``-loadable file."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    torch.save({"format": FORMAT, "version": 1, "config": model.config.to_dict(), "state_dict": state,
-                "tokenizer": tokenizer_dict}, out)
+log = get_logger(__name__)
 
 
 def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
@@ -64,7 +46,7 @@ def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
             continue  # tied to wte
         if name == "transformer.wte.weight":
             tensor = tensor[:vocab]
-        if name.endswith(_TRANSPOSED):
+        if name.endswith(HF_TRANSPOSED):
             tensor = tensor.t()
         out[name] = tensor.detach().cpu().contiguous()
     out["lm_head.weight"] = out["transformer.wte.weight"]
@@ -73,7 +55,7 @@ def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
 
 def to_hf(model: GPT):
     """A ``transformers.GPT2LMHeadModel`` with this model's weights."""
-    transformers = _transformers()
+    transformers = transformers_module()
     c = model.config
     if not c.bias:
         raise ConfigError("GPT-2's Hugging Face layout has biases: only models trained with bias: true can be exported")
@@ -89,35 +71,6 @@ def to_hf(model: GPT):
     return hf.eval()
 
 
-def import_hf(source: str) -> GPT:
-    """GPT-2 weights from a Hugging Face model id (``gpt2``, ``gpt2-medium``, ...) or local directory."""
-    transformers = _transformers()
-    try:
-        hf = transformers.GPT2LMHeadModel.from_pretrained(source)
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"could not load GPT-2 weights from {source!r}: {e}") from None
-    c = hf.config
-    if c.activation_function not in ("gelu_new", "gelu_pytorch_tanh"):
-        raise CheckpointError(f"{source}: activation {c.activation_function!r} is not GPT-2's tanh GELU")
-    model = GPT(GPTConfig(vocab_size=c.vocab_size, block_size=c.n_positions, n_layer=c.n_layer, n_head=c.n_head,
-                          n_embd=c.n_embd, dropout=0.0, bias=True))
-    state = model.state_dict()
-    for name, tensor in hf.state_dict().items():
-        if name.endswith((".attn.bias", ".attn.masked_bias")) or name == "lm_head.weight":
-            continue
-        if name.endswith(_TRANSPOSED):
-            tensor = tensor.t()
-        if name == "transformer.wte.weight":  # our table is padded to a multiple of 64 rows; padding stays 0
-            padded = torch.zeros_like(state[name])
-            padded[: tensor.size(0)] = tensor
-            tensor = padded
-        if name not in state or state[name].shape != tensor.shape:
-            raise CheckpointError(f"{source}: unexpected weight {name} {tuple(tensor.shape)}")
-        state[name] = tensor
-    model.load_state_dict(state)
-    return model.eval()
-
-
 def export(
     ckpt_path: str, out: str, format: Literal["pth", "hf"] = "pth", device: str = "cpu"
 ) -> Path:
@@ -129,8 +82,6 @@ def export(
         format: ``pth`` (this project's GPT) or ``hf`` (``transformers.GPT2LMHeadModel``).
         device: Where to load the checkpoint.
     """
-    from lit_gpt_mini.checkpoint import load_checkpoint
-
     path = Path(out)
     # Checked before the (possibly long) load: where the result goes must be able to take it.
     if format == "pth" and path.is_dir():
@@ -151,12 +102,14 @@ def export(
             to_hf(model).save_pretrained(path, safe_serialization=True)
     except OSError as e:
         raise UserError(f"cannot write --out {out}: {e.strerror or e}") from None
-    print(f"exported {ckpt_path} to {path} ({format})", file=sys.stderr)
+    log.info(f"exported {ckpt_path} to {path} ({format})")
     return path
 
 
 def main(args: Optional[list[str]] = None) -> None:
     from jsonargparse import auto_cli
 
-    # exit_on_error=False: a parse error reaches cli.main(), which prints it as one line
-    auto_cli(export, args=args if args is not None else sys.argv[1:], as_positional=False, exit_on_error=False)
+    # exit_on_error=False: a parse error reaches cli.main(), which prints it as one line; allow_abbrev=False:
+    # a misspelt option is an error, never silently taken for the one it begins
+    auto_cli(export, args=args, as_positional=False, exit_on_error=False, allow_abbrev=False,
+             prog="main.py export")

@@ -5,21 +5,14 @@ A checkpoint holds the model's hyperparameters, its weights and its tokenizer, s
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Literal, Optional
 
 import torch
 
-from lit_gpt_mini import checkpoint
+from lit_gpt_mini.checkpoint import check_device, load_checkpoint
 from lit_gpt_mini.errors import UserError
-from lit_gpt_mini.model import GPT
 from lit_gpt_mini.tokenizers import Tokenizer
-
-
-def load_checkpoint(path: str, device: str = "cpu") -> tuple[GPT, Tokenizer]:
-    """The model (in eval mode) and tokenizer stored in a Lightning checkpoint written by this project."""
-    return checkpoint.load_checkpoint(path, device)
 
 
 def generate(
@@ -64,7 +57,7 @@ def generate(
         raise UserError(f"top_p must be in (0, 1], got {top_p}")
     if top_k is not None and top_k < 1:
         raise UserError(f"top_k must be at least 1, got {top_k}")
-    checkpoint.check_device(device)
+    check_device(device)
     if prompt_file is not None:
         try:
             prompt = Path(prompt_file).read_text(encoding="utf-8")
@@ -132,5 +125,7 @@ class _StreamPrinter:
 def main(args: Optional[list[str]] = None) -> None:
     from jsonargparse import auto_cli
 
-    # exit_on_error=False: a parse error reaches cli.main(), which prints it as one line
-    auto_cli(generate, args=args if args is not None else sys.argv[1:], as_positional=False, exit_on_error=False)
+    # exit_on_error=False: a parse error reaches cli.main(), which prints it as one line; allow_abbrev=False:
+    # a misspelt option is an error, never silently taken for the one it begins
+    auto_cli(generate, args=args, as_positional=False, exit_on_error=False, allow_abbrev=False,
+             prog="main.py generate")

@@ -127,8 +127,7 @@ class GPTModule(L.LightningModule):
 
     def _load_initial_weights(self, source: str) -> None:
         # (A run resumed with --ckpt_path loads these first, then the checkpoint's weights over them.)
-        from lit_gpt_mini.checkpoint import load_checkpoint, load_pth
-        from lit_gpt_mini.export import import_hf
+        from lit_gpt_mini.checkpoint import import_hf, load_checkpoint, load_pth
 
         if source.endswith(".pth"):
             pretrained = load_pth(Path(source))[0]

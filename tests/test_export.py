@@ -6,8 +6,9 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from lit_gpt_mini.checkpoint import import_hf, load_pth, save_pth
 from lit_gpt_mini.errors import CheckpointError, ConfigError
-from lit_gpt_mini.export import export, import_hf, load_pth, save_pth, to_hf
+from lit_gpt_mini.export import export, to_hf
 from lit_gpt_mini.lit_module import GPT2
 from lit_gpt_mini.model import GPT, GPTConfig
 

@@ -90,10 +90,7 @@ class ShardDataModule(TokenDataModule):
 
     def __init__(self, tokenizer: Tokenizer, **kwargs) -> None:
         super().__init__(**kwargs)
-        self._tok = tokenizer
-
-    def load_tokenizer(self) -> Tokenizer:
-        return self._tok
+        self._tokenizer = tokenizer  # already made: no tokenizer file to load
 
     def prepare_data(self) -> None:
         pass

@@ -1,12 +1,21 @@
-"""The data module every source extends: preparation (once per node, locked, resumable) into token shards,
-then DDP-aware, resumable loading of windows over them.
+"""The data module every source extends: one preparation (once per node, locked, resumable) of the tokenizer
+and the token shards, then DDP-aware, resumable loading of windows over them.
 
-A source subclasses :class:`TokenDataModule` and provides two things: ``load_tokenizer`` (cheap, every
-process; the CLI needs the vocabulary before training starts) and ``prepare_data`` (download, tokenize and
-write :mod:`data_modules.shards` into ``shard_dir``: rank 0 only, skipped when done, sets no attributes).
-Everything after that, windows (:mod:`data_modules.windows`), batches, ranks and resuming, lives here once.
-The module counts the windows training consumed and saves that count in the checkpoint, so a resumed run
-continues the stream exactly where it stopped (with any number of devices).
+The path of one run. Instantiating a data module only checks its arguments: no request, no decompression, no
+training. ``prepare_data`` (Lightning runs it on local rank 0 of each node, the other ranks waiting; or
+``main.py prepare``) takes the data directory's lock, then: ``fetch`` (download or fetch what the source needs),
+the tokenizer (:mod:`lit_gpt_mini.tokenizers.recipe`: reused from ``data_dir/tokenizer.json`` when it was made
+from the same recipe and corpus, else built from the source's ``documents()`` stream and saved there), then
+``write_shards`` (:mod:`data_modules.shards` in ``shard_dir``; the manifest names the tokenizer file and its
+sha256). ``setup`` runs on every rank: it loads the tokenizer file and opens the shards; the model then takes
+its vocabulary size from :attr:`TokenDataModule.tokenizer` (see ``GPTModule.setup``). Windows
+(:mod:`data_modules.windows`), batches, ranks and resuming live here once. The module counts the windows
+training consumed and saves that count in the checkpoint, so a resumed run continues the stream exactly where
+it stopped (with any number of devices).
+
+A source provides ``documents()`` (its text, one document at a time: the tokenizer's training and the shards
+read the same stream), ``corpus()`` (what identifies that stream), and ``write_shards()``; ``fetch()`` when it
+downloads something.
 """
 
 from __future__ import annotations
@@ -14,9 +23,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import itertools
+import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Literal, Optional
 
 import lightning as L
 import numpy as np
@@ -25,10 +35,17 @@ from torch.utils.data import DataLoader, IterableDataset
 from tqdm import tqdm
 
 from data_modules.encode import TASK_CHARS, Encoder, batched
-from data_modules.shards import ShardSet, ShardWriter
+from data_modules.shards import ShardSet, ShardWriter, check_settings, read_manifest
 from data_modules.windows import SequentialWindows, ShuffledWindows, split_windows
-from lit_gpt_mini.errors import DataError
-from lit_gpt_mini.tokenizers import Tokenizer
+from lit_gpt_mini.errors import ConfigError, DataError
+from lit_gpt_mini.files import sha256_of
+from lit_gpt_mini.log import EVERY_RANK, get_logger
+from lit_gpt_mini.tokenizers import GPT2Tokenizer, Tokenizer, TokenizerRecipe
+from lit_gpt_mini.tokenizers.recipe import FILENAME as TOKENIZER_FILE
+from lit_gpt_mini.tokenizers.recipe import load_or_build, load_tokenizer_file
+
+log = get_logger(__name__)
+_held: set[Path] = set()  # data directories whose lock this process holds (the lock is re-entrant)
 
 
 @contextlib.contextmanager
@@ -38,20 +55,33 @@ def exclusive_preparation(directory: Path) -> Iterator[None]:
     Lightning prepares data once per node (``prepare_data_per_node``): right when each node has its own disk,
     but nodes sharing a filesystem would write the same shards at once. The first to take the lock prepares;
     the others wait, then find the shards complete. Where the filesystem has no locks, preparation goes on
-    unlocked (as before): run ``main.py prepare`` first there.
+    unlocked (as before): run ``main.py prepare`` first there. A process that holds the lock may enter again.
+    Its messages are this node's own (``EVERY_RANK``): only the waiting node knows it waits.
+
+    Messages of the preparation: ``prepare_data`` runs on local rank 0 of every node, each node preparing its
+    own data directory, so what a node did to its directory (tokenizer built, shards written, waiting for the
+    lock) is printed by each node that did it (``EVERY_RANK``, prefixed with its rank). What the source says
+    about its input (skipped rows, missing articles, filter counts) is the same on every node and is printed
+    once per job (global rank zero).
     """
     directory.mkdir(parents=True, exist_ok=True)
+    key = directory.resolve()
+    if key in _held:
+        yield
+        return
     with open(directory / ".prepare.lock", "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print(f"Waiting for another process (or node) preparing {directory}", file=sys.stderr)
+            log.info(f"Waiting for another process (or node) preparing {directory}", extra=EVERY_RANK)
             fcntl.flock(lock, fcntl.LOCK_EX)
         except OSError as e:  # e.g. a network filesystem mounted without lock support
-            print(f"warning: cannot lock {directory} ({e}); preparing without a lock", file=sys.stderr)
+            log.warning(f"cannot lock {directory} ({e}); preparing without a lock", extra=EVERY_RANK)
+        _held.add(key)
         try:
             yield
         finally:
+            _held.discard(key)
             try:
                 fcntl.flock(lock, fcntl.LOCK_UN)
             except OSError:
@@ -61,13 +91,29 @@ def exclusive_preparation(directory: Path) -> Iterator[None]:
 class TokenDataModule(L.LightningDataModule):
     """Base data module: a source's token shards served as windows of ``block_size + 1`` tokens.
 
+    These arguments are every source's (a source changes only some defaults):
+
     Args:
-        data_dir: Where this source downloads and caches its files; shards go to ``data_dir/shards``.
+        data_dir: Where this source downloads and caches its files; the tokenizer is saved as
+            ``data_dir/tokenizer.json`` and the shards go to ``data_dir/shards``.
         block_size: Tokens per training window (the model's context); must not exceed ``model.block_size``.
         batch_size: Windows per batch on each device (the micro-batch).
         seed: Seed of the training order; the same seed gives the same batches.
         num_workers: DataLoader worker processes; batches are identical for any number.
+        tokenizer: How the tokenizer is made (``kind``: char, bpe or gpt2, and its settings); built once in
+            ``prepare_data`` and reused while the recipe and the corpus stay the same. Each source has its own
+            default kind and accepts all three.
+        val_fraction: Sources read whole before they are written (Shakespeare, Wikipedia, Discord): the last
+            ``val_fraction`` of the token stream is validation (``None``: 0.1). Streaming sources refuse it.
+        val_tokens: Streaming sources (FineWeb, Reddit): the first ``val_tokens`` tokens of the stream are
+            validation (``None``: the first shard). Sources read whole refuse it.
+        num_proc: Processes that tokenize the documents and count the BPE's chunks; ``None``: every CPU core.
+            The shards and the tokenizer are the same for any number.
     """
+
+    # How this source holds out validation: "fraction" (the tail of a stream it reads whole) or "tokens" (the
+    # head of a stream of unknown length).
+    split_by: ClassVar[Literal["fraction", "tokens"]] = "tokens"
 
     def __init__(
         self,
@@ -76,6 +122,10 @@ class TokenDataModule(L.LightningDataModule):
         batch_size: int = 12,
         seed: int = 1337,
         num_workers: int = 0,
+        tokenizer: TokenizerRecipe = TokenizerRecipe("gpt2"),
+        val_fraction: Optional[float] = None,
+        val_tokens: Optional[int] = None,
+        num_proc: Optional[int] = None,
     ) -> None:
         super().__init__()
         if block_size < 1 or batch_size < 1:
@@ -84,11 +134,37 @@ class TokenDataModule(L.LightningDataModule):
             raise DataError(f"data.seed is {seed}; it must be a non-negative integer")
         if num_workers < 0:
             raise DataError(f"data.num_workers is {num_workers}; it must be 0 (load in the main process) or more")
+        if not isinstance(tokenizer, TokenizerRecipe):
+            raise ConfigError(f"data.tokenizer must be a tokenizer recipe (kind: char, bpe or gpt2), got {tokenizer!r}")
+        name = type(self).__name__
+        if self.split_by == "fraction":
+            if val_tokens is not None:
+                raise ConfigError(
+                    f"data.val_tokens does not apply to {name}, which reads its text whole and holds out its tail: "
+                    f"set data.val_fraction instead"
+                )
+            val_fraction = 0.1 if val_fraction is None else val_fraction
+            if not 0.0 < val_fraction < 1.0:
+                raise ConfigError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
+        else:
+            if val_fraction is not None:
+                raise ConfigError(
+                    f"data.val_fraction does not apply to {name}, which streams its documents (their total is "
+                    f"unknown): set data.val_tokens, the tokens held out from the start of the stream"
+                )
+            if val_tokens is not None and val_tokens < 1:
+                raise ConfigError(f"data.val_tokens must be positive, got {val_tokens}")
+        if num_proc is not None and num_proc < 1:
+            raise ConfigError(f"data.num_proc must be positive or null (every core), got {num_proc}")
         self.data_dir = Path(data_dir)
         self.block_size = block_size
         self.batch_size = batch_size
         self.seed = seed
         self.num_workers = num_workers
+        self.recipe = tokenizer
+        self.val_fraction = val_fraction
+        self.val_tokens = val_tokens
+        self.num_proc = num_proc if num_proc is not None else max(1, os.cpu_count() or 1)
         self._tokenizer: Optional[Tokenizer] = None
         self.train_shards: Optional[ShardSet] = None
         self.val_shards: Optional[ShardSet] = None
@@ -98,38 +174,82 @@ class TokenDataModule(L.LightningDataModule):
 
     # --- what a source provides ---------------------------------------------------------------------------------
 
-    def load_tokenizer(self) -> Tokenizer:
-        """The tokenizer of this source's data. Runs on every process, before ``prepare_data``: keep it cheap."""
+    def fetch(self) -> None:
+        """Download or fetch what ``documents`` reads (nothing by default). Runs in ``prepare_data`` only."""
+
+    def documents(self) -> Iterator[str]:
+        """The source's text, one document at a time, in a fixed order: what the tokenizer learns from and what
+        the shards hold."""
         raise NotImplementedError
+
+    def corpus(self) -> dict[str, Any]:
+        """JSON-able values that identify the document stream (a hash of the text, or the settings that select
+        it): the saved tokenizer is reused only for the same corpus."""
+        raise NotImplementedError
+
+    def shard_settings(self) -> dict[str, Any]:
+        """What the shards were made from (a directory made otherwise is refused): the corpus, and the settings
+        that only change the shards (``max_tokens``)."""
+        return self.corpus()
+
+    def write_shards(self) -> None:
+        """Write the shards with :attr:`tokenizer` (:meth:`write_documents` or :meth:`write_fraction`); return
+        at once when they are complete."""
+        raise NotImplementedError
+
+    # --- the preparation ----------------------------------------------------------------------------------------
 
     def prepare_data(self) -> None:
-        """Download, tokenize and write the shards into ``shard_dir`` (see :class:`~data_modules.shards.ShardWriter`);
-        return at once when they are complete."""
-        raise NotImplementedError
+        """Fetch, make (or reuse) the tokenizer, write the shards: once per node, under the directory's lock."""
+        with exclusive_preparation(self.data_dir):
+            self.fetch()
+            corpus = self.corpus()
+            # Shards made from another recipe or corpus are refused before their tokenizer is replaced.
+            check_settings(self.shard_dir, self._settings())
+            self._tokenizer, built = load_or_build(
+                self.tokenizer_path, self.recipe, corpus, self.documents, self.num_proc,
+                lambda message: log.info(message, extra=EVERY_RANK),
+            )
+            if built:
+                log.info(f"Tokenizer: {self._tokenizer.name} ({self._tokenizer.vocab_size:,} tokens) saved as "
+                         f"{self.tokenizer_path}", extra=EVERY_RANK)
+            self.write_shards()
 
+    def _settings(self, extra: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+        return {**self.shard_settings(), "tokenizer_recipe": self.recipe.identity(), **(extra or {})}
+
+    def _tokenizer_entry(self) -> dict[str, Any]:
+        # the manifest names the tokenizer file the shards were made with (relative to the shard directory)
+        return {"file": os.path.relpath(self.tokenizer_path, self.shard_dir), "sha256": sha256_of(self.tokenizer_path)}
+
+    # --- shared machinery ---------------------------------------------------------------------------------------
     # --- shared machinery ---------------------------------------------------------------------------------------
 
     def write_documents(
         self,
         documents: Callable[[], Iterable[str]],
-        settings: dict[str, Any],
         shard_size: int,
-        val_tokens: int,
         max_tokens: Optional[int],
-        num_proc: int,
         source: str,
         summary: Callable[[], dict[str, Any]] = dict,
         empty: Callable[[], str] = lambda: "no documents",
     ) -> Optional[dict[str, Any]]:
         """Tokenize a stream of documents into shards (see :class:`~data_modules.shards.ShardWriter`), in
-        ``num_proc`` processes with a progress bar; resume an interrupted run; do nothing when already done.
+        ``num_proc`` processes with a progress bar; resume an interrupted run; do nothing when already done. The
+        first ``val_tokens`` tokens (``None``: one shard) are validation.
 
         ``documents`` makes the stream (called only when there is work); ``summary`` adds to the manifest once
         the stream is read; ``empty`` says what was wrong when it had no document. Returns the manifest
         (``None`` when the shards were already complete).
         """
+        val_tokens = self.val_tokens if self.val_tokens is not None else shard_size
+        if max_tokens is not None and max_tokens <= val_tokens:
+            raise ConfigError(
+                f"data.max_tokens ({max_tokens}) leaves nothing to train on after the first {val_tokens} tokens for "
+                f"validation: raise max_tokens or lower val_tokens/shard_size"
+            )
         with exclusive_preparation(self.data_dir):  # nodes sharing a filesystem prepare one at a time
-            writer = ShardWriter(self.shard_dir, self.tokenizer, shard_size, val_tokens, settings)
+            writer = ShardWriter(self.shard_dir, self.tokenizer, shard_size, val_tokens, self._settings())
             if writer.is_complete():
                 return None
             next_doc, next_token = writer.resume()
@@ -138,8 +258,8 @@ class TokenDataModule(L.LightningDataModule):
             doc = next_doc
             bar = tqdm(total=max_tokens, initial=writer.total_tokens, unit="tok", unit_scale=True,
                        desc=f"Tokenizing {source}", file=sys.stderr, dynamic_ncols=True)
-            with bar, Encoder(num_proc, self.tokenizer) as encode:
-                for tokens, lengths in encode(batched(texts, TASK_CHARS)):
+            with bar, Encoder(self.num_proc, self.tokenizer) as encode:
+                for tokens, lengths in self._encoded(encode, texts):
                     first = 0
                     if doc == next_doc and next_token:  # resuming inside this document: skip what is written
                         first, tokens, lengths = next_token, tokens[next_token:], lengths.copy()
@@ -154,28 +274,69 @@ class TokenDataModule(L.LightningDataModule):
                         break
             if doc == 0:
                 raise DataError(f"{source} gave {empty()}")
-            manifest = writer.finish({"documents": doc, **summary()})
-            print(
+            manifest = writer.finish({"documents": doc, "tokenizer_file": self._tokenizer_entry(), **summary()})
+            log.info(
                 f"Prepared {doc:,} documents from {source}: {manifest['tokens']['train']:,} training and "
                 f"{manifest['tokens']['val']:,} validation tokens in {len(manifest['shards'])} shards in {self.shard_dir}",
-                file=sys.stderr,
+                extra=EVERY_RANK,
             )
             return manifest
 
-    def write_splits(self, val: np.ndarray, train: np.ndarray, settings: dict[str, Any], extra: dict[str, Any]) -> None:
+    def _encoded(self, encode: Callable, texts: Iterable[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        # A character alphabet learned from the first max_chars characters may lack one that comes later.
+        try:
+            yield from encode(batched(texts, TASK_CHARS))
+        except ValueError as e:
+            if self.tokenizer.kind != "char":
+                raise
+            raise DataError(
+                f"{e}: the alphabet in {self.tokenizer_path} was learned from the first data.tokenizer.max_chars="
+                f"{self.recipe.max_chars} characters; raise or unset max_chars (or use kind bpe)"
+            ) from None
+
+    def write_fraction(self, documents: Iterable[str], source: str, extra: dict[str, Any]) -> None:
+        """Write a source read whole (its token stream fits in memory): every document tokenized as the streaming
+        sources do (end-of-text first, ``num_proc`` processes, the tokenizer's dtype), the last ``val_fraction``
+        of the stream validation. Nothing is done when the shards are complete."""
+        with exclusive_preparation(self.data_dir):
+            if self._complete():
+                return
+            with Encoder(self.num_proc, self.tokenizer) as encode:
+                parts = [tokens for tokens, _ in self._encoded(encode, documents)]
+            stream = np.concatenate(parts) if parts else np.empty(0, dtype=self.tokenizer.dtype)
+            n_val = int(len(stream) * self.val_fraction)
+            if n_val == 0 or n_val == len(stream):
+                raise DataError(
+                    f"{len(stream)} tokens of {source} are too few to hold out val_fraction={self.val_fraction}"
+                )
+            self.write_splits(stream[len(stream) - n_val :], stream[: len(stream) - n_val], extra)
+
+    def write_splits(self, val: np.ndarray, train: np.ndarray, extra: dict[str, Any]) -> None:
         """Write a small source's validation and training tokens as one shard each (unless already done).
 
         For sources whose whole token stream fits in memory (a text file, a set of articles), split by a
         fraction of the stream rather than by shard.
         """
         with exclusive_preparation(self.data_dir):
-            writer = ShardWriter(
-                self.shard_dir, self.tokenizer, shard_size=len(val) + len(train), val_tokens=len(val),
-                settings=settings,
-            )
+            writer = self._splits_writer(len(val) + len(train), len(val))
             if writer.is_complete():
                 return
-            self._write_parts(writer, [val, train], extra)
+            self._write_parts(writer, [val, train], {"tokenizer_file": self._tokenizer_entry(), **extra})
+            log.info(f"Prepared {len(train):,} training and {len(val):,} validation tokens in {self.shard_dir}",
+                     extra=EVERY_RANK)
+
+    def _splits_writer(self, shard_size: int, val_tokens: int) -> ShardWriter:
+        return ShardWriter(self.shard_dir, self.tokenizer, shard_size=max(1, shard_size), val_tokens=max(1, val_tokens),
+                           settings=self._settings({"val_fraction": self.val_fraction}))
+
+    def _complete(self) -> bool:
+        # Whether the split shards are complete (their sizes are in the manifest's settings, not known yet here).
+        manifest = read_manifest(self.shard_dir)
+        if manifest is None:
+            return False
+        settings = manifest["settings"]
+        writer = self._splits_writer(settings.get("shard_size", 1), settings.get("val_tokens", 1))
+        return writer.is_complete()
 
     @staticmethod
     def _write_parts(writer: ShardWriter, parts: list[np.ndarray], extra: dict[str, Any]) -> None:
@@ -191,14 +352,24 @@ class TokenDataModule(L.LightningDataModule):
         return self.data_dir / "shards"
 
     @property
+    def tokenizer_path(self) -> Path:
+        """The tokenizer file ``prepare_data`` writes and every rank's ``setup`` reads."""
+        return self.data_dir / TOKENIZER_FILE
+
+    @property
     def tokenizer(self) -> Tokenizer:
+        """The data's tokenizer: the one ``prepare_data`` made, or read from :attr:`tokenizer_path`. A ``gpt2``
+        recipe needs no file (its vocabulary is fixed), the others need the preparation first."""
         if self._tokenizer is None:
-            self._tokenizer = self.load_tokenizer()
+            if self.recipe.kind == "gpt2" and not self.tokenizer_path.is_file():
+                self._tokenizer = GPT2Tokenizer()
+            else:
+                self._tokenizer = load_tokenizer_file(self.tokenizer_path)[0]
         return self._tokenizer
 
     @property
     def vocab_size(self) -> int:
-        """Linked into ``model.vocab_size`` by the CLI."""
+        """The tokenizer's vocabulary size; the model takes it in its ``setup`` (known after the preparation)."""
         return self.tokenizer.vocab_size
 
     @property
@@ -207,8 +378,11 @@ class TokenDataModule(L.LightningDataModule):
         return self.train_windows_seen * self.block_size
 
     def setup(self, stage: str) -> None:
+        """On every rank: load the tokenizer file (the same for all ranks) and open the shards."""
         if self.train_shards is not None:
             return
+        if self.tokenizer_path.is_file():
+            self._tokenizer = load_tokenizer_file(self.tokenizer_path)[0]
         self.train_shards = ShardSet.open(self.shard_dir, "train", self.tokenizer)
         self.val_shards = ShardSet.open(self.shard_dir, "val", self.tokenizer)
 

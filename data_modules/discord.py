@@ -23,9 +23,7 @@ import os
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
-
-import numpy as np
+from typing import Any, Iterator, Optional, Union
 
 from data_modules.base import TokenDataModule
 from data_modules.discord_api import API_URL, DiscordClient, RetryPolicy, check_api_url
@@ -33,8 +31,7 @@ from data_modules.discord_messages import Message, MessageReader
 from data_modules.discord_render import conversations
 from lit_gpt_mini.errors import ConfigError, DataError
 from lit_gpt_mini.log import get_logger
-from lit_gpt_mini.tokenizers import GPT2Tokenizer, Tokenizer
-from lit_gpt_mini.tokenizers.bpe import load_or_train
+from lit_gpt_mini.tokenizers import TokenizerRecipe
 
 log = get_logger(__name__)
 # Environment variable names by convention: upper case, digits and "_". A Discord token always has lower-case
@@ -61,11 +58,13 @@ class DiscordDataModule(TokenDataModule):
         anonymize_authors: Replace names by ``User1``, ``User2``... (in order of appearance, mentions too).
         keep_bots, keep_system: Keep bot messages / system events (joins, pins...).
         keep_attachment_only: Keep messages with no text (rendered as ``[attachment]``).
-        val_fraction: The tail fraction of the token stream held out for validation (the latest conversations).
-        tokenizer_type, bpe_vocab_size, bpe_pattern: GPT-2's tokenizer, or our BPE trained on the conversations.
 
-    The other arguments are :class:`~data_modules.base.TokenDataModule`'s.
+    The other arguments are :class:`~data_modules.base.TokenDataModule`'s; the tokenizer's default kind here is
+    ``gpt2``, and ``val_fraction`` holds out the latest conversations. The messages are read whole (they are
+    sorted and deduplicated by id) and the conversations stay in memory during the preparation.
     """
+
+    split_by = "fraction"
 
     def __init__(
         self,
@@ -83,18 +82,13 @@ class DiscordDataModule(TokenDataModule):
         keep_bots: bool = False,
         keep_system: bool = False,
         keep_attachment_only: bool = False,
-        val_fraction: float = 0.1,
-        tokenizer_type: Literal["gpt2", "bpe"] = "gpt2",
-        bpe_vocab_size: int = 4096,
-        bpe_pattern: Literal["gpt2", "gpt4"] = "gpt4",
+        tokenizer: TokenizerRecipe = TokenizerRecipe("gpt2"),
         block_size: int = 1024,
         batch_size: int = 16,
-        seed: int = 1337,
-        num_workers: int = 0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            data_dir=data_dir, block_size=block_size, batch_size=batch_size, seed=seed, num_workers=num_workers
-        )
+        super().__init__(data_dir=data_dir, tokenizer=tokenizer, block_size=block_size, batch_size=batch_size,
+                         **kwargs)
         if path is None and not channel_ids:
             raise ConfigError("DiscordDataModule needs data.path (exports) or data.channel_ids (to fetch)")
         if not _ENV_NAME.fullmatch(token_env):  # (the value is not echoed: it may be a token)
@@ -105,8 +99,6 @@ class DiscordDataModule(TokenDataModule):
         if not api_max_wait > 0 or not api_max_total_wait >= 0:
             raise ConfigError(f"data.api_max_wait ({api_max_wait}) must be positive and data.api_max_total_wait "
                               f"({api_max_total_wait}) not negative")
-        if not 0.0 < val_fraction < 1.0:
-            raise ConfigError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
         if max_messages is not None and max_messages < 1:
             raise ConfigError(f"data.max_messages must be positive or null, got {max_messages}")
         self.path = Path(path) if path is not None else None
@@ -124,10 +116,6 @@ class DiscordDataModule(TokenDataModule):
         self.keep_bots = keep_bots
         self.keep_system = keep_system
         self.keep_attachment_only = keep_attachment_only
-        self.val_fraction = val_fraction
-        self.tokenizer_type = tokenizer_type
-        self.bpe_vocab_size = bpe_vocab_size
-        self.bpe_pattern = bpe_pattern
         self.reader = MessageReader()
         self.counts: Counter[str] = Counter()  # what happened to the messages: kept, dropped (by reason)
         self._conversations: Optional[list[str]] = None
@@ -275,32 +263,23 @@ class DiscordDataModule(TokenDataModule):
         self._conversations = documents
         return documents
 
-    # --- tokenizer and shards ---------------------------------------------------------------------------------
+    # --- the document stream and the shards ------------------------------------------------------------------
 
-    def _corpus_sha256(self) -> str:
+    def fetch(self) -> None:
+        self.conversations()
+
+    def documents(self) -> Iterator[str]:
+        return iter(self.conversations())
+
+    def corpus(self) -> dict[str, Any]:
         digest = hashlib.sha256()
         for document in self.conversations():
             digest.update(document.encode("utf-8", "surrogatepass") + b"\x00")
-        return digest.hexdigest()
+        return {"corpus_sha256": digest.hexdigest()}
 
-    def load_tokenizer(self) -> Tokenizer:
-        if self.tokenizer_type == "gpt2":
-            return GPT2Tokenizer()
-        return load_or_train(self.data_dir / "tokenizers", self.conversations(), self._corpus_sha256(),
-                             self.bpe_vocab_size, self.bpe_pattern)
-
-    def prepare_data(self) -> None:
-        tokenizer = self.tokenizer
-        documents = self.conversations()
-        stream = np.concatenate([np.concatenate([[tokenizer.eot_id], tokenizer.encode(d)]) for d in documents])
-        stream = stream.astype(np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32)
-        n_val = int(len(stream) * self.val_fraction)
-        if n_val == 0 or n_val == len(stream):
-            raise DataError(f"{len(stream)} tokens of Discord text are too few to hold out val_fraction={self.val_fraction}")
-        self.write_splits(
-            val=stream[len(stream) - n_val :],
-            train=stream[: len(stream) - n_val],
-            settings={"corpus_sha256": self._corpus_sha256(), "val_fraction": self.val_fraction},
-            extra={"documents": len(documents), "messages": dict(self.counts),
+    def write_shards(self) -> None:
+        self.write_fraction(
+            self.documents(), "Discord text",
+            extra={"documents": len(self.conversations()), "messages": dict(self.counts),
                    "messages_skipped": dict(self.reader.skipped)},
         )

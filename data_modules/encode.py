@@ -22,15 +22,17 @@ def _init_worker(tokenizer: dict[str, Any]) -> None:
 def encode_documents(
     texts: list[str], tokenizer: Optional[Tokenizer] = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The texts as one array of ids, each document ``[end-of-text] + ids`` (end-of-text starts every
-    document), and the documents' lengths."""
+    """The texts as one array of ids (of the tokenizer's dtype), each document ``[end-of-text] + ids``
+    (end-of-text starts every document; a vocabulary without one, a character alphabet, runs the documents
+    together), and the documents' lengths."""
     tokenizer = tokenizer or _worker_tokenizer
     eot = tokenizer.eot_id
     ids: list[int] = []
     lengths = np.empty(len(texts), dtype=np.int64)
     for i, text in enumerate(texts):
         start = len(ids)
-        ids.append(eot)
+        if eot is not None:
+            ids.append(eot)
         ids.extend(tokenizer.encode(text))
         lengths[i] = len(ids) - start
     return np.array(ids, dtype=tokenizer.dtype), lengths

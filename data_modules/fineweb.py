@@ -13,28 +13,24 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import sys
 import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from data_modules.base import TokenDataModule
 from data_modules.hellaswag import HellaSwagDataModule
 from data_modules.lines import DEFAULT_MAX_LINE_BYTES, capped_lines, line_cap_setting
 from lit_gpt_mini.errors import ConfigError, DataError
-from lit_gpt_mini.tokenizers import GPT2Tokenizer, Tokenizer
+from lit_gpt_mini.log import get_logger
+from lit_gpt_mini.tokenizers import TokenizerRecipe
+
+log = get_logger(__name__)
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".parquet")
 _REPORTED_ROWS = 10  # bad rows reported one by one; the rest are only counted
-
-
-def _report(message: str) -> None:
-    tqdm.write(message, file=sys.stderr)  # printed above the progress bar, not through it
 
 
 def stream_dataset(dataset: str, name: Optional[str], split: str) -> Iterable[dict[str, Any]]:
@@ -85,7 +81,7 @@ class DocumentReader:
     def _skip(self, reason: str, where: str, detail: str = "") -> None:
         self.skipped[reason] += 1
         if sum(self.skipped.values()) <= _REPORTED_ROWS:
-            _report(f"{where}: skipped a row ({reason}{': ' + detail if detail else ''})")
+            log.warning(f"{where}: skipped a row ({reason}{': ' + detail if detail else ''})")
 
     def _text(self, row: Any, where: str) -> Optional[str]:
         self.rows += 1
@@ -107,7 +103,7 @@ class DocumentReader:
     def _stopped(self, path: Path, where: str, e: BaseException) -> None:
         self.skipped["unreadable file tail"] += 1
         problem = " ".join(str(e).split())  # pyarrow's messages span lines
-        _report(f"{path}: stopped reading after an error ({type(e).__name__}: {problem}) past {where}; the rows "
+        log.warning(f"{path}: stopped reading after an error ({type(e).__name__}: {problem}) past {where}; the rows "
                 f"before it are kept")
 
     def _chunks(self, path: Path) -> Iterator[bytes]:
@@ -195,7 +191,7 @@ class DocumentReader:
 
 
 class FineWebDataModule(TokenDataModule):
-    """FineWeb-Edu, or any dataset of documents with a text field, tokenized with GPT-2's vocabulary.
+    """FineWeb-Edu, or any dataset of documents with a text field, by default tokenized with GPT-2's vocabulary.
 
     Args:
         dataset: A ``datasets`` dataset id (streamed from the hub) or a local folder ``datasets`` can read.
@@ -206,15 +202,14 @@ class FineWebDataModule(TokenDataModule):
         max_line_bytes: A longer line of a local jsonl file is skipped and counted as too long, never held
             whole, so memory stays bounded whatever the file holds.
         shard_size: Tokens per shard file (100M: 200 MB as uint16).
-        val_tokens: Tokens at the start of the stream held out for validation; ``None``: the first shard.
         max_tokens: Stop after this many tokens in all (``None``: the whole dataset).
-        num_proc: Tokenizer processes; ``None`` uses every CPU core.
         hellaswag: What ``test`` scores: HellaSwag accuracy with this data module, or (``None``) the loss on the
             validation shards.
 
-    The other arguments are :class:`~data_modules.base.TokenDataModule`'s. Preparation writes into
-    ``data_dir/shards``, resumes where an interrupted run stopped, and is skipped once complete; a directory
-    prepared with other settings is refused (use another ``data_dir``).
+    The other arguments are :class:`~data_modules.base.TokenDataModule`'s; the tokenizer's default kind here is
+    ``gpt2`` (a ``char`` or ``bpe`` recipe learns from the stream: set its ``max_chars`` for a large dataset).
+    Preparation writes into ``data_dir/shards``, resumes where an interrupted run stopped, and is skipped once
+    complete; a directory prepared with other settings is refused (use another ``data_dir``).
     """
 
     def __init__(
@@ -227,25 +222,20 @@ class FineWebDataModule(TokenDataModule):
         text_field: str = "text",
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         shard_size: int = 100_000_000,
-        val_tokens: Optional[int] = None,
         max_tokens: Optional[int] = None,
-        num_proc: Optional[int] = None,
         hellaswag: Optional[HellaSwagDataModule] = None,
+        tokenizer: TokenizerRecipe = TokenizerRecipe("gpt2"),
         block_size: int = 1024,
         batch_size: int = 16,
-        seed: int = 1337,
-        num_workers: int = 0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            data_dir=data_dir, block_size=block_size, batch_size=batch_size, seed=seed, num_workers=num_workers
-        )
+        super().__init__(data_dir=data_dir, tokenizer=tokenizer, block_size=block_size, batch_size=batch_size,
+                         **kwargs)
         if max_line_bytes < 1:
             raise ConfigError(f"data.max_line_bytes must be positive, got {max_line_bytes}")
         if shard_size < 1:
             raise DataError(f"data.shard_size must be positive, got {shard_size}")
-        val_tokens = shard_size if val_tokens is None else val_tokens
-        if val_tokens < 1:
-            raise DataError(f"data.val_tokens must be positive, got {val_tokens}")
+        val_tokens = shard_size if self.val_tokens is None else self.val_tokens
         if max_tokens is not None and max_tokens <= val_tokens:
             raise DataError(
                 f"data.max_tokens ({max_tokens}) leaves nothing to train on after the first val_tokens "
@@ -258,10 +248,9 @@ class FineWebDataModule(TokenDataModule):
         self.text_field = text_field
         self.max_line_bytes = max_line_bytes
         self.shard_size = shard_size
-        self.val_tokens = val_tokens
         self.max_tokens = max_tokens
-        self.num_proc = max(1, num_proc if num_proc is not None else (os.cpu_count() or 1))
         self.hellaswag = hellaswag
+        self.reader = DocumentReader(text_field, max_line_bytes)
 
     def _testing_hellaswag(self) -> bool:
         return self.hellaswag is not None and self.trainer is not None and self.trainer.testing
@@ -282,20 +271,19 @@ class FineWebDataModule(TokenDataModule):
             return str(self.path)
         return f"{self.dataset}" + (f"/{self.name}" if self.name else "") + f" [{self.split}]"
 
-    def load_tokenizer(self) -> Tokenizer:
-        return GPT2Tokenizer()
-
-    def _settings(self) -> dict[str, Any]:
+    def corpus(self) -> dict[str, Any]:
         if self.path is not None:
             source: dict[str, Any] = {"path": str(self.path.resolve())}
         else:
             source = {"dataset": self.dataset, "name": self.name, "split": self.split}
-        return {**source, "text_field": self.text_field, "max_tokens": self.max_tokens,
-                **line_cap_setting(self.max_line_bytes)}
+        return {**source, "text_field": self.text_field, **line_cap_setting(self.max_line_bytes)}
 
-    def _documents(self, reader: DocumentReader) -> Iterator[str]:
+    def shard_settings(self) -> dict[str, Any]:
+        return {**self.corpus(), "max_tokens": self.max_tokens}
+
+    def documents(self) -> Iterator[str]:
         if self.path is not None:
-            return reader.files(local_files(self.path))
+            return self.reader.files(local_files(self.path))
         try:
             rows = stream_dataset(self.dataset, self.name, self.split)
         except Exception as e:  # datasets raises many types (connection, missing config, auth...)
@@ -303,20 +291,22 @@ class FineWebDataModule(TokenDataModule):
                 f"could not stream {self.source} with datasets: {type(e).__name__}: {e}. Check data.dataset/"
                 f"name/split, or set data.path to local .jsonl/.parquet files"
             ) from None
-        return reader.rows_of(rows, self.source)
+        return self.reader.rows_of(rows, self.source)
 
     def prepare_data(self) -> None:
         if self._testing_hellaswag():
             self.hellaswag.prepare_data()
             return
-        reader = DocumentReader(self.text_field, self.max_line_bytes)
+        super().prepare_data()
+        if self.hellaswag is not None and self.trainer is None:  # `main.py prepare`: HellaSwag too, on this node
+            self.hellaswag.prepare_data()
+
+    def write_shards(self) -> None:
+        reader = self.reader = DocumentReader(self.text_field, self.max_line_bytes)  # counts this pass only
         manifest = self.write_documents(
-            lambda: self._documents(reader),
-            settings=self._settings(),
+            self.documents,
             shard_size=self.shard_size,
-            val_tokens=self.val_tokens,
             max_tokens=self.max_tokens,
-            num_proc=self.num_proc,
             source=self.source,
             summary=lambda: {"rows_skipped": dict(reader.skipped)},
             empty=lambda: f"no documents with a non-empty '{self.text_field}' ({reader.rows} rows read"
@@ -324,6 +314,4 @@ class FineWebDataModule(TokenDataModule):
             + ")",
         )
         if manifest is not None and reader.skipped:
-            _report(f"skipped {sum(reader.skipped.values())} rows: {dict(reader.skipped)}")
-        if self.hellaswag is not None and self.trainer is None:  # `main.py prepare`: HellaSwag too, on this node
-            self.hellaswag.prepare_data()
+            log.warning(f"skipped {sum(reader.skipped.values())} rows: {dict(reader.skipped)}")

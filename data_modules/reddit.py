@@ -10,7 +10,6 @@ corrupt file is reported where it stopped and what was read before is kept.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import sys
@@ -18,7 +17,7 @@ from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Any, Iterator, Literal, Optional
+from typing import Any, Iterator, Optional
 
 import zstandard
 from tqdm import tqdm
@@ -26,8 +25,10 @@ from tqdm import tqdm
 from data_modules.base import TokenDataModule
 from data_modules.lines import DEFAULT_MAX_LINE_BYTES, capped_lines, line_cap_setting
 from lit_gpt_mini.errors import ConfigError, DataError
-from lit_gpt_mini.tokenizers import GPT2Tokenizer, Tokenizer
-from lit_gpt_mini.tokenizers.bpe import load_or_train
+from lit_gpt_mini.log import get_logger
+from lit_gpt_mini.tokenizers import TokenizerRecipe
+
+log = get_logger(__name__)
 
 _REPORTED = 10
 _DELETED = ("[deleted]", "[removed]")
@@ -35,10 +36,6 @@ _WINDOW = 2**31  # Pushshift dumps are compressed with a 2 GB window (zstd --lon
 # Compressed input is fed in small pieces: a zstd block of 128 KB of text can take 4 bytes (a run of one byte),
 # so 512 bytes of input stand for at most ~16 MB of output at once, however the file was made.
 _PIECE = 512
-
-
-def _say(message: str) -> None:
-    tqdm.write(message, file=sys.stderr)
 
 
 def _date(value: Optional[str], name: str) -> Optional[float]:
@@ -105,7 +102,7 @@ def read_row(row: Any) -> Row:
 
 
 class RedditDataModule(TokenDataModule):
-    """Pushshift-style Reddit dumps as training text, tokenized with GPT-2's vocabulary or our own BPE.
+    """Pushshift-style Reddit dumps as training text, by default tokenized with GPT-2's vocabulary.
 
     Args:
         path: A ``.zst`` dump (e.g. ``RC_2023-01.zst`` comments, ``RS_2023-01.zst`` submissions) or a directory
@@ -117,11 +114,11 @@ class RedditDataModule(TokenDataModule):
         bot_authors: Authors dropped besides those whose name ends in "bot".
         max_line_bytes: Longer lines (decompressed) are skipped and counted as too long, never held whole, so
             memory stays bounded whatever the file holds.
-        tokenizer_type: ``gpt2`` (tiktoken) or ``bpe`` (trained on the kept text, cached in ``data_dir/tokenizers``).
-        bpe_vocab_size, bpe_pattern: The BPE's settings.
-        shard_size, val_tokens, max_tokens, num_proc: As in :class:`~data_modules.fineweb.FineWebDataModule`.
+        shard_size, max_tokens: As in :class:`~data_modules.fineweb.FineWebDataModule`.
 
-    The other arguments are :class:`~data_modules.base.TokenDataModule`'s.
+    The other arguments are :class:`~data_modules.base.TokenDataModule`'s; the tokenizer's default kind here is
+    ``gpt2``. A ``bpe`` (or ``char``) recipe learns from the kept text as it streams out of the dumps (which
+    are then read a second time for the shards); set its ``max_chars`` for large dumps.
     """
 
     def __init__(
@@ -135,21 +132,15 @@ class RedditDataModule(TokenDataModule):
         end_date: Optional[str] = None,
         bot_authors: Optional[list[str]] = None,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-        tokenizer_type: Literal["gpt2", "bpe"] = "gpt2",
-        bpe_vocab_size: int = 4096,
-        bpe_pattern: Literal["gpt2", "gpt4"] = "gpt4",
         shard_size: int = 100_000_000,
-        val_tokens: int = 1_000_000,
         max_tokens: Optional[int] = None,
-        num_proc: int = 1,
+        tokenizer: TokenizerRecipe = TokenizerRecipe("gpt2"),
         block_size: int = 1024,
         batch_size: int = 16,
-        seed: int = 1337,
-        num_workers: int = 0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            data_dir=data_dir, block_size=block_size, batch_size=batch_size, seed=seed, num_workers=num_workers
-        )
+        super().__init__(data_dir=data_dir, tokenizer=tokenizer, block_size=block_size, batch_size=batch_size,
+                         **kwargs)
         self.path = Path(path)
         self.subreddits = {s.lower().removeprefix("r/") for s in subreddits or []}
         self.min_score = min_score
@@ -160,14 +151,11 @@ class RedditDataModule(TokenDataModule):
         self.bot_authors = {a.lower() for a in (bot_authors if bot_authors is not None else ["AutoModerator"])}
         if max_line_bytes < 1:
             raise ConfigError(f"data.max_line_bytes must be positive, got {max_line_bytes}")
+        if shard_size < 1:
+            raise ConfigError(f"data.shard_size must be positive, got {shard_size}")
         self.max_line_bytes = max_line_bytes
-        self.tokenizer_type = tokenizer_type
-        self.bpe_vocab_size = bpe_vocab_size
-        self.bpe_pattern = bpe_pattern
         self.shard_size = shard_size
-        self.val_tokens = val_tokens
         self.max_tokens = max_tokens
-        self.num_proc = num_proc
         self.counts: Counter[str] = Counter()
 
     def files(self) -> list[Path]:
@@ -227,12 +215,12 @@ class RedditDataModule(TokenDataModule):
                 yield number, line
         except _Stopped as e:
             self.counts["truncated or corrupt files"] += 1
-            _say(f"{path}: {e} after line {number}; the {number} complete lines before are kept")
+            log.warning(f"{path}: {e} after line {number}; the {number} complete lines before are kept")
 
     def _skip(self, reason: str, where: str, detail: str = "") -> None:
         self.counts[reason] += 1
         if reason in ("malformed", "too long") and self.counts["malformed"] + self.counts["too long"] <= _REPORTED:
-            _say(f"{where}: {'malformed' if reason == 'malformed' else 'too long'} line skipped"
+            log.warning(f"{where}: {'malformed' if reason == 'malformed' else 'too long'} line skipped"
                  + (f" ({detail})" if detail else ""))
 
     def text_of(self, row: Any, where: str) -> Optional[str]:
@@ -290,37 +278,23 @@ class RedditDataModule(TokenDataModule):
 
     # --- tokenizer and shards ---------------------------------------------------------------------------------
 
-    def _settings(self) -> dict[str, Any]:
+    def corpus(self) -> dict[str, Any]:
         return {"path": str(self.path.resolve()), "subreddits": sorted(self.subreddits), "min_score": self.min_score,
                 "min_length": self.min_length, "dates": list(self.dates), "bots": sorted(self.bot_authors),
-                "max_tokens": self.max_tokens, **line_cap_setting(self.max_line_bytes)}
+                **line_cap_setting(self.max_line_bytes)}
 
-    def load_tokenizer(self) -> Tokenizer:
-        if self.tokenizer_type == "gpt2":
-            return GPT2Tokenizer()
-        texts = list(self.documents())  # the kept text trains the BPE (and is read again for the shards)
-        self.counts.clear()
-        digest = hashlib.sha256()
-        for text in texts:
-            digest.update(text.encode("utf-8", "surrogatepass") + b"\x00")
-        if not texts:
-            raise DataError(f"{self.path}: no row passed the filters, so there is no text to train a tokenizer on")
-        return load_or_train(self.data_dir / "tokenizers", texts, digest.hexdigest(), self.bpe_vocab_size,
-                             self.bpe_pattern)
+    def shard_settings(self) -> dict[str, Any]:
+        return {**self.corpus(), "max_tokens": self.max_tokens}
 
-    def prepare_data(self) -> None:
-        self.tokenizer  # noqa: B018 (trains the BPE first when there is one)
-        self.counts.clear()
+    def write_shards(self) -> None:
+        self.counts.clear()  # (a tokenizer that learned from the stream has read it once already)
         self.write_documents(
             self.documents,
-            settings=self._settings(),
             shard_size=self.shard_size,
-            val_tokens=self.val_tokens,
             max_tokens=self.max_tokens,
-            num_proc=self.num_proc,
             source=str(self.path),
             summary=lambda: {"rows": dict(self.counts)},
             empty=lambda: f"no row that passed the filters ({dict(self.counts) or 'no rows'})",
         )
         if self.counts:
-            _say(f"Reddit rows: {dict(self.counts)}")
+            log.info(f"Reddit rows: {dict(self.counts)}")

@@ -291,6 +291,27 @@ def _record_verified(directory: Path, fingerprint: dict[str, list[int]]) -> None
         pass  # a read-only data directory: the full check runs again next time, nothing worse
 
 
+def check_settings(directory: Path, settings: dict[str, Any], every_key: bool = False) -> None:
+    """Refuse a directory holding shards prepared, or started, with other ``settings`` (only the keys given,
+    unless ``every_key``): called before anything is rebuilt, so shards are never mixed with other data."""
+    path = Path(directory) / SETTINGS
+    if not path.is_file() or not any(Path(directory).glob("*.bin")):
+        return  # nothing prepared yet: a failed start (a wrong path, say) must not pin its settings
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path} is unreadable ({e}): delete {directory} to prepare it again") from None
+    settings = json.loads(json.dumps(settings))  # (tuples read back as lists)
+    keys = set(previous) | set(settings) if every_key else set(settings)
+    changed = sorted(k for k in keys if previous.get(k) != settings.get(k))
+    if changed:
+        diff = ", ".join(f"{k}: {previous.get(k)!r} -> {settings.get(k)!r}" for k in changed)
+        raise DataError(
+            f"{directory} was prepared with other settings ({diff}); delete that directory to "
+            f"prepare it again, or choose another data_dir"
+        )
+
+
 class ShardSet:
     """The shards of one split, read through short-lived memmaps.
 
@@ -384,17 +405,7 @@ class ShardWriter:
     def check_settings(self) -> None:
         """Refuse a directory holding shards prepared, or started, with other settings."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / SETTINGS
-        if not path.is_file() or not any(self.directory.glob("*.bin")):
-            return  # nothing prepared yet: a failed start (a wrong path, say) must not pin its settings
-        previous = json.loads(path.read_text(encoding="utf-8"))
-        changed = sorted(k for k in set(previous) | set(self.settings) if previous.get(k) != self.settings.get(k))
-        if changed:
-            diff = ", ".join(f"{k}: {previous.get(k)!r} -> {self.settings.get(k)!r}" for k in changed)
-            raise DataError(
-                f"{self.directory} was prepared with other settings ({diff}); delete that directory to "
-                f"prepare it again, or choose another data_dir"
-            )
+        check_settings(self.directory, self.settings, every_key=True)
 
     def is_complete(self) -> bool:
         """Whether this directory already holds the finished shards of these settings (refuses other settings)."""
@@ -556,6 +567,7 @@ __all__ = [
     "ShardHeader",
     "ShardSet",
     "ShardWriter",
+    "check_settings",
     "dtype_for",
     "open_tokens",
     "read_header",

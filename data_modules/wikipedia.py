@@ -3,9 +3,11 @@
 Articles are named by title (inline in the config or in a file, one a line) and by categories whose member
 articles are added. Each article's plain text is fetched once with ``wikipedia-api`` and cached on disk, so
 an interrupted fetch resumes and a second run makes no request; missing pages and redirects are reported.
-The BPE tokenizer is trained on the fetched articles (or reused: it is cached under the corpus's hash and
-the tokenizer settings), then the articles become token shards, the last ``val_fraction`` of the token stream
-being validation.
+The tokenizer (by default a BPE) is trained on the fetched articles in ``prepare_data`` (or reused while the
+articles and the recipe are the same), then the articles become token shards, the last ``val_fraction`` of the
+token stream being validation. Instantiating the module makes no request: only ``prepare_data`` fetches.
+The articles are read from their cache files one at a time (only their titles stay in memory); the token
+stream is held whole to cut its tail.
 """
 
 from __future__ import annotations
@@ -15,17 +17,18 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Iterator, Optional
 
-import numpy as np
 import wikipediaapi
 from tqdm import tqdm
 
 from data_modules.base import TokenDataModule
 from data_modules.shards import write_json
 from lit_gpt_mini.errors import ConfigError, DataError
-from lit_gpt_mini.tokenizers import Tokenizer
-from lit_gpt_mini.tokenizers.bpe import BPETokenizer, load_or_train
+from lit_gpt_mini.log import get_logger
+from lit_gpt_mini.tokenizers import TokenizerRecipe
+
+log = get_logger(__name__)
 
 USER_AGENT = "lit-gpt-mini/0.1 (trains a small GPT on a few articles; set data.user_agent to include your contact)"
 
@@ -43,10 +46,6 @@ def make_client(language: str, user_agent: str, max_retries: int, retry_wait: fl
     )
 
 
-def _say(message: str) -> None:
-    tqdm.write(message, file=sys.stderr)
-
-
 def _read_cache(path: Path, key: str) -> Optional[dict[str, Any]]:
     """A cached JSON record, or ``None`` when absent or damaged (then it is fetched again)."""
     if not path.is_file():
@@ -60,7 +59,7 @@ def _read_cache(path: Path, key: str) -> Optional[dict[str, Any]]:
         or record.get("missing") is True
         or isinstance(record.get("title"), str) and isinstance(record.get("text"), str))
     if not valid:
-        _say(f"{path}: damaged cache file, fetched again")
+        log.warning(f"{path}: damaged cache file, fetched again")
         return None
     return record
 
@@ -71,7 +70,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 class WikipediaDataModule(TokenDataModule):
-    """Wikipedia articles, tokenized with a byte-level BPE trained on them.
+    """Wikipedia articles, by default tokenized with a byte-level BPE trained on them.
 
     Args:
         titles: Article titles.
@@ -84,13 +83,13 @@ class WikipediaDataModule(TokenDataModule):
         requests_per_second: At most this many article requests a second.
         max_retries: Retries of a failed request (with exponential backoff) before the article is reported as
             failed; a re-run fetches it again.
-        val_fraction: The tail fraction of the token stream held out for validation.
-        bpe_vocab_size: Vocabulary size of the BPE tokenizer (256 bytes + merges + the end-of-text token).
-        bpe_pattern: The BPE's pre-split regex: ``"gpt2"`` or ``"gpt4"``.
 
-    The other arguments are :class:`~data_modules.base.TokenDataModule`'s. Articles are cached in
-    ``data_dir/articles``, the tokenizer in ``data_dir/tokenizers``, shards in ``data_dir/shards``.
+    The other arguments are :class:`~data_modules.base.TokenDataModule`'s; the tokenizer's default kind here
+    is ``bpe``. Articles are cached in ``data_dir/articles``, the tokenizer is ``data_dir/tokenizer.json``,
+    the shards are in ``data_dir/shards``.
     """
+
+    split_by = "fraction"
 
     def __init__(
         self,
@@ -103,21 +102,12 @@ class WikipediaDataModule(TokenDataModule):
         user_agent: str = USER_AGENT,
         requests_per_second: float = 1.0,
         max_retries: int = 3,
-        val_fraction: float = 0.1,
-        bpe_vocab_size: int = 4096,
-        bpe_pattern: Literal["gpt2", "gpt4"] = "gpt4",
-        block_size: int = 256,
-        batch_size: int = 12,
-        seed: int = 1337,
-        num_workers: int = 0,
+        tokenizer: TokenizerRecipe = TokenizerRecipe("bpe"),
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            data_dir=data_dir, block_size=block_size, batch_size=batch_size, seed=seed, num_workers=num_workers
-        )
+        super().__init__(data_dir=data_dir, tokenizer=tokenizer, **kwargs)
         if not titles and not titles_file and not categories:
             raise ConfigError("WikipediaDataModule needs articles: set data.titles, data.titles_file or data.categories")
-        if not 0.0 < val_fraction < 1.0:
-            raise ConfigError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
         if requests_per_second <= 0:
             raise ConfigError(f"data.requests_per_second must be positive, got {requests_per_second}")
         self.titles = list(titles or [])
@@ -128,12 +118,9 @@ class WikipediaDataModule(TokenDataModule):
         self.user_agent = user_agent
         self.requests_per_second = requests_per_second
         self.max_retries = max_retries
-        self.val_fraction = val_fraction
-        self.bpe_vocab_size = bpe_vocab_size
-        self.bpe_pattern = bpe_pattern
         self._client: Optional[wikipediaapi.Wikipedia] = None
         self._last_request = 0.0
-        self._articles: Optional[list[dict[str, str]]] = None
+        self._articles: Optional[list[tuple[str, Path]]] = None
 
     # --- which articles ---------------------------------------------------------------------------------------
 
@@ -152,9 +139,9 @@ class WikipediaDataModule(TokenDataModule):
         for where, title in lines:
             title = " ".join(title.split())
             if not title:
-                _say(f"{where}: blank title, skipped")
+                log.info(f"{where}: blank title, skipped")
             elif title in seen:
-                _say(f"{where}: {title!r} repeats {seen[title]}, skipped")
+                log.info(f"{where}: {title!r} repeats {seen[title]}, skipped")
             else:
                 seen[title] = where
         return list(seen)
@@ -186,7 +173,7 @@ class WikipediaDataModule(TokenDataModule):
             raise DataError(f"could not list {name} on {self.language}.wikipedia.org: {e}") from None
         titles = sorted(title for title, page in members.items() if page.namespace == 0)
         if not titles:
-            _say(f"{name}: no articles (missing or empty category)")
+            log.info(f"{name}: no articles (missing or empty category)")
         titles = titles[: self.max_articles_per_category]
         _write_json(path, {"category": name, "titles": titles})
         return titles
@@ -195,8 +182,8 @@ class WikipediaDataModule(TokenDataModule):
         key = hashlib.sha1(f"{self.language}:{title}".encode()).hexdigest()[:20]
         return self.data_dir / "articles" / f"{key}.json"
 
-    def fetch_articles(self) -> list[dict[str, str]]:
-        """Each requested article's ``{"title", "text"}``, fetched or read from the cache, without duplicates."""
+    def fetch_articles(self) -> list[tuple[str, Path]]:
+        """Each requested article's title and cache file, fetched (or found in the cache), without duplicates."""
         if self._articles is not None:
             return self._articles
         titles = self.requested_titles()
@@ -214,7 +201,7 @@ class WikipediaDataModule(TokenDataModule):
                     record = {"requested": title, "title": page.title, "text": page.text} if exists else {
                         "requested": title, "missing": True}
                 except wikipediaapi.WikipediaException as e:
-                    _say(f"{title!r}: could not fetch it ({type(e).__name__}: {e}); a re-run tries again")
+                    log.warning(f"{title!r}: could not fetch it ({type(e).__name__}: {e}); a re-run tries again")
                     failed.append(title)
                     continue
                 _write_json(path, record)
@@ -223,17 +210,17 @@ class WikipediaDataModule(TokenDataModule):
                 missing.append(title)
                 continue
             if record["title"] != title:
-                _say(f"{title!r} redirects to {record['title']!r}")
+                log.info(f"{title!r} redirects to {record['title']!r}")
             if record["title"] in seen:
-                _say(f"{title!r}: {record['title']!r} is already in the corpus, skipped")
+                log.info(f"{title!r}: {record['title']!r} is already in the corpus, skipped")
                 continue
             seen.add(record["title"])
             if record["text"].strip():
-                articles.append({"title": record["title"], "text": record["text"]})
+                articles.append((record["title"], path))
         if missing:
-            _say(f"{len(missing)} missing page(s) on {self.language}.wikipedia.org: {', '.join(map(repr, missing))}")
-        _say(f"Wikipedia: {len(articles)} articles ({fetched} fetched now, {len(titles) - fetched - len(failed)} "
-             f"from the cache in {self.data_dir / 'articles'})")
+            log.warning(f"{len(missing)} missing page(s) on {self.language}.wikipedia.org: {', '.join(map(repr, missing))}")
+        log.info(f"Wikipedia: {len(articles)} articles ({fetched} fetched now, {len(titles) - fetched - len(failed)} "
+                 f"from the cache in {self.data_dir / 'articles'})")
         if failed:
             raise DataError(
                 f"{len(failed)} article(s) could not be fetched ({', '.join(map(repr, failed))}); the others are "
@@ -244,36 +231,26 @@ class WikipediaDataModule(TokenDataModule):
         self._articles = articles
         return articles
 
-    # --- tokenizer and shards ---------------------------------------------------------------------------------
+    # --- the document stream and the shards ------------------------------------------------------------------
 
-    def _corpus_sha256(self, articles: list[dict[str, str]]) -> str:
+    def fetch(self) -> None:
+        self.fetch_articles()
+
+    def documents(self) -> Iterator[str]:
+        """The articles' texts, in order, each read from its cache file when it is needed."""
+        for title, path in self.fetch_articles():
+            record = _read_cache(path, "requested")
+            if record is None or record.get("title") != title:
+                raise DataError(f"{path} changed during the preparation: run it again")
+            yield record["text"]
+
+    def corpus(self) -> dict[str, Any]:
         digest = hashlib.sha256()
-        for article in articles:
-            digest.update(article["text"].encode("utf-8", "surrogatepass") + b"\x00")
-        return digest.hexdigest()
+        for text in self.documents():
+            digest.update(text.encode("utf-8", "surrogatepass") + b"\x00")
+        return {"corpus_sha256": digest.hexdigest()}
 
-    def load_tokenizer(self) -> Tokenizer:
+    def write_shards(self) -> None:
         articles = self.fetch_articles()
-        return load_or_train(
-            self.data_dir / "tokenizers",
-            [a["text"] for a in articles],
-            self._corpus_sha256(articles),
-            self.bpe_vocab_size,
-            self.bpe_pattern,
-        )
-
-    def prepare_data(self) -> None:
-        articles = self.fetch_articles()
-        tokenizer: BPETokenizer = self.tokenizer
-        stream = np.concatenate(
-            [np.concatenate([[tokenizer.eot_id], tokenizer.encode(a["text"])]) for a in articles]
-        ).astype(np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32)
-        n_val = int(len(stream) * self.val_fraction)
-        if n_val == 0 or n_val == len(stream):
-            raise DataError(f"{len(stream)} tokens are too few to hold out val_fraction={self.val_fraction}")
-        self.write_splits(
-            val=stream[len(stream) - n_val :],
-            train=stream[: len(stream) - n_val],
-            settings={"corpus_sha256": self._corpus_sha256(articles), "val_fraction": self.val_fraction},
-            extra={"documents": len(articles), "titles": [a["title"] for a in articles]},
-        )
+        self.write_fraction(self.documents(), "the Wikipedia articles",
+                            extra={"documents": len(articles), "titles": [title for title, _ in articles]})

@@ -1,9 +1,10 @@
 """The command line: ``fit``/``validate``/``test`` through LightningCLI, plus ``generate``, ``export``, ``prepare``.
 
 ``python main.py fit --config configs/shakespeare_char_cpu.yaml`` reads the YAML into the LightningModule,
-the data module and the Trainer (every key is also a command-line flag), links the data's vocabulary size
-into the model, and runs. ``python main.py test --ckpt_path X`` without a config scores HellaSwag (GPT-2
-vocabulary). Errors in the user's input end in one line on stderr, not a traceback.
+the data module and the Trainer (every key is also a command-line flag), and runs; the model learns the
+data's vocabulary size in its ``setup``, after the data's preparation made the tokenizer.
+``python main.py test --ckpt_path X`` without a config scores HellaSwag (GPT-2 vocabulary). Errors in the
+user's input end in one line on stderr, not a traceback.
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ class GPTCLI(LightningCLI):
         self.config = parser.parse_args(args)
 
     def add_arguments_to_parser(self, parser) -> None:
-        # The vocabulary is a property of the data (its tokenizer); the model's embedding follows it.
-        parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
+        # (No link of the vocabulary: the model takes the data's in its setup, after prepare_data made the
+        # tokenizer; parsing and instantiating stay free of downloads and training.)
         parser.add_argument(
             "--float32_matmul_precision",
             type=MatmulPrecision,
@@ -353,8 +354,15 @@ def _init_args(class_path: Optional[str]) -> list[str]:
     module, _, name = class_path.rpartition(".")
     try:
         target = getattr(importlib.import_module(module), name)
-        target = target.__init__ if inspect.isclass(target) else target
-        return [p for p in inspect.signature(target).parameters if p not in ("self", "args", "kwargs")]
+        # A class whose __init__ passes **kwargs on to its base's accepts the base's arguments too.
+        targets = [c.__init__ for c in target.__mro__ if "__init__" in vars(c)] if inspect.isclass(target) else [target]
+        names: list[str] = []
+        for function in targets:
+            parameters = inspect.signature(function).parameters
+            names += [p for p in parameters if p not in ("self", "args", "kwargs") and p not in names]
+            if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+                break
+        return names
     except (ImportError, AttributeError, ValueError, TypeError):
         return []
 
@@ -380,7 +388,7 @@ def prepare(args: list[str]) -> TokenDataModule:
     config = parser.parse_args(args)
     data = parser.instantiate_classes(config).data
     data.prepare_data()
-    log.info(f"{type(data).__name__}: data ready in {data.shard_dir}")
+    log.info(f"{type(data).__name__}: data ready in {data.shard_dir} (tokenizer: {data.tokenizer_path})")
     return data
 
 

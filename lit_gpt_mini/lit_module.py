@@ -31,7 +31,9 @@ class GPTModule(L.LightningModule):
     """Trains a GPT with fused AdamW (or Muon + AdamW) and a warmup + cosine schedule stepped per optimizer step.
 
     Args:
-        vocab_size: Size of the tokenizer's vocabulary; linked from the data module by the CLI.
+        vocab_size: Size of the tokenizer's vocabulary; ``None`` (the usual): the data's, taken in ``setup`` once
+            the data is prepared (and then recorded in the checkpoint's hyperparameters). A number is checked
+            against the data's.
         block_size: Context length (the longest sequence the model can see).
         n_layer, n_head, n_embd, dropout, bias: The model's shape, as in :class:`~lit_gpt_mini.model.GPTConfig`.
         learning_rate: Peak learning rate, reached after ``warmup_steps``.
@@ -59,7 +61,7 @@ class GPTModule(L.LightningModule):
 
     def __init__(
         self,
-        vocab_size: int = 50257,
+        vocab_size: Optional[int] = None,
         block_size: int = 1024,
         n_layer: int = 12,
         n_head: int = 12,
@@ -85,15 +87,11 @@ class GPTModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.config = GPTConfig(
-            vocab_size=vocab_size,
-            block_size=block_size,
-            n_layer=n_layer,
-            n_head=n_head,
-            n_embd=n_embd,
-            dropout=dropout,
-            bias=bias,
-        )
+        self._shape = dict(block_size=block_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd, dropout=dropout,
+                           bias=bias)
+        # The shape is checked now; the vocabulary may be the data's, known only in setup (see `config`).
+        shape = GPTConfig(vocab_size=1 if vocab_size is None else vocab_size, **self._shape)
+        self._config: Optional[GPTConfig] = shape if vocab_size is not None else None
         if optimizer not in ("adamw", "muon"):
             raise ConfigError(f"model.optimizer must be 'adamw' or 'muon', got {optimizer!r}")
         check_optimizer_args(learning_rate=learning_rate, min_lr=min_lr, warmup_steps=warmup_steps,
@@ -114,7 +112,8 @@ class GPTModule(L.LightningModule):
         self._step_micro_batches = 0
 
     def configure_model(self) -> None:
-        # Called by the Trainer before a checkpoint's weights are restored; may run more than once.
+        # Called by the Trainer after setup (which learned the vocabulary) and before a checkpoint's weights are
+        # restored; may run more than once.
         if self.model is not None:
             return
         self.model = GPT(self.config)
@@ -148,8 +147,9 @@ class GPTModule(L.LightningModule):
         self.model.load_state_dict(pretrained.state_dict())
 
     def setup(self, stage: str) -> None:
+        # Runs on every rank after the data module's setup loaded the tokenizer, before configure_model.
         datamodule = self.trainer.datamodule if self._trainer is not None else None
-        data_tokenizer = getattr(datamodule, "tokenizer", None)
+        data_tokenizer = getattr(datamodule, "tokenizer", None) if datamodule is not None else None
         if data_tokenizer is None:
             return
         if datamodule.block_size > self.config.block_size:
@@ -159,10 +159,29 @@ class GPTModule(L.LightningModule):
             )
         if data_tokenizer.vocab_size != self.config.vocab_size:
             raise ConfigError(
-                f"model.vocab_size is {self.config.vocab_size} but the data's tokenizer has "
-                f"{data_tokenizer.vocab_size} tokens"
+                f"model.vocab_size is {self.config.vocab_size} (set in the config, or recorded in the --ckpt_path "
+                f"checkpoint) but the data's tokenizer has {data_tokenizer.vocab_size} tokens: the model was made "
+                f"for other data or another tokenizer (leave model.vocab_size null to take the data's)"
             )
         self.tokenizer = data_tokenizer
+
+    @property
+    def config(self) -> GPTConfig:
+        """The model's shape. With ``vocab_size: null`` the vocabulary is the data's: taken from the Trainer's
+        data module the first time it is needed (its setup loaded the tokenizer; callbacks' setup and this
+        module's run after it, ``configure_model`` later) and recorded in the hyperparameters, so the
+        checkpoint rebuilds the same model."""
+        if self._config is None:
+            datamodule = self.trainer.datamodule if self._trainer is not None else None
+            if datamodule is None or not hasattr(type(datamodule), "tokenizer"):
+                raise ConfigError(
+                    "model.vocab_size is null (the data's) but there is no data module to take it from: set "
+                    "model.vocab_size"
+                )
+            vocab_size = datamodule.tokenizer.vocab_size
+            self._config = GPTConfig(vocab_size=vocab_size, **self._shape)
+            self.hparams["vocab_size"] = vocab_size
+        return self._config
 
     @functools.lru_cache(maxsize=8)
     def _flops_per_token(self, seq_len: int) -> int:

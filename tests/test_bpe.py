@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from lit_gpt_mini.errors import ConfigError, DataError
 from lit_gpt_mini.tokenizers import tokenizer_from_dict
+from lit_gpt_mini.tokenizers.recipe import load_tokenizer_file
 from lit_gpt_mini.tokenizers.bpe import EOT, PATTERNS, BPETokenizer, count_chunks, load_or_train, train_bpe
 
 VARIED = [
@@ -139,13 +140,13 @@ def test_bpe_shakespeare_config_fits_and_samples_through_the_cli(tmp_path, monke
 
     monkeypatch.chdir(tmp_path)
     args = ["fit", "--config", str(CONFIGS / "bpe_shakespeare.yaml"), "--data.path", str(shakespeare_path),
-            "--data.bpe_vocab_size", "512", "--data.block_size", "32", "--model.block_size", "32",
+            "--data.tokenizer.vocab_size", "512", "--data.block_size", "32", "--model.block_size", "32",
             "--model.n_layer", "1", "--trainer.max_steps", "6", "--trainer.val_check_interval", "3",
             "--trainer.limit_val_batches", "2"]
     cli = main(args)
     assert cli.trainer.global_step == 6 and cli.model.config.vocab_size == 512
-    (cached,) = (tmp_path / "data/shakespeare_bpe/tokenizers").iterdir()
-    assert BPETokenizer.load(cached) == cli.datamodule.tokenizer
+    saved, record = load_tokenizer_file(tmp_path / "data/shakespeare_bpe/tokenizer.json")
+    assert saved == cli.datamodule.tokenizer and record["recipe"]["vocab_size"] == 512
     ckpt = tmp_path / "out/bpe_shakespeare/checkpoints/last.ckpt"
     (sample,) = generate(str(ckpt), prompt="ROMEO:", max_new_tokens=20, seed=1)
     assert sample.startswith("ROMEO:") and len(sample) > len("ROMEO:")

@@ -12,6 +12,7 @@ from data_modules.reddit import RedditDataModule
 from data_modules.shards import read_manifest
 from lit_gpt_mini.cli import main
 from lit_gpt_mini.errors import ConfigError, DataError
+from lit_gpt_mini.tokenizers import TokenizerRecipe
 
 from .conftest import CONFIGS
 
@@ -78,7 +79,7 @@ def test_prepare_writes_shards_with_gpt2_or_our_bpe(tmp_path, shakespeare_docs):
     dm.prepare_data()
     manifest = read_manifest(dm.shard_dir)
     assert manifest["tokenizer"] == {"kind": "gpt2"} and manifest["rows"]["kept"] == manifest["documents"]
-    bpe = module(tmp_path, dump, data_dir=str(tmp_path / "bpe"), tokenizer_type="bpe", bpe_vocab_size=400)
+    bpe = module(tmp_path, dump, data_dir=str(tmp_path / "bpe"), tokenizer=TokenizerRecipe("bpe", vocab_size=400))
     bpe.prepare_data()
     bpe.setup("fit")
     assert bpe.vocab_size == 400 and read_manifest(bpe.shard_dir)["tokenizer"]["kind"] == "bpe"

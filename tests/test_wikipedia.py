@@ -14,6 +14,7 @@ from data_modules.shards import read_manifest
 from data_modules.wikipedia import WikipediaDataModule
 from lit_gpt_mini.cli import main
 from lit_gpt_mini.errors import ConfigError, DataError
+from lit_gpt_mini.tokenizers import TokenizerRecipe
 
 from .conftest import CONFIGS
 
@@ -69,7 +70,8 @@ def fake_wiki(monkeypatch, shakespeare_path):
 
 def module(tmp_path, **kwargs):
     defaults = dict(titles=["Alan Turing", "Ada Lovelace", "Turing", "No Such Article"], categories=["Computer scientists"],
-                    requests_per_second=1000, bpe_vocab_size=300, block_size=32, batch_size=4)
+                    requests_per_second=1000, tokenizer=TokenizerRecipe("bpe", vocab_size=300), block_size=32,
+                    batch_size=4)
     return WikipediaDataModule(data_dir=str(tmp_path / "wiki"), **{**defaults, **kwargs})
 
 
@@ -105,7 +107,7 @@ def test_an_article_that_cannot_be_fetched_is_reported_and_fetched_on_the_next_r
     with pytest.raises(DataError, match=r"1 article\(s\) could not be fetched \('Ada Lovelace'\).*run again"):
         dm.fetch_articles()
     fetched = module(tmp_path, max_retries=0, categories=[]).fetch_articles()
-    assert [a["title"] for a in fetched] == ["Alan Turing", "Ada Lovelace"]
+    assert [title for title, _ in fetched] == ["Alan Turing", "Ada Lovelace"]
 
 
 def test_bad_settings_are_clear(tmp_path, fake_wiki):
@@ -120,10 +122,109 @@ def test_bad_settings_are_clear(tmp_path, fake_wiki):
 def test_fit_through_the_cli_with_the_bpe_wikipedia_config(tmp_path, monkeypatch, fake_wiki):
     monkeypatch.chdir(tmp_path)
     cli = main(["fit", "--config", str(CONFIGS / "bpe_wikipedia.yaml"), "--data.titles", '["Alan Turing", "Ada Lovelace"]',
-                "--data.requests_per_second", "1000", "--data.bpe_vocab_size", "300", "--data.block_size", "32",
+                "--data.requests_per_second", "1000", "--data.tokenizer.vocab_size", "300", "--data.block_size", "32",
                 "--data.batch_size", "4", "--model.block_size", "32", "--model.n_layer", "1", "--model.n_embd", "32",
                 "--model.n_head", "2", "--trainer.max_steps", "4", "--trainer.val_check_interval", "2",
                 "--trainer.limit_val_batches", "2"])
     assert cli.trainer.global_step == 4 and "val/loss" in cli.trainer.callback_metrics
     ckpt = torch.load(tmp_path / "out/bpe_wikipedia/checkpoints/last.ckpt", weights_only=True)
     assert ckpt["tokenizer"]["kind"] == "bpe" and len(ckpt["tokenizer"]["merges"]) == 300 - 257
+
+
+def test_parsing_and_instantiating_the_config_make_no_request_and_train_nothing(tmp_path, monkeypatch, capsys):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a request or a training happened while the config was parsed or instantiated")
+
+    monkeypatch.setattr(wikipedia_module, "make_client", refuse)
+    monkeypatch.setattr(wikipedia_module.wikipediaapi, "Wikipedia", refuse)
+    monkeypatch.setattr("lit_gpt_mini.tokenizers.recipe.train_bpe", refuse)
+    monkeypatch.chdir(tmp_path)  # an empty cache: data/wikipedia does not exist
+    config = str(CONFIGS / "bpe_wikipedia.yaml")
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--config", config, "--print_config"])
+    assert e.value.code in (0, None) and "kind: bpe" in capsys.readouterr().out
+    from lit_gpt_mini.cli import GPTCLI
+    from lit_gpt_mini.lit_module import GPTModule
+    from data_modules.base import TokenDataModule
+
+    cli = GPTCLI(GPTModule, TokenDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
+                 args=["--config", config, "--trainer.logger", "false"])
+    assert isinstance(cli.datamodule, WikipediaDataModule) and cli.datamodule.recipe.vocab_size == 2048
+    assert cli.model.hparams.vocab_size is None  # the model learns it from the data, in setup
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("kind", ["char", "gpt2"])
+def test_wikipedia_takes_the_other_tokenizer_kinds(tmp_path, fake_wiki, kind):
+    dm = module(tmp_path, tokenizer=TokenizerRecipe(kind), categories=[])
+    dm.prepare_data()
+    dm.setup("fit")
+    assert dm.tokenizer.kind == kind and read_manifest(dm.shard_dir)["tokenizer"]["kind"] == kind
+    assert next(iter(dm.train_dataloader())).shape == (4, 33)
+
+
+WRAPPER = """
+import functools, hashlib, json, os, sys
+sys.path.insert(0, {root!r})
+import httpx, wikipediaapi
+import data_modules.base, lit_gpt_mini.tokenizers.recipe as recipe
+from lit_gpt_mini.cli import main
+from tests.test_wikipedia import FakeMediaWiki
+
+LOG = {log!r}
+def note(**event):
+    with open(LOG, "a") as f:
+        f.write(json.dumps(dict(pid=os.getpid(), **event)) + "\\n")
+
+text = open({text!r}, encoding="utf-8").read()
+fake = FakeMediaWiki({{t: text[i * 30000 : (i + 1) * 30000] for i, t in enumerate(["Alan Turing", "Ada Lovelace"])}})
+def transport(request):
+    note(request=dict(request.url.params))
+    return fake(request)
+wikipediaapi.Wikipedia = functools.partial(wikipediaapi.Wikipedia, transport=httpx.MockTransport(transport))
+
+train = recipe.train_bpe
+def counted_train(*args, **kwargs):
+    note(trained=True)
+    return train(*args, **kwargs)
+recipe.train_bpe = counted_train
+
+load = data_modules.base.load_tokenizer_file
+def noted_load(path):
+    note(loaded=str(path), sha=hashlib.sha256(open(path, "rb").read()).hexdigest())
+    return load(path)
+data_modules.base.load_tokenizer_file = noted_load
+main()
+"""
+
+
+def test_ddp_fetches_each_article_once_and_every_rank_loads_the_saved_tokenizer(tmp_path, shakespeare_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    log = tmp_path / "events.jsonl"
+    wrapper = tmp_path / "wrapper.py"
+    wrapper.write_text(WRAPPER.format(root=str(root), log=str(log), text=str(shakespeare_path)))
+    args = ["fit", "--config", str(CONFIGS / "bpe_wikipedia.yaml"), "--data.titles", '["Alan Turing", "Ada Lovelace"]',
+            "--data.requests_per_second", "1000", "--data.tokenizer.vocab_size", "300", "--data.block_size", "32",
+            "--data.batch_size", "4", "--model.block_size", "32", "--model.n_layer", "1", "--model.n_embd", "32",
+            "--model.n_head", "2", "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
+            "--trainer.limit_val_batches", "1", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+            "--trainer.accelerator", "cpu"]
+    run = subprocess.run([sys.executable, str(wrapper), *args], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=600, env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert run.returncode == 0, run.stderr[-3000:]
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    requests = [(e["request"].get("titles"), e["request"].get("prop")) for e in events if "request" in e]
+    # each article's page info and text asked for once in all, by one process
+    assert sorted(requests) == sorted(set(requests)) and {t for t, _ in requests} == {"Alan Turing", "Ada Lovelace"}
+    assert len({e["pid"] for e in events if "request" in e}) == 1
+    assert sum("trained" in e for e in events) == 1  # the tokenizer was trained once
+    loads = [e for e in events if "loaded" in e]
+    assert len({e["pid"] for e in loads}) == 2  # both ranks loaded it...
+    assert len({(Path(e["loaded"]).resolve(), e["sha"]) for e in loads}) == 1  # ...from the same file
+    ckpt = torch.load(tmp_path / "out/bpe_wikipedia/checkpoints/last.ckpt", weights_only=True)
+    assert ckpt["hyper_parameters"]["vocab_size"] == len(ckpt["tokenizer"]["merges"]) + 257 == 300

@@ -1,4 +1,5 @@
-"""Tokenizers, and the registry that turns a checkpoint's stored tokenizer dict back into one."""
+"""Tokenizers, the registry that turns a checkpoint's stored tokenizer dict back into one, and the recipe
+that says how a data source makes its tokenizer."""
 
 from __future__ import annotations
 
@@ -22,4 +23,9 @@ def tokenizer_from_dict(data: dict[str, Any]) -> Tokenizer:
     return TOKENIZERS[kind].from_dict(data)
 
 
-__all__ = ["BPETokenizer", "CharTokenizer", "GPT2Tokenizer", "Tokenizer", "TOKENIZERS", "tokenizer_from_dict"]
+# (imported last: the recipe module uses the registry above)
+from lit_gpt_mini.tokenizers.recipe import TokenizerRecipe  # noqa: E402
+
+__all__ = [
+    "BPETokenizer", "CharTokenizer", "GPT2Tokenizer", "Tokenizer", "TOKENIZERS", "TokenizerRecipe", "tokenizer_from_dict",
+]

@@ -84,15 +84,6 @@ class GPTCLI(LightningCLI):
         if self.subcommand is not None:
             check_trainer_args(config.get("trainer"))
 
-    def after_instantiate_classes(self) -> None:
-        from data_modules.hellaswag import HellaSwagDataModule
-
-        data = self.datamodule
-        if isinstance(data, HellaSwagDataModule) and not hasattr(data, "block_size"):
-            # HellaSwag alone (test --ckpt_path without a config) cuts each example to the model's context
-            # itself, so its window is the model's; the model's setup compares the data's window with its own.
-            data.block_size = self.model.config.block_size
-
     def _parse_ckpt_path(self) -> None:
         # Lightning loads --ckpt_path here (to re-parse the model's hyperparameters), then again to restore:
         # a missing or wrong file is refused first, in one line.

@@ -152,9 +152,11 @@ class GPTModule(L.LightningModule):
         data_tokenizer = getattr(datamodule, "tokenizer", None) if datamodule is not None else None
         if data_tokenizer is None:
             return
-        if datamodule.block_size > self.config.block_size:
+        # (HellaSwag data has no window of its own: it cuts each example to the model's context.)
+        block_size = getattr(datamodule, "block_size", None)
+        if block_size is not None and block_size > self.config.block_size:
             raise ConfigError(
-                f"data.block_size ({datamodule.block_size}) is larger than model.block_size "
+                f"data.block_size ({block_size}) is larger than model.block_size "
                 f"({self.config.block_size}), the longest context the model has positions for"
             )
         if data_tokenizer.vocab_size != self.config.vocab_size:

@@ -1,30 +1,12 @@
-"""Tokenizers, the registry that turns a checkpoint's stored tokenizer dict back into one, and the recipe
-that says how a data source makes its tokenizer."""
-
-from __future__ import annotations
-
-from typing import Any
+"""Tokenizers: the interface, the three kinds, the registry that rebuilds one from its stored dict, and the
+recipe that says how a data source makes its tokenizer."""
 
 from lit_gpt_mini.tokenizers.base import Tokenizer
 from lit_gpt_mini.tokenizers.bpe import BPETokenizer
 from lit_gpt_mini.tokenizers.char import CharTokenizer
 from lit_gpt_mini.tokenizers.gpt2 import GPT2Tokenizer
-
-TOKENIZERS: dict[str, type[Tokenizer]] = {
-    t.kind: t for t in (CharTokenizer, GPT2Tokenizer, BPETokenizer)
-}
-
-
-def tokenizer_from_dict(data: dict[str, Any]) -> Tokenizer:
-    """Rebuild the tokenizer that :meth:`Tokenizer.to_dict` described."""
-    kind = data.get("kind")
-    if kind not in TOKENIZERS:
-        raise ValueError(f"unknown tokenizer kind {kind!r}; known kinds: {sorted(TOKENIZERS)}")
-    return TOKENIZERS[kind].from_dict(data)
-
-
-# (imported last: the recipe module uses the registry above)
-from lit_gpt_mini.tokenizers.recipe import TokenizerRecipe  # noqa: E402
+from lit_gpt_mini.tokenizers.recipe import TokenizerRecipe
+from lit_gpt_mini.tokenizers.registry import TOKENIZERS, tokenizer_from_dict
 
 __all__ = [
     "BPETokenizer", "CharTokenizer", "GPT2Tokenizer", "Tokenizer", "TOKENIZERS", "TokenizerRecipe", "tokenizer_from_dict",

@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterable, Iterator, Literal, Optional
 
 from lit_gpt_mini.errors import ConfigError, DataError
 from lit_gpt_mini.files import atomic_write
-from lit_gpt_mini.tokenizers import Tokenizer, tokenizer_from_dict
+from lit_gpt_mini.tokenizers.base import Tokenizer
+from lit_gpt_mini.tokenizers.registry import tokenizer_from_dict
 from lit_gpt_mini.tokenizers.bpe import train_bpe
 from lit_gpt_mini.tokenizers.char import CharTokenizer
 from lit_gpt_mini.tokenizers.gpt2 import GPT2Tokenizer

@@ -21,9 +21,10 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from data_modules.download import download
-from lit_gpt_mini.files import atomic_write, sha256_of
 from lit_gpt_mini import hellaswag
 from lit_gpt_mini.errors import ConfigError, DataError
+from lit_gpt_mini.files import atomic_write, sha256_of
+from lit_gpt_mini.log import get_logger
 from lit_gpt_mini.tokenizers import GPT2Tokenizer, Tokenizer
 
 URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_{split}.jsonl"
@@ -222,7 +223,7 @@ def main(args: Optional[list[str]] = None) -> None:
     data = HellaSwagDataModule(data_dir=ns.data_dir, path=ns.path, split=ns.split)
     data.fetch()
     count = write_training_text(data.examples, Path(ns.out))
-    print(f"wrote {count} documents to {ns.out}; train on them with --data.path {ns.out}")
+    get_logger(__name__).info(f"wrote {count} documents to {ns.out}; train on them with --data.path {ns.out}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 Training (:func:`train_bpe`) splits the text with a GPT-style regex (GPT-2's or GPT-4's pattern), counts each
 distinct chunk once, and then merges the most frequent adjacent pair of tokens again and again. Pair counts
 are kept up to date incrementally: a merge only revisits the distinct chunks that contain the merged pair,
-and a heap with lazy deletion finds the next most frequent pair, so no merge rescans the corpus.
+and a heap with lazy deletion finds the next most frequent pair, so no merge rescans the corpus. The documents
+are streamed in bounded batches (any iterable, optionally capped at ``max_chars``), so memory grows with the
+number of distinct chunks, not with the corpus.
 
 A trained tokenizer is ``256`` byte tokens, then one token per merge (its bytes are the two merged tokens'
 bytes), then the special tokens. Encoding is tiktoken's: the ranks of those byte strings and the split pattern

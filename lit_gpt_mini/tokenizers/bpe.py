@@ -3,7 +3,9 @@
 Training (:func:`train_bpe`) splits the text with a GPT-style regex (GPT-2's or GPT-4's pattern), counts each
 distinct chunk once, and then merges the most frequent adjacent pair of tokens again and again. Pair counts
 are kept up to date incrementally: a merge only revisits the distinct chunks that contain the merged pair,
-and a heap with lazy deletion finds the next most frequent pair, so no merge rescans the corpus.
+and a heap with lazy deletion finds the next most frequent pair, so no merge rescans the corpus. The documents
+are streamed in bounded batches (any iterable, optionally capped at ``max_chars``), so memory grows with the
+number of distinct chunks, not with the corpus.
 
 A trained tokenizer is ``256`` byte tokens, then one token per merge (its bytes are the two merged tokens'
 bytes), then the special tokens. Encoding is tiktoken's: the ranks of those byte strings and the split pattern
@@ -25,9 +27,10 @@ import multiprocessing
 import os
 import sys
 import tempfile
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
+from operator import add
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import regex
 import tiktoken
@@ -45,7 +48,7 @@ PATTERNS = {
 EOT = "<|endoftext|>"
 FORMAT = "lit-gpt-mini byte-level BPE"
 VERSION = 1
-_PIECE_CHARS = 1 << 20  # text per counting task
+_TASK_CHARS = 1 << 20  # text per counting task
 
 
 class BPETokenizer(Tokenizer):
@@ -159,37 +162,192 @@ class BPETokenizer(Tokenizer):
 # --- training -------------------------------------------------------------------------------------------------
 
 
+# A safe place to cut a document: after a lone newline between two non-spaces. No chunk of either pattern spans
+# it, and the chunks on each side are the same as in the whole text (a longer whitespace run is not safe: GPT-2's
+# "\s+(?!\S)" splits "  \n" before "x" into "  " and "\n", but takes it whole at the end of a piece).
+_CUT = regex.compile(r"\S\n(?=\S)")
+
+
 def _pieces(text: str, size: int) -> list[str]:
-    # Cut after a newline followed by a non-space: no chunk of either pattern spans such a point, so counting
-    # the pieces separately gives the same counts as counting the whole text.
+    """``text`` cut into pieces of about ``size`` characters or more, counting separately to the same chunks."""
     pieces, start = [], 0
     while start < len(text):
-        end = start + size
-        while end < len(text) and not (text[end - 1] == "\n" and not text[end].isspace()):
-            end += 1
+        cut = _CUT.search(text, start + size - 2) if start + size < len(text) else None
+        end = cut.end() if cut else len(text)
         pieces.append(text[start:end])
         start = end
     return pieces
 
 
-def _count_chunks(args: tuple[str, str]) -> Counter:
-    text, pattern = args
-    return Counter(regex.findall(pattern, text))
+def _tasks(texts: Iterable[str], max_chars: Optional[int], bar: tqdm) -> Iterator[list[str]]:
+    """The documents in batches of about ``_TASK_CHARS`` characters (a longer document is cut into pieces where
+    no chunk can span the cut), stopping after ``max_chars`` characters; reads ``texts`` lazily."""
+    batch: list[str] = []
+    size, total = 0, 0
+    for text in texts:
+        if max_chars is not None and total + len(text) >= max_chars:
+            text = text[: max_chars - total]  # the document that reaches the cap is cut at exactly max_chars
+        total += len(text)
+        bar.update(len(text))
+        for piece in _pieces(text, _TASK_CHARS) if len(text) > _TASK_CHARS else [text]:
+            batch.append(piece)
+            size += len(piece)
+            if size >= _TASK_CHARS:
+                yield batch
+                batch, size = [], 0
+        if max_chars is not None and total >= max_chars:
+            break
+    if batch:
+        yield batch
 
 
-def count_chunks(texts: Iterable[str], pattern: str, num_proc: int = 1) -> Counter:
-    """How often each pre-split chunk occurs in the texts (in ``num_proc`` processes; same result for any)."""
+def _count_batch(batch: list[str], pattern: str) -> Counter:
+    chunks: list[str] = []
+    for text in batch:
+        chunks += regex.findall(pattern, text)  # each document on its own: no chunk spans two documents
+    return Counter(chunks)
+
+
+def count_chunks(
+    texts: Iterable[str],
+    pattern: str,
+    num_proc: int = 1,
+    max_chars: Optional[int] = None,
+    progress: bool = False,
+) -> Counter:
+    """How often each pre-split chunk occurs in the documents ``texts`` (each document is split on its own).
+
+    ``texts`` may be any iterable, an endless generator included: it is read batch by batch and never held
+    whole, so memory grows with the number of distinct chunks, not with the corpus. With ``max_chars``, only
+    the first ``max_chars`` characters of the stream are used: the documents in order, the one that reaches
+    the cap cut there, the rest not read. ``num_proc > 1`` splits in that many processes, with a bounded
+    number of batches in flight; the counts are the same for any ``num_proc``. A document longer than a batch
+    is cut at lone newlines (see ``_CUT``), which changes no chunk of the GPT-2 and GPT-4 patterns; a custom
+    pattern whose chunks can span such a newline would count differently there.
+    """
     pattern = PATTERNS.get(pattern, pattern)
-    tasks = ((piece, pattern) for text in texts for piece in _pieces(text, _PIECE_CHARS))
+    if max_chars is not None and max_chars <= 0:
+        raise ConfigError(f"max_chars must be a positive number of characters or None, got {max_chars}")
     counts: Counter = Counter()
-    if num_proc <= 1:
-        for task in tasks:
-            counts.update(_count_chunks(task))
-        return counts
-    with multiprocessing.get_context("fork").Pool(num_proc) as pool:
-        for partial in pool.imap(_count_chunks, tasks):
-            counts.update(partial)
+    bar = tqdm(total=max_chars, desc="Counting BPE chunks", unit="char", unit_scale=True, disable=not progress,
+               file=sys.stderr)
+    with bar:
+        tasks = _tasks(texts, max_chars, bar)
+        if num_proc <= 1:
+            for batch in tasks:
+                counts.update(_count_batch(batch, pattern))
+            return counts
+        with multiprocessing.get_context("fork").Pool(num_proc) as pool:
+            # Pool.imap would read the whole (possibly endless) stream into its queue: keep a bounded window
+            # of batches in flight instead.
+            pending: deque = deque()
+            for batch in tasks:
+                pending.append(pool.apply_async(_count_batch, (batch, pattern)))
+                while pending and (pending[0].ready() or len(pending) >= 2 * num_proc):
+                    counts.update(pending.popleft().get())
+            while pending:
+                counts.update(pending.popleft().get())
     return counts
+
+
+def _learn_merges(chunks: Counter, n_merges: int, bar: tqdm) -> list[tuple[int, int]]:
+    """The ``n_merges`` merges (fewer if the pairs run out) learned from the chunk counts.
+
+    Each distinct chunk is a "word": a ``str`` with one character per token (character ``chr(i)`` is token
+    ``i``), so that applying a merge to a word is one C-speed ``str.replace`` and a pair is a 2-character
+    string. Pair counts are kept up to date by revisiting only the words that contain the merged pair;
+    a heap of integer keys with lazy deletion finds the most frequent pair.
+    """
+    # Chunks with the same UTF-8 bytes (lone surrogates all become "?") are one word; one-byte words never
+    # take part in a merge.
+    word_counts: dict[str, int] = defaultdict(int)
+    for chunk, count in chunks.items():
+        word = chunk.encode("utf-8", "replace").decode("latin-1")
+        if len(word) > 1:
+            word_counts[word] += count
+    words, counts = list(word_counts), list(word_counts.values())
+    del word_counts
+    pair_counts: dict[str, int] = defaultdict(int)
+    where: dict[str, list[int]] = defaultdict(list)  # the words a pair occurs in (or once did)
+    for w, (word, count) in enumerate(zip(words, counts)):
+        pairs = list(map(add, word, word[1:]))
+        for pair in pairs:
+            pair_counts[pair] += count
+        for pair in set(pairs):
+            where[pair].append(w)
+    # Heap key of a pair (a, b) with count c: -c * 2^(2 bits) + a * 2^bits + b, so the smallest key is the most
+    # frequent pair and, among equally frequent ones, the pair of smallest ids (an int compares faster than a
+    # tuple).
+    bits = (256 + n_merges).bit_length()
+    low = (1 << bits) - 1
+    scale = 1 << (2 * bits)
+
+    def key(pair: str, count: int) -> int:
+        return -count * scale + (ord(pair[0]) << bits | ord(pair[1]))
+
+    heap = [key(pair, count) for pair, count in pair_counts.items()]
+    heapq.heapify(heap)
+    vocab = [bytes([i]) for i in range(256)]
+    token_of = {token: i for i, token in enumerate(vocab)}
+    merges: list[tuple[int, int]] = []
+    while len(merges) < n_merges and heap:
+        top = heapq.heappop(heap)
+        count, ids = -(top // scale), top % scale
+        a, b = ids >> bits, ids & low
+        pair = chr(a) + chr(b)
+        actual = pair_counts.get(pair, 0)
+        if actual != count:  # a stale entry: the pair's count fell since it was pushed
+            if actual > 0:
+                heapq.heappush(heap, key(pair, actual))
+            continue
+        merged = vocab[a] + vocab[b]
+        new = token_of.get(merged)
+        reused = new is not None  # (a pair can spell a token another merge already made: reuse it, keep ids unique)
+        if not reused:
+            new = len(vocab)
+            vocab.append(merged)
+            token_of[merged] = new
+            merges.append((a, b))
+            bar.update()
+        token, first, second = chr(new), chr(a), chr(b)
+        grown = set()
+        for w in where.pop(pair):
+            old = words[w]
+            word = old.replace(pair, token)
+            if len(word) == len(old):
+                continue  # the word lost this pair in an earlier merge
+            count = counts[w]
+            if reused:  # the token may be in the word already: recount all of its pairs
+                for p in map(add, old, old[1:]):
+                    pair_counts[p] -= count
+                for p in map(add, word, word[1:]):
+                    pair_counts[p] += count
+            # Only the neighbours of each merged place change: (x, a) becomes (x, new) and (b, y) becomes
+            # (new, y); between two merged places (b, a) becomes (new, new). The pairs that hold the new token
+            # are the only ones new to this word.
+            last = len(word) - 1
+            i = word.find(token)
+            while i >= 0:
+                if i > 0:
+                    p = word[i - 1 : i + 1]
+                    if not reused:
+                        pair_counts[second + first if p[0] == token else p[0] + first] -= count
+                        pair_counts[p] += count
+                    grown.add(p)
+                    where[p].append(w)
+                if i < last and word[i + 1] != token:
+                    p = word[i : i + 2]
+                    if not reused:
+                        pair_counts[second + p[1]] -= count
+                        pair_counts[p] += count
+                    grown.add(p)
+                    where[p].append(w)
+                i = word.find(token, i + 1)
+            words[w] = word
+        pair_counts.pop(pair, None)
+        for p in grown:
+            heapq.heappush(heap, key(p, pair_counts[p]))
+    return merges
 
 
 def train_bpe(
@@ -199,11 +357,15 @@ def train_bpe(
     special_tokens: Iterable[str] = (EOT,),
     num_proc: int = 1,
     progress: bool = True,
+    max_chars: Optional[int] = None,
 ) -> BPETokenizer:
-    """Learn ``vocab_size - 256 - len(special_tokens)`` merges from ``texts``; deterministic for the same input.
+    """Learn ``vocab_size - 256 - len(special_tokens)`` merges from the documents ``texts``; deterministic for
+    the same input, whatever ``num_proc``.
 
-    Ties between equally frequent pairs go to the pair of smallest token ids. If the corpus runs out of pairs
-    first, the vocabulary is smaller than asked (the tokenizer reports its real ``vocab_size``).
+    ``texts`` may be any iterable of documents, streamed with bounded memory, and ``max_chars`` caps the
+    characters used (see :func:`count_chunks`). Ties between equally frequent pairs go to the pair of
+    smallest token ids. If the corpus runs out of pairs first, the vocabulary is smaller than asked (the
+    tokenizer reports its real ``vocab_size``).
     """
     special_tokens = list(special_tokens)
     if pattern not in PATTERNS and not isinstance(pattern, str):
@@ -214,67 +376,11 @@ def train_bpe(
             f"vocab_size ({vocab_size}) must be at least 256 byte tokens + {len(special_tokens)} special tokens "
             f"= {256 + len(special_tokens)}"
         )
-    chunks = count_chunks(texts, pattern, num_proc)
+    chunks = count_chunks(texts, pattern, num_proc, max_chars=max_chars, progress=progress)
     if not chunks:
         raise DataError("the tokenizer's training text is empty: there is nothing to learn merges from")
-    # Each distinct chunk once, as a list of token ids, with how often it occurs.
-    words = [list(chunk.encode("utf-8", "replace")) for chunk in chunks]
-    counts = list(chunks.values())
-    pair_counts: dict[tuple[int, int], int] = defaultdict(int)
-    where: dict[tuple[int, int], set[int]] = defaultdict(set)  # the words a pair (may) occur in
-    for w, (word, count) in enumerate(zip(words, counts)):
-        for pair in zip(word, word[1:]):
-            pair_counts[pair] += count
-            where[pair].add(w)
-    heap = [(-count, pair) for pair, count in pair_counts.items()]
-    heapq.heapify(heap)
-    vocab = [bytes([i]) for i in range(256)]
-    token_of = {token: i for i, token in enumerate(vocab)}
-    merges: list[tuple[int, int]] = []
-    bar = tqdm(total=n_merges, desc="Training BPE", unit="merge", disable=not progress, file=sys.stderr)
-    with bar:
-        while len(merges) < n_merges and heap:
-            negative, pair = heapq.heappop(heap)
-            if pair_counts.get(pair, 0) != -negative or negative == 0:
-                continue  # a stale heap entry: the pair's count changed since it was pushed
-            a, b = pair
-            merged = vocab[a] + vocab[b]
-            new = token_of.get(merged)
-            if new is None:  # (a pair can spell a token another merge already made: reuse it, keep ids unique)
-                new = len(vocab)
-                vocab.append(merged)
-                token_of[merged] = new
-                merges.append(pair)
-                bar.update()
-            changed = set()
-            for w in where.pop(pair, ()):
-                word, count = words[w], counts[w]
-                out, i, hit = [], 0, False
-                while i < len(word):
-                    if i + 1 < len(word) and word[i] == a and word[i + 1] == b:
-                        out.append(new)
-                        i += 2
-                        hit = True
-                    else:
-                        out.append(word[i])
-                        i += 1
-                if not hit:
-                    continue
-                for p in zip(word, word[1:]):
-                    pair_counts[p] -= count
-                    changed.add(p)
-                for p in zip(out, out[1:]):
-                    pair_counts[p] += count
-                    where[p].add(w)
-                    changed.add(p)
-                words[w] = out
-            pair_counts.pop(pair, None)
-            for p in changed:
-                count = pair_counts.get(p, 0)
-                if count > 0:
-                    heapq.heappush(heap, (-count, p))
-                elif p in pair_counts:
-                    del pair_counts[p]
+    with tqdm(total=n_merges, desc="Training BPE", unit="merge", disable=not progress, file=sys.stderr) as bar:
+        merges = _learn_merges(chunks, n_merges, bar)
     return BPETokenizer(merges, pattern, special_tokens)
 
 

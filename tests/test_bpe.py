@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from lit_gpt_mini.errors import ConfigError, DataError
 from lit_gpt_mini.tokenizers import tokenizer_from_dict
 from lit_gpt_mini.tokenizers.recipe import load_tokenizer_file
-from lit_gpt_mini.tokenizers.bpe import EOT, PATTERNS, BPETokenizer, count_chunks, load_or_train, train_bpe
+from lit_gpt_mini.tokenizers.bpe import EOT, PATTERNS, BPETokenizer, count_chunks, train_bpe
 
 VARIED = [
     "Hello, world! It's 2026; we'll see... 1234567 numbers.",
@@ -118,18 +118,6 @@ def test_bad_input_is_refused_clearly(tmp_path):
     bad.write_text("{truncated")
     with pytest.raises(DataError, match="unreadable"):
         BPETokenizer.load(bad)
-
-
-def test_load_or_train_reuses_the_file_for_the_same_corpus(tmp_path, monkeypatch):
-    first = load_or_train(tmp_path, ["the cat sat on the mat " * 50], "ab" * 32, 300)
-    files = list(tmp_path.iterdir())
-    assert len(files) == 1 and "300" in files[0].name
-
-    def no_training(*args, **kwargs):
-        raise AssertionError("trained again")
-
-    monkeypatch.setattr("lit_gpt_mini.tokenizers.bpe.train_bpe", no_training)
-    assert load_or_train(tmp_path, [], "ab" * 32, 300) == first
 
 
 def test_bpe_shakespeare_config_fits_and_samples_through_the_cli(tmp_path, monkeypatch, shakespeare_path):

@@ -18,6 +18,7 @@ from data_modules.shards import read_header, read_manifest
 from lit_gpt_mini.errors import ConfigError, DataError
 from lit_gpt_mini.files import sha256_of
 from lit_gpt_mini.tokenizers import BPETokenizer, CharTokenizer, TokenizerRecipe
+from lit_gpt_mini.tokenizers.bpe import first_chars
 from lit_gpt_mini.tokenizers.recipe import load_or_build, load_tokenizer_file
 
 from .conftest import write_jsonl
@@ -27,8 +28,8 @@ from .test_reddit import rows, write_zst
 
 def test_recipe_caps_the_stream_deterministically_and_checks_its_values():
     recipe = TokenizerRecipe("bpe", max_chars=6)
-    assert list(recipe.capped(["abc", "defg", "hij"])) == ["abc", "def"]
-    assert list(TokenizerRecipe("bpe").capped(iter(["abc", "defg"]))) == ["abc", "defg"]
+    assert list(first_chars(["abc", "defg", "hij"], recipe.max_chars)) == ["abc", "def"]
+    assert list(first_chars(iter(["abc", "defg"]), None)) == ["abc", "defg"]
     assert TokenizerRecipe("char", max_chars=2).build(["ab", "cd"]) == CharTokenizer(["a", "b"])
     # what changes the tokenizer, and only that
     assert TokenizerRecipe("gpt2", vocab_size=5).identity() == TokenizerRecipe("gpt2").identity() == {"kind": "gpt2"}
@@ -42,15 +43,15 @@ def test_recipe_caps_the_stream_deterministically_and_checks_its_values():
 def test_bpe_is_trained_from_a_stream_never_a_list(tmp_path, monkeypatch):
     seen = {}
 
-    def fake_train(texts, vocab_size, pattern, num_proc=1, progress=True):
+    def fake_train(texts, vocab_size, pattern, num_proc=1, progress=True, max_chars=None):
         seen["type"] = type(texts)
-        seen["texts"] = list(texts)
+        seen["texts"] = list(first_chars(texts, max_chars))
         return BPETokenizer([(104, 105)], pattern)
 
     monkeypatch.setattr("lit_gpt_mini.tokenizers.recipe.train_bpe", fake_train)
     stream = (text for text in ["hi there", "hi again"])
     tokenizer, built = load_or_build(tmp_path / "t.json", TokenizerRecipe("bpe", max_chars=10), {"c": 1}, lambda: stream)
-    assert built and not isinstance(seen["type"], list) and seen["texts"] == ["hi there", "hi"]
+    assert built and seen["type"] is not list and seen["texts"] == ["hi there", "hi"]
     assert load_tokenizer_file(tmp_path / "t.json")[0] == tokenizer
 
 

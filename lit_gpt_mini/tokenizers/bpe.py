@@ -24,9 +24,7 @@ import hashlib
 import heapq
 import json
 import multiprocessing
-import os
 import sys
-import tempfile
 from collections import Counter, defaultdict, deque
 from operator import add
 from pathlib import Path
@@ -37,6 +35,7 @@ import tiktoken
 from tqdm import tqdm
 
 from lit_gpt_mini.errors import ConfigError, DataError
+from lit_gpt_mini.files import atomic_write
 from lit_gpt_mini.tokenizers.base import Tokenizer
 
 PATTERNS = {
@@ -121,8 +120,6 @@ class BPETokenizer(Tokenizer):
 
     def save(self, path: Path) -> None:
         """Write the tokenizer as readable JSON (each merge shows the text of the token it makes), atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         data = {
             "format": FORMAT,
             "version": VERSION,
@@ -131,15 +128,8 @@ class BPETokenizer(Tokenizer):
             # [a, b, text of the new token]; the text is for people and is not read back
             "merges": [[a, b, self.vocab[256 + k].decode("utf-8", "backslashreplace")] for k, (a, b) in enumerate(self.merges)],
         }
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f, ensure_ascii=False, indent=0)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(path, "w", encoding="utf-8") as f:
+            json.dump(data, f, ensure_ascii=False, indent=0)
 
     @classmethod
     def load(cls, path: Path) -> "BPETokenizer":
@@ -179,15 +169,28 @@ def _pieces(text: str, size: int) -> list[str]:
     return pieces
 
 
+def first_chars(texts: Iterable[str], max_chars: Optional[int]) -> Iterator[str]:
+    """The documents a vocabulary is learned from: all of ``texts`` (``max_chars`` None), or exactly their first
+    ``max_chars`` characters, the documents in order, the one that reaches the cap cut there and the rest not
+    read (as nanochat samples its tokenizer corpus). Lazy: an endless generator is fine."""
+    if max_chars is not None and max_chars <= 0:
+        raise ConfigError(f"max_chars must be a positive number of characters or None, got {max_chars}")
+    left = max_chars
+    for text in texts:
+        if left is not None:
+            text = text[:left]
+            left -= len(text)
+        yield text
+        if left is not None and left <= 0:
+            return
+
+
 def _tasks(texts: Iterable[str], max_chars: Optional[int], bar: tqdm) -> Iterator[list[str]]:
     """The documents in batches of about ``_TASK_CHARS`` characters (a longer document is cut into pieces where
     no chunk can span the cut), stopping after ``max_chars`` characters; reads ``texts`` lazily."""
     batch: list[str] = []
-    size, total = 0, 0
-    for text in texts:
-        if max_chars is not None and total + len(text) >= max_chars:
-            text = text[: max_chars - total]  # the document that reaches the cap is cut at exactly max_chars
-        total += len(text)
+    size = 0
+    for text in first_chars(texts, max_chars):
         bar.update(len(text))
         for piece in _pieces(text, _TASK_CHARS) if len(text) > _TASK_CHARS else [text]:
             batch.append(piece)
@@ -195,8 +198,6 @@ def _tasks(texts: Iterable[str], max_chars: Optional[int], bar: tqdm) -> Iterato
             if size >= _TASK_CHARS:
                 yield batch
                 batch, size = [], 0
-        if max_chars is not None and total >= max_chars:
-            break
     if batch:
         yield batch
 
@@ -226,7 +227,7 @@ def count_chunks(
     pattern whose chunks can span such a newline would count differently there.
     """
     pattern = PATTERNS.get(pattern, pattern)
-    if max_chars is not None and max_chars <= 0:
+    if max_chars is not None and max_chars <= 0:  # (first_chars checks it too, but only once it is iterated)
         raise ConfigError(f"max_chars must be a positive number of characters or None, got {max_chars}")
     counts: Counter = Counter()
     bar = tqdm(total=max_chars, desc="Counting BPE chunks", unit="char", unit_scale=True, disable=not progress,
@@ -382,24 +383,3 @@ def train_bpe(
     with tqdm(total=n_merges, desc="Training BPE", unit="merge", disable=not progress, file=sys.stderr) as bar:
         merges = _learn_merges(chunks, n_merges, bar)
     return BPETokenizer(merges, pattern, special_tokens)
-
-
-def load_or_train(
-    directory: Path,
-    texts: Iterable[str],
-    corpus_sha256: str,
-    vocab_size: int,
-    pattern: str = "gpt4",
-    num_proc: int = 1,
-) -> BPETokenizer:
-    """The tokenizer trained on this corpus with these settings: read from ``directory`` when it was trained
-    before (the file name holds the corpus hash and settings), else trained now and saved there."""
-    path = Path(directory) / f"bpe-{pattern if pattern in PATTERNS else 'custom'}-{vocab_size}-{corpus_sha256[:16]}.json"
-    if path.is_file():
-        tokenizer = BPETokenizer.load(path)
-        if tokenizer.pattern != PATTERNS.get(pattern, pattern):
-            raise DataError(f"{path} was trained with another split pattern; delete it to train again")
-        return tokenizer
-    tokenizer = train_bpe(texts, vocab_size, pattern, num_proc=num_proc)
-    tokenizer.save(path)
-    return tokenizer

@@ -13,15 +13,15 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal, Optional
+from typing import Any, Callable, Iterable, Literal, Optional
 
 from lit_gpt_mini.errors import ConfigError, DataError
 from lit_gpt_mini.files import atomic_write
 from lit_gpt_mini.tokenizers.base import Tokenizer
-from lit_gpt_mini.tokenizers.registry import tokenizer_from_dict
-from lit_gpt_mini.tokenizers.bpe import train_bpe
+from lit_gpt_mini.tokenizers.bpe import first_chars, train_bpe
 from lit_gpt_mini.tokenizers.char import CharTokenizer
 from lit_gpt_mini.tokenizers.gpt2 import GPT2Tokenizer
+from lit_gpt_mini.tokenizers.registry import tokenizer_from_dict
 
 FILENAME = "tokenizer.json"
 FORMAT = "lit-gpt-mini tokenizer"
@@ -68,31 +68,20 @@ class TokenizerRecipe:
             return {"kind": "char", "max_chars": self.max_chars}
         return asdict(self)
 
-    def capped(self, documents: Iterable[str]) -> Iterator[str]:
-        """The documents the vocabulary is learned from: all of them, or the first ``max_chars`` characters."""
-        left = self.max_chars
-        for text in documents:
-            if left is None:
-                yield text
-                continue
-            if left <= 0:
-                return
-            yield text[:left]
-            left -= len(text)
-
     def build(self, documents: Iterable[str], num_proc: int = 1, progress: bool = True) -> Tokenizer:
         """Make the tokenizer from a stream of documents (read once, never held whole)."""
         if self.kind == "gpt2":
             return GPT2Tokenizer()
-        texts = self.capped(documents)
         if self.kind == "char":
             alphabet: set[str] = set()
-            for text in texts:
+            for text in first_chars(documents, self.max_chars):
                 alphabet.update(text)
             if not alphabet:
                 raise DataError("the text is empty: there is no character to make a tokenizer of")
             return CharTokenizer(sorted(alphabet))
-        return train_bpe(texts, self.vocab_size, self.pattern, num_proc=num_proc, progress=progress)
+        return train_bpe(
+            documents, self.vocab_size, self.pattern, num_proc=num_proc, progress=progress, max_chars=self.max_chars
+        )
 
 
 def load_tokenizer_file(path: Path) -> tuple[Tokenizer, dict[str, Any]]:

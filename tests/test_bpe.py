@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from lit_gpt_mini.errors import ConfigError, DataError
 from lit_gpt_mini.tokenizers import tokenizer_from_dict
 from lit_gpt_mini.tokenizers.recipe import load_tokenizer_file
+from lit_gpt_mini.tokenizers import recipe
 from lit_gpt_mini.tokenizers.bpe import EOT, PATTERNS, BPETokenizer, count_chunks, train_bpe
 
 VARIED = [
@@ -63,15 +64,12 @@ def test_training_is_deterministic_and_the_same_in_parallel(shakespeare_path, sh
     assert shakespeare_bpe.vocab_size == 1024 and len(set(shakespeare_bpe.vocab)) == 1023
 
 
-def test_save_load_and_checkpoint_dict_round_trip(tmp_path, shakespeare_bpe):
-    path = tmp_path / "tok.json"
-    shakespeare_bpe.save(path)
-    data = json.loads(path.read_text(encoding="utf-8"))
+def test_stored_dict_round_trips(tmp_path, shakespeare_bpe):
+    data = json.loads(json.dumps(shakespeare_bpe.to_dict()))  # as in tokenizer.json and checkpoints
     assert data["pattern"] == PATTERNS["gpt4"] and data["special_tokens"] == [EOT]
-    assert data["merges"][0][2] == shakespeare_bpe.vocab[256].decode()  # readable: the text each merge makes
-    loaded = BPETokenizer.load(path)
+    loaded = tokenizer_from_dict(data)
     assert loaded == shakespeare_bpe and loaded.name == shakespeare_bpe.name
-    assert tokenizer_from_dict(shakespeare_bpe.to_dict()).encode(VARIED[0]) == shakespeare_bpe.encode(VARIED[0])
+    assert loaded.encode(VARIED[0]) == shakespeare_bpe.encode(VARIED[0])
 
 
 @pytest.mark.parametrize("pattern", ["gpt2", "gpt4"])
@@ -110,14 +108,14 @@ def test_bad_input_is_refused_clearly(tmp_path):
         train_bpe(["some text"], 200, progress=False)
     with pytest.raises(DataError, match="training text is empty"):
         train_bpe(["", ""], 300, progress=False)
-    bad = tmp_path / "tok.json"
-    bad.write_text('{"format": "lit-gpt-mini byte-level BPE", "version": 1, "pattern": "x", "special_tokens": [], '
-                   '"merges": [[999, 3, "?"]]}')
-    with pytest.raises(DataError, match=f"{bad} is corrupt.*delete it to train the tokenizer again"):
-        BPETokenizer.load(bad)
+    bad = tmp_path / "tokenizer.json"  # merges that do not make a vocabulary
+    bad.write_text(json.dumps({"format": recipe.FORMAT, "version": recipe.VERSION, "tokenizer": {
+        "kind": "bpe", "pattern": "x", "special_tokens": [], "merges": [[999, 3]]}}))
+    with pytest.raises(DataError, match=f"{bad} is corrupt.*delete it and run the preparation again"):
+        recipe.load_tokenizer_file(bad)
     bad.write_text("{truncated")
     with pytest.raises(DataError, match="unreadable"):
-        BPETokenizer.load(bad)
+        recipe.load_tokenizer_file(bad)
 
 
 def test_bpe_shakespeare_config_fits_and_samples_through_the_cli(tmp_path, monkeypatch, shakespeare_path):

@@ -1,4 +1,4 @@
-"""Our own byte-level BPE: a fast trainer, a readable file format, and encoding through tiktoken's core.
+"""Our own byte-level BPE: a fast streaming trainer, and encoding through tiktoken's core.
 
 Training (:func:`train_bpe`) splits the text with a GPT-style regex (GPT-2's or GPT-4's pattern), counts each
 distinct chunk once, and then merges the most frequent adjacent pair of tokens again and again. Pair counts
@@ -27,7 +27,6 @@ import multiprocessing
 import sys
 from collections import Counter, defaultdict, deque
 from operator import add
-from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
 import regex
@@ -35,7 +34,6 @@ import tiktoken
 from tqdm import tqdm
 
 from lit_gpt_mini.errors import ConfigError, DataError
-from lit_gpt_mini.files import atomic_write
 from lit_gpt_mini.tokenizers.base import Tokenizer
 
 PATTERNS = {
@@ -45,8 +43,6 @@ PATTERNS = {
     "gpt4": r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+""",
 }
 EOT = "<|endoftext|>"
-FORMAT = "lit-gpt-mini byte-level BPE"
-VERSION = 1
 _TASK_CHARS = 1 << 20  # text per counting task
 
 
@@ -117,36 +113,6 @@ class BPETokenizer(Tokenizer):
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BPETokenizer":
         return cls([tuple(m) for m in data["merges"]], data["pattern"], data["special_tokens"])
-
-    def save(self, path: Path) -> None:
-        """Write the tokenizer as readable JSON (each merge shows the text of the token it makes), atomically."""
-        data = {
-            "format": FORMAT,
-            "version": VERSION,
-            "pattern": self.pattern,
-            "special_tokens": self.special_tokens,
-            # [a, b, text of the new token]; the text is for people and is not read back
-            "merges": [[a, b, self.vocab[256 + k].decode("utf-8", "backslashreplace")] for k, (a, b) in enumerate(self.merges)],
-        }
-        with atomic_write(path, "w", encoding="utf-8") as f:
-            json.dump(data, f, ensure_ascii=False, indent=0)
-
-    @classmethod
-    def load(cls, path: Path) -> "BPETokenizer":
-        """Read a file written by :meth:`save`; a damaged or foreign file is a :class:`DataError` naming it."""
-        fix = "delete it to train the tokenizer again"
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise DataError(f"tokenizer file {path} is unreadable ({e}); {fix}") from None
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise DataError(f"{path} is not a {FORMAT} tokenizer file; {fix}")
-        if data.get("version") != VERSION:
-            raise DataError(f"{path} has tokenizer format version {data.get('version')}, this code reads {VERSION}; {fix}")
-        try:
-            return cls([(m[0], m[1]) for m in data["merges"]], data["pattern"], data["special_tokens"])
-        except (KeyError, TypeError, IndexError, ValueError) as e:
-            raise DataError(f"tokenizer file {path} is corrupt ({type(e).__name__}: {e}); {fix}") from None
 
 
 # --- training -------------------------------------------------------------------------------------------------

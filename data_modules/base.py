@@ -34,12 +34,13 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 from tqdm import tqdm
 
-from data_modules.encode import TASK_CHARS, Encoder, batched
+from data_modules.encode import TASK_CHARS, Encoder
 from data_modules.shards import ShardSet, ShardWriter, check_settings, read_manifest
 from data_modules.windows import SequentialWindows, ShuffledWindows, split_windows
 from lit_gpt_mini.errors import ConfigError, DataError
 from lit_gpt_mini.files import sha256_of
 from lit_gpt_mini.log import EVERY_RANK, get_logger
+from lit_gpt_mini.streams import batched
 from lit_gpt_mini.tokenizers import GPT2Tokenizer, Tokenizer, TokenizerRecipe
 from lit_gpt_mini.tokenizers.recipe import FILENAME as TOKENIZER_FILE
 from lit_gpt_mini.tokenizers.recipe import load_or_build, load_tokenizer_file

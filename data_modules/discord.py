@@ -17,7 +17,6 @@ within bounds, 401/403 stop with a message, and fetched messages are cached so a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -30,6 +29,7 @@ from data_modules.discord_api import API_URL, DiscordClient, RetryPolicy, check_
 from data_modules.discord_messages import Message, MessageReader
 from data_modules.discord_render import conversations
 from lit_gpt_mini.errors import ConfigError, DataError
+from lit_gpt_mini.files import documents_sha256
 from lit_gpt_mini.log import get_logger
 from lit_gpt_mini.tokenizers import TokenizerRecipe
 
@@ -272,10 +272,7 @@ class DiscordDataModule(TokenDataModule):
         return iter(self.conversations())
 
     def corpus(self) -> dict[str, Any]:
-        digest = hashlib.sha256()
-        for document in self.conversations():
-            digest.update(document.encode("utf-8", "surrogatepass") + b"\x00")
-        return {"corpus_sha256": digest.hexdigest()}
+        return {"corpus_sha256": documents_sha256(self.conversations())}
 
     def write_shards(self) -> None:
         self.write_fraction(

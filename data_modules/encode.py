@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import multiprocessing
-from collections import deque
 from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 
+from lit_gpt_mini.streams import ordered_map
 from lit_gpt_mini.tokenizers import Tokenizer, tokenizer_from_dict
 
 TASK_CHARS = 1 << 20  # text per task sent to a tokenizer process: large enough to amortize the transfer
@@ -38,19 +38,6 @@ def encode_documents(
     return np.array(ids, dtype=tokenizer.dtype), lengths
 
 
-def batched(texts: Iterable[str], chars: int) -> Iterator[list[str]]:
-    batch: list[str] = []
-    size = 0
-    for text in texts:
-        batch.append(text)
-        size += len(text)
-        if size >= chars:
-            yield batch
-            batch, size = [], 0
-    if batch:
-        yield batch
-
-
 class Encoder:
     """``encode(batches)`` yields each batch's token arrays in input order, from a process pool when
     ``num_proc > 1``; the same order for any ``num_proc``, so the shards are identical."""
@@ -67,21 +54,11 @@ class Encoder:
             )
         return self.encode
 
-    def encode(self, batches: Iterable[list[str]]) -> Iterator[list[np.ndarray]]:
+    def encode(self, batches: Iterable[list[str]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         if self.pool is None:
-            for batch in batches:
-                yield encode_documents(batch, self.tokenizer)
-            return
-        # Pool.imap would read the whole (possibly endless) stream into its queue: keep a bounded window of
-        # tasks in flight instead.
-        pending: deque = deque()
-        for batch in batches:
-            pending.append(self.pool.apply_async(encode_documents, (batch,)))
-            # hand on what is done (in order) before reading more: a slow stream must not hold finished work
-            while pending and (pending[0].ready() or len(pending) >= 2 * self.num_proc):
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
+            return ordered_map(encode_documents, batches, self.tokenizer)
+        # the workers hold their own tokenizer (_init_worker)
+        return ordered_map(encode_documents, batches, pool=self.pool, num_proc=self.num_proc)
 
     def __exit__(self, *exc: Any) -> None:
         if self.pool is not None:

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from data_modules.base import TokenDataModule
 from data_modules.shards import write_json
 from lit_gpt_mini.errors import ConfigError, DataError
+from lit_gpt_mini.files import documents_sha256
 from lit_gpt_mini.log import get_logger
 from lit_gpt_mini.tokenizers import TokenizerRecipe
 
@@ -245,10 +246,7 @@ class WikipediaDataModule(TokenDataModule):
             yield record["text"]
 
     def corpus(self) -> dict[str, Any]:
-        digest = hashlib.sha256()
-        for text in self.documents():
-            digest.update(text.encode("utf-8", "surrogatepass") + b"\x00")
-        return {"corpus_sha256": digest.hexdigest()}
+        return {"corpus_sha256": documents_sha256(self.documents())}
 
     def write_shards(self) -> None:
         articles = self.fetch_articles()

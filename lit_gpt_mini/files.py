@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterable, Iterator
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -53,4 +53,13 @@ def sha256_of(path: Path) -> str:
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
+    return digest.hexdigest()
+
+
+def documents_sha256(documents: Iterable[str]) -> str:
+    """The sha256 of a stream of documents (each UTF-8, surrogates kept, then a NUL): what identifies a corpus
+    read whole, so a saved tokenizer is reused only for the same text."""
+    digest = hashlib.sha256()
+    for text in documents:
+        digest.update(text.encode("utf-8", "surrogatepass") + b"\x00")
     return digest.hexdigest()

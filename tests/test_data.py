@@ -206,3 +206,24 @@ def test_datamodule_state_round_trip(small_text):
     other = ShakespeareDataModule(path=str(small_text), block_size=16)
     other.load_state_dict(dm.state_dict())
     assert other.train_windows_seen == 42
+
+
+def test_ordered_map_keeps_few_tasks_in_flight_on_an_endless_stream():
+    # Pool.imap would drain an endless task stream into its queue; ordered_map reads ahead two tasks a process.
+    import itertools
+    import multiprocessing
+
+    from lit_gpt_mini.streams import ordered_map
+
+    pulled = []
+
+    def tasks():
+        for i in itertools.count():
+            pulled.append(i)
+            yield i
+
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        results = list(itertools.islice(ordered_map(abs, tasks(), pool=pool, num_proc=2), 20))
+    assert results == list(range(20))  # in input order
+    assert len(pulled) <= 20 + 2 * 2
+    assert list(itertools.islice(ordered_map(abs, tasks()), 3)) == [0, 1, 2]  # no pool: here, lazily

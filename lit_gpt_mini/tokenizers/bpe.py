@@ -20,12 +20,13 @@ does, a high + low surrogate pair is read as the character it encodes in UTF-16 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import heapq
 import json
 import multiprocessing
 import sys
-from collections import Counter, defaultdict, deque
+from collections import Counter, defaultdict
 from operator import add
 from typing import Any, Iterable, Iterator, Optional
 
@@ -34,6 +35,7 @@ import tiktoken
 from tqdm import tqdm
 
 from lit_gpt_mini.errors import ConfigError, DataError
+from lit_gpt_mini.streams import batched, ordered_map
 from lit_gpt_mini.tokenizers.base import Tokenizer
 
 PATTERNS = {
@@ -154,18 +156,13 @@ def first_chars(texts: Iterable[str], max_chars: Optional[int]) -> Iterator[str]
 def _tasks(texts: Iterable[str], max_chars: Optional[int], bar: tqdm) -> Iterator[list[str]]:
     """The documents in batches of about ``_TASK_CHARS`` characters (a longer document is cut into pieces where
     no chunk can span the cut), stopping after ``max_chars`` characters; reads ``texts`` lazily."""
-    batch: list[str] = []
-    size = 0
-    for text in first_chars(texts, max_chars):
-        bar.update(len(text))
-        for piece in _pieces(text, _TASK_CHARS) if len(text) > _TASK_CHARS else [text]:
-            batch.append(piece)
-            size += len(piece)
-            if size >= _TASK_CHARS:
-                yield batch
-                batch, size = [], 0
-    if batch:
-        yield batch
+
+    def pieces() -> Iterator[str]:
+        for text in first_chars(texts, max_chars):
+            bar.update(len(text))
+            yield from _pieces(text, _TASK_CHARS) if len(text) > _TASK_CHARS else [text]
+
+    return batched(pieces(), _TASK_CHARS)
 
 
 def _count_batch(batch: list[str], pattern: str) -> Counter:
@@ -200,20 +197,10 @@ def count_chunks(
                file=sys.stderr)
     with bar:
         tasks = _tasks(texts, max_chars, bar)
-        if num_proc <= 1:
-            for batch in tasks:
-                counts.update(_count_batch(batch, pattern))
-            return counts
-        with multiprocessing.get_context("fork").Pool(num_proc) as pool:
-            # Pool.imap would read the whole (possibly endless) stream into its queue: keep a bounded window
-            # of batches in flight instead.
-            pending: deque = deque()
-            for batch in tasks:
-                pending.append(pool.apply_async(_count_batch, (batch, pattern)))
-                while pending and (pending[0].ready() or len(pending) >= 2 * num_proc):
-                    counts.update(pending.popleft().get())
-            while pending:
-                counts.update(pending.popleft().get())
+        with contextlib.ExitStack() as stack:
+            pool = stack.enter_context(multiprocessing.get_context("fork").Pool(num_proc)) if num_proc > 1 else None
+            for partial in ordered_map(_count_batch, tasks, pattern, pool=pool, num_proc=num_proc):
+                counts.update(partial)
     return counts
 
 

@@ -113,6 +113,38 @@ def test_every_config_parses(config, tmp_path, monkeypatch, shakespeare_path):
     assert e.value.code == 0
 
 
+@pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_instantiating_any_config_reads_fetches_and_trains_nothing(config, tmp_path, monkeypatch):
+    # Every process of a DDP job instantiates the config: that must stay cheap. Each boundary through which a
+    # source downloads, requests, decompresses, streams or trains refuses to be called, and nothing is written.
+    import socket
+
+    import zstandard
+
+    from data_modules.base import TokenDataModule
+    from lit_gpt_mini.cli import GPTCLI
+    from lit_gpt_mini.lit_module import GPTModule
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a config's instantiation reached the network, a file's contents or a training")
+
+    for target in ("socket.socket.connect", "urllib.request.urlopen", "data_modules.shakespeare.download",
+                   "data_modules.hellaswag.download", "data_modules.fineweb.stream_dataset",
+                   "data_modules.wikipedia.make_client", "lit_gpt_mini.tokenizers.recipe.train_bpe",
+                   "lit_gpt_mini.tokenizers.gpt2.load_encoding"):
+        monkeypatch.setattr(target, refuse)
+    monkeypatch.setattr(zstandard, "ZstdDecompressor", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.chdir(tmp_path)
+    cli = GPTCLI(GPTModule, TokenDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
+                 args=["--config", str(CONFIGS / config), "--trainer.logger", "false",  # (GPU configs: on the CPU)
+                       "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto",
+                       # (the Discord config names no export or channel: the user sets one)
+                       *(["--data.channel_ids", "[123]"] if config == "gpt2_discord.yaml" else [])])
+    assert isinstance(cli.datamodule, TokenDataModule) and cli.model.model is None  # built later, in configure_model
+    assert list(tmp_path.iterdir()) == []  # no data directory, no download, no tokenizer file
+
+
 def run_main(*args, cwd):
     return subprocess.run([sys.executable, str(ROOT / "main.py"), *args], capture_output=True, text=True, cwd=cwd)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 import torch.nn as nn
@@ -266,9 +266,40 @@ class GPT(nn.Module):
     ) -> torch.Tensor:
         """Append up to ``max_new_tokens`` sampled tokens to ``idx`` (B, T) and return the whole sequence.
 
+        The tokens are :meth:`stream`'s (see there for the sampling settings, the window and ``forward``).
+        Sampling stops early when every row has produced ``stop_token``; ``on_token`` is called with each new
+        token of row 0 (for streaming).
+        """
+        new = []
+        finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+        for next_id in self.stream(idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache, forward):
+            new.append(next_id)
+            if on_token is not None:
+                on_token(int(next_id[0, 0]))
+            if stop_token is not None:
+                finished |= next_id[:, 0] == stop_token
+                if finished.all():
+                    break
+        return torch.cat([idx, *new], dim=1)
+
+    @torch.no_grad()
+    def stream(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: Optional[int] = None,
+        top_p: Optional[float] = None,
+        generator: Optional[torch.Generator] = None,
+        use_cache: bool = True,
+        forward: Optional[Callable[..., torch.Tensor]] = None,
+    ) -> Iterator[torch.Tensor]:
+        """Sample up to ``max_new_tokens`` tokens after ``idx`` (B, T), yielding each one (B, 1) as it is made:
+        the one sampling loop, which a caller stops by no longer asking for tokens.
+
         ``temperature`` 0 is greedy decoding; ``top_k`` keeps the k most likely tokens, ``top_p`` the smallest
-        set whose probability reaches p (nucleus sampling). Sampling stops early when every row has produced
-        ``stop_token``; ``on_token`` is called with each new token of row 0 (for streaming).
+        set whose probability reaches p (nucleus sampling). Every random draw comes from ``generator``, so a
+        seeded generator gives the same tokens whatever else runs beside it.
 
         The model sees a window of at most ``block_size`` tokens with positions from 0. When the text
         outgrows it, the window moves to the last ``block_size // 2`` tokens and (with ``use_cache``) the cache
@@ -283,7 +314,6 @@ class GPT(nn.Module):
         keep = max(1, block_size // 2)
         start = max(0, idx.size(1) - block_size)  # where the model's window begins
         cache = None
-        finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
         for _ in range(max_new_tokens):
             if idx.size(1) - start > block_size:  # the window is full: move it, refill the cache
                 start, cache = idx.size(1) - keep, None
@@ -295,13 +325,7 @@ class GPT(nn.Module):
                 logits = forward(idx[:, start:])[:, -1, :]
             next_id = sample(logits, temperature, top_k, top_p, generator)
             idx = torch.cat((idx, next_id), dim=1)
-            if on_token is not None:
-                on_token(int(next_id[0, 0]))
-            if stop_token is not None:
-                finished |= next_id[:, 0] == stop_token
-                if finished.all():
-                    break
-        return idx
+            yield next_id
 
 
 def sample(

@@ -115,6 +115,9 @@ class TokenDataModule(L.LightningDataModule):
     # How this source holds out validation: "fraction" (the tail of a stream it reads whole) or "tokens" (the
     # head of a stream of unknown length).
     split_by: ClassVar[Literal["fraction", "tokens"]] = "tokens"
+    # What the documents look like, recorded in checkpoints (lit_gpt_mini.checkpoint.TEXT_FORMATS): "chat" where
+    # they are conversations, a line `name: text` per message (main.py chat and serve then take turns).
+    text_format: ClassVar[str] = "text"
 
     def __init__(
         self,

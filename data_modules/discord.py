@@ -65,6 +65,7 @@ class DiscordDataModule(TokenDataModule):
     """
 
     split_by = "fraction"
+    text_format = "chat"
 
     def __init__(
         self,

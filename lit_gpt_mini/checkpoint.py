@@ -12,7 +12,7 @@ that any other module (the LightningModule included) can import it without an im
 from __future__ import annotations
 
 import pickle
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -23,6 +23,10 @@ from lit_gpt_mini.model import GPT, GPTConfig
 from lit_gpt_mini.tokenizers import Tokenizer, tokenizer_from_dict
 
 TOKENIZER_KEY = "tokenizer"  # where the tokenizer lives in a checkpoint, beside the weights
+# What the model's text looks like, beside the weights: "chat" for conversations rendered a line `name: text` per
+# message (the Discord data module), "text" for anything else. `main.py chat` and `serve` read it.
+TEXT_FORMAT_KEY = "text_format"
+TEXT_FORMATS = ("text", "chat")
 PTH_FORMAT = "lit-gpt-mini model"  # the "format" field of a .pth written by main.py export
 # ckpt_path values that Lightning resolves itself (to a checkpoint callback's file) rather than a path
 LIGHTNING_ALIASES = ("last", "best", "hpc", "registry")
@@ -135,6 +139,10 @@ def read_training_checkpoint(path: str | Path, device: str = "cpu", mmap: bool =
         raise CheckpointError(
             f"{path} is a model exported by main.py export, not a training checkpoint: use it as model.init_from"
         )
+    return _checked_training(path, ckpt)
+
+
+def _checked_training(path: Path, ckpt: Any) -> dict[str, Any]:
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path} is not a lit-gpt-mini checkpoint: it holds a {type(ckpt).__name__}, not a dict")
     missing = [k for k in ("hyper_parameters", "state_dict", TOKENIZER_KEY) if k not in ckpt]
@@ -169,17 +177,17 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[GPT, Tokeniz
     """The model (eval mode, on ``device``) and tokenizer of a run's ``.ckpt``."""
     check_device(device)
     path = Path(path)
-    ckpt = read_training_checkpoint(path, device)
+    return _from_training(path, read_training_checkpoint(path, device), device)[:2]
+
+
+def _from_training(path: Path, ckpt: dict[str, Any], device: str) -> tuple[GPT, Tokenizer, str]:
     config = _config_from(path, ckpt["hyper_parameters"])
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if isinstance(k, str) and k.startswith("model.")}
     model = _model_from(path, config, state, device)
-    return model, _tokenizer_from(path, ckpt[TOKENIZER_KEY])
+    return model, _tokenizer_from(path, ckpt[TOKENIZER_KEY]), _text_format(path, ckpt)
 
 
-def load_pth(path: str | Path) -> tuple[GPT, dict]:
-    """The model (eval mode) and tokenizer dict of a ``.pth`` written by ``main.py export``."""
-    path = Path(path)
-    data = load_file(path)
+def _from_export(path: Path, data: Any, device: str) -> tuple[GPT, Tokenizer, str]:
     if not isinstance(data, dict) or data.get("format") != PTH_FORMAT:
         raise CheckpointError(f"{path} is not a model exported by lit-gpt-mini (main.py export)")
     missing = [k for k in ("config", "state_dict", "tokenizer") if k not in data]
@@ -189,15 +197,57 @@ def load_pth(path: str | Path) -> tuple[GPT, dict]:
         raise CheckpointError(f"{path}: its state_dict is a {type(data['state_dict']).__name__}, not a mapping")
     config = _config_from(path, data["config"])
     tokenizer = _tokenizer_from(path, data["tokenizer"])
-    return _model_from(path, config, data["state_dict"], "cpu"), tokenizer.to_dict()
+    return _model_from(path, config, data["state_dict"], device), tokenizer, _text_format(path, data)
 
 
-def save_pth(model: GPT, tokenizer_dict: dict, out: Path) -> None:
-    """The model, its config and its tokenizer as one ``weights_only``-loadable file (read by :func:`load_pth`)."""
+def _text_format(path: Path, data: dict[str, Any]) -> str:
+    value = data.get(TEXT_FORMAT_KEY, "text")  # files written before the key existed hold plain text models
+    if value not in TEXT_FORMATS:
+        raise CheckpointError(f"{path}: its {TEXT_FORMAT_KEY} is {value!r}, not one of {', '.join(TEXT_FORMATS)}")
+    return value
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to sample from: the network (eval mode), its tokenizer, and what its text looks like."""
+
+    model: GPT
+    tokenizer: Tokenizer
+    text_format: str  # one of TEXT_FORMATS
+
+
+def load_model(path: str | Path, device: str = "cpu") -> LoadedModel:
+    """Any file holding a model: a run's ``.ckpt`` or a ``.pth`` from ``main.py export`` (what ``generate``,
+    ``chat`` and ``serve`` read), checked as :func:`load_checkpoint` and :func:`load_pth` check them."""
+    check_device(device)
+    path = Path(path)
+    data = load_file(path, device)
+    if isinstance(data, dict) and data.get("format") == PTH_FORMAT:
+        loaded = LoadedModel(*_from_export(path, data, device))
+    else:
+        loaded = LoadedModel(*_from_training(path, _checked_training(path, data), device))
+    if loaded.tokenizer.vocab_size != loaded.model.config.vocab_size:  # it would sample ids it cannot decode
+        raise CheckpointError(
+            f"{path}: its tokenizer has {loaded.tokenizer.vocab_size} tokens but its model "
+            f"{loaded.model.config.vocab_size}: the file is damaged or was edited"
+        )
+    return loaded
+
+
+def load_pth(path: str | Path) -> tuple[GPT, dict]:
+    """The model (eval mode) and tokenizer dict of a ``.pth`` written by ``main.py export``."""
+    path = Path(path)
+    model, tokenizer, _ = _from_export(path, load_file(path), "cpu")
+    return model, tokenizer.to_dict()
+
+
+def save_pth(model: GPT, tokenizer_dict: dict, out: Path, text_format: str = "text") -> None:
+    """The model, its config, its tokenizer and text format as one ``weights_only``-loadable file (read by
+    :func:`load_pth` and :func:`load_model`)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     torch.save({"format": PTH_FORMAT, "version": 1, "config": model.config.to_dict(), "state_dict": state,
-                "tokenizer": tokenizer_dict}, out)
+                "tokenizer": tokenizer_dict, TEXT_FORMAT_KEY: text_format}, out)
 
 
 def transformers_module():
@@ -240,13 +290,17 @@ def import_hf(source: str) -> GPT:
 
 __all__ = [
     "HF_TRANSPOSED",
+    "LoadedModel",
     "PTH_FORMAT",
+    "TEXT_FORMATS",
+    "TEXT_FORMAT_KEY",
     "TOKENIZER_KEY",
     "check_ckpt_path",
     "check_device",
     "import_hf",
     "load_checkpoint",
     "load_file",
+    "load_model",
     "load_pth",
     "read_training_checkpoint",
     "save_pth",

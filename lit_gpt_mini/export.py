@@ -29,7 +29,7 @@ from typing import Literal, Optional
 
 import torch
 
-from lit_gpt_mini.checkpoint import HF_TRANSPOSED, load_checkpoint, save_pth, transformers_module
+from lit_gpt_mini.checkpoint import HF_TRANSPOSED, load_model, save_pth, transformers_module
 from lit_gpt_mini.errors import ConfigError, UserError
 from lit_gpt_mini.log import get_logger
 from lit_gpt_mini.model import GPT
@@ -77,7 +77,7 @@ def export(
     """Export a training checkpoint (``.ckpt``) to a plain ``.pth`` or a Hugging Face GPT-2 directory.
 
     Args:
-        ckpt_path: A checkpoint written by ``main.py fit``.
+        ckpt_path: A checkpoint written by ``main.py fit`` (or a ``.pth`` of this project, for ``--format hf``).
         out: The ``.pth`` file, or the directory for ``--format hf``.
         format: ``pth`` (this project's GPT) or ``hf`` (``transformers.GPT2LMHeadModel``).
         device: Where to load the checkpoint.
@@ -88,8 +88,8 @@ def export(
         raise UserError(f"--out {out} is a directory: give the file to write, e.g. --out {path / 'model.pth'}")
     if format == "hf" and path.exists() and not path.is_dir():
         raise UserError(f"--out {out} is a file: --format hf writes a directory; give a new directory name")
-    model, tokenizer = load_checkpoint(ckpt_path, device)
-    tokenizer_dict = tokenizer.to_dict()
+    loaded = load_model(ckpt_path, device)
+    model, tokenizer_dict = loaded.model, loaded.tokenizer.to_dict()
     if format == "hf" and tokenizer_dict.get("kind") != "gpt2":
         raise ConfigError(
             f"only models over GPT-2's vocabulary export to Hugging Face's GPT-2 (this one's tokenizer is "
@@ -97,7 +97,7 @@ def export(
         )
     try:
         if format == "pth":
-            save_pth(model, tokenizer_dict, path)
+            save_pth(model, tokenizer_dict, path, loaded.text_format)
         else:
             to_hf(model).save_pretrained(path, safe_serialization=True)
     except OSError as e:

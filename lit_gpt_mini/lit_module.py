@@ -19,7 +19,7 @@ import torch
 from torchmetrics import MeanMetric, SumMetric
 
 from lit_gpt_mini import hellaswag
-from lit_gpt_mini.checkpoint import TOKENIZER_KEY
+from lit_gpt_mini.checkpoint import TEXT_FORMAT_KEY, TOKENIZER_KEY
 from lit_gpt_mini.errors import ConfigError
 from lit_gpt_mini.model import GPT, GPTConfig, KVCache
 from lit_gpt_mini.muon import MuonAdamW
@@ -98,6 +98,7 @@ class GPTModule(L.LightningModule):
                              lr_decay_steps=lr_decay_steps, weight_decay=weight_decay, beta1=beta1, beta2=beta2, eps=eps)
         self.model: Optional[GPT] = None
         self.tokenizer: Optional[Tokenizer] = None
+        self.text_format = "text"  # the data's (setup); saved in checkpoints for chat and serve
         # One metric object per stage: Lightning reduces it across DDP ranks, weighted by token counts.
         # A NaN loss must show (and stop the run), not be dropped from the mean: NaN is "replaced" by NaN.
         # (nan_strategy="disable" would also keep it, but torchmetrics then ignores the token weights.)
@@ -166,6 +167,7 @@ class GPTModule(L.LightningModule):
                 f"for other data or another tokenizer (leave model.vocab_size null to take the data's)"
             )
         self.tokenizer = data_tokenizer
+        self.text_format = getattr(datamodule, "text_format", "text")
 
     @property
     def config(self) -> GPTConfig:
@@ -329,6 +331,7 @@ class GPTModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.tokenizer is not None:
             checkpoint[TOKENIZER_KEY] = self.tokenizer.to_dict()
+        checkpoint[TEXT_FORMAT_KEY] = self.text_format
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Runs after setup() took the data's tokenizer and before the weights are loaded: a model is only

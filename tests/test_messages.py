@@ -7,7 +7,7 @@ import types
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from lit_gpt_mini.callbacks import GradientAccumulation, RandomState
-from lit_gpt_mini.checkpoint import load_pth
+from lit_gpt_mini.checkpoint import LoadedModel, load_pth
 from lit_gpt_mini.model import GPT, GPTConfig
 
 
@@ -40,7 +40,7 @@ def test_export_says_where_it_wrote(tmp_path, capsys, monkeypatch):
 
     model = GPT(GPTConfig(vocab_size=3, block_size=8, n_layer=1, n_head=1, n_embd=8))
     # (a real checkpoint is exported in test_export.py; here only the message is in question)
-    monkeypatch.setattr(export, "load_checkpoint", lambda path, device: (model, _Chars()))
+    monkeypatch.setattr(export, "load_model", lambda path, device: LoadedModel(model, _Chars(), "text"))
     export.export("run.ckpt", str(tmp_path / "m.pth"))
     assert capsys.readouterr().err == f"exported run.ckpt to {tmp_path / 'm.pth'} (pth)\n"
     assert load_pth(tmp_path / "m.pth")[1] == {"kind": "char", "chars": "abc"}

@@ -19,6 +19,12 @@ def render(content: str, mentions: dict[str, str]) -> str:
     return re.sub(r"<a?:(\w+):\d+>", r":\1:", content).strip()
 
 
+def line(author: str, content: str, mentions: dict[str, str] | None = None) -> str:
+    """One message as a line of a conversation: ``author: content`` (content made readable by :func:`render`;
+    ``[attachment]`` when no text is left)."""
+    return f"{author}: {render(content, mentions or {}) or '[attachment]'}"
+
+
 def conversations(
     messages: Iterable[Message],
     gap_seconds: float,
@@ -54,9 +60,7 @@ def conversations(
             documents.append("\n".join(lines))
             lines = []
         last = m.time
-        author = name(m.author_id, m.author)
-        content = render(m.content, {i: name(i, n) for i, n in m.mentions.items()}) or "[attachment]"
-        lines.append(f"{author}: {content}")
+        lines.append(line(name(m.author_id, m.author), m.content, {i: name(i, n) for i, n in m.mentions.items()}))
         counts["kept"] += 1
     if lines:
         documents.append("\n".join(lines))

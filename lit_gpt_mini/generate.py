@@ -1,18 +1,21 @@
 """Sample text from a checkpoint: ``python main.py generate --ckpt_path <file.ckpt> --prompt "ROMEO:"``.
 
-A checkpoint holds the model's hyperparameters, its weights and its tokenizer, so it is all this needs.
+A checkpoint (or an exported ``.pth``) holds the model's hyperparameters, its weights and its tokenizer, so it
+is all this needs. :func:`stream_text` is the sampling loop every command that shows text as it comes shares.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Iterator, Literal, Optional
 
 import torch
 
-from lit_gpt_mini.checkpoint import check_device, load_checkpoint
+from lit_gpt_mini.checkpoint import check_device, load_model
+from lit_gpt_mini.conversation import encode
 from lit_gpt_mini.errors import UserError
-from lit_gpt_mini.tokenizers import Tokenizer
+from lit_gpt_mini.model import GPT
+from lit_gpt_mini.textstream import TextStream
 
 
 def generate(
@@ -34,7 +37,8 @@ def generate(
     """Sample ``num_samples`` continuations of a prompt, print them as they are produced, and return them.
 
     Args:
-        ckpt_path: A checkpoint written by ``main.py fit`` (e.g. ``last.ckpt``): it holds the tokenizer too.
+        ckpt_path: A checkpoint written by ``main.py fit`` (e.g. ``last.ckpt``) or a ``.pth`` written by
+            ``main.py export``: either holds the tokenizer too.
         prompt: Text to continue.
         prompt_file: A UTF-8 file whose text is the prompt (instead of ``prompt``).
         max_new_tokens: Tokens to sample for each continuation (at least 1).
@@ -43,20 +47,14 @@ def generate(
         top_p: Sample only among the most likely tokens whose probabilities add up to ``top_p``; ``None``: all.
         num_samples: Number of continuations.
         seed: Seed of the sampler: the same seed gives the same text.
-        stop_at_eot: Stop a continuation at the tokenizer's end-of-text token (if it has one).
+        stop_at_eot: Stop a continuation at the tokenizer's end-of-text token (if it has one); otherwise the
+            token is left out of the text and sampling goes on.
         use_cache: Keep the attention keys/values of past tokens (a KV cache) instead of recomputing them.
         device: ``cpu``, ``cuda``, ``cuda:1``, ...
         stream: Print text as it is produced (otherwise each sample once complete).
         float32_matmul_precision: On CUDA, ``high`` runs fp32 matmuls on TF32 tensor cores; ``highest`` does not.
     """
-    if max_new_tokens < 1:
-        raise UserError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-    if temperature < 0:
-        raise UserError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise UserError(f"top_p must be in (0, 1], got {top_p}")
-    if top_k is not None and top_k < 1:
-        raise UserError(f"top_k must be at least 1, got {top_k}")
+    check_sampling(max_new_tokens, temperature, top_k, top_p)
     check_device(device)
     if prompt_file is not None:
         try:
@@ -65,61 +63,78 @@ def generate(
             raise UserError(f"cannot read prompt_file {prompt_file}: {e}") from None
     if torch.device(device).type == "cuda":
         torch.set_float32_matmul_precision(float32_matmul_precision)
-    model, tokenizer = load_checkpoint(ckpt_path, device)
-    try:
-        ids = tokenizer.encode(prompt)
-    except ValueError as e:
-        raise UserError(f"the prompt cannot be encoded by the checkpoint's tokenizer: {e}") from None
+    loaded = load_model(ckpt_path, device)
+    ids = encode(loaded.tokenizer, prompt, "the prompt")
     if not ids:
         raise UserError("the prompt is empty: give at least one character")
-    stop = tokenizer.eot_id if stop_at_eot else None
     generator = torch.Generator(device=device).manual_seed(seed)
     samples = []
     for _ in range(num_samples):
-        printer = _StreamPrinter(tokenizer, ids) if stream else None
-        if printer:
-            printer.start(prompt)
-        idx = torch.tensor([ids], dtype=torch.long, device=device)
-        out = model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                             generator=generator, use_cache=use_cache, stop_token=stop,
-                             on_token=printer.add if printer else None)
-        new = out[0, len(ids):].tolist()
-        if stop is not None and stop in new:
-            new = new[: new.index(stop)]
-        text = prompt + tokenizer.decode(new)
-        if printer:
-            printer.finish()
-        else:
-            print(text, flush=True)
+        text = TextStream(loaded.tokenizer, stop_at_eot=stop_at_eot)
+        if stream:
+            print(prompt, end="", flush=True)
+        for piece in stream_text(loaded.model, ids, text, max_new_tokens, temperature, top_k, top_p, generator,
+                                 use_cache):
+            if stream and piece:
+                print(piece, end="", flush=True)
+        print("\n" if stream else prompt + text.result, end="" if stream else "\n", flush=True)
         print("-" * 40, flush=True)
-        samples.append(text)
+        samples.append(prompt + text.result)
     return samples
 
 
-class _StreamPrinter:
-    """Prints the text of new tokens as they come; waits while a multi-byte character is incomplete."""
+class SamplingError(UserError):
+    """A sampling setting out of range; ``name`` is the setting."""
 
-    def __init__(self, tokenizer: Tokenizer, prompt_ids: list[int]) -> None:
-        self.tokenizer = tokenizer
-        self.new: list[int] = []
-        self.printed = 0
-        self.eot = tokenizer.eot_id
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
 
-    def start(self, prompt: str) -> None:
-        print(prompt, end="", flush=True)
 
-    def add(self, token: int) -> None:
-        if token == self.eot:
-            return
-        self.new.append(token)
-        text = self.tokenizer.decode(self.new)
-        if not text.endswith("\ufffd"):
-            print(text[self.printed :], end="", flush=True)
-            self.printed = len(text)
+def check_sampling(
+    max_new_tokens: int, temperature: float, top_k: Optional[int], top_p: Optional[float],
+    names: Optional[dict[str, str]] = None,
+) -> None:
+    """Refuse sampling settings that cannot work, naming the setting (``names`` renames them, e.g. for an API
+    whose field is ``max_tokens``)."""
+    names = names or {}
 
-    def finish(self) -> None:
-        text = self.tokenizer.decode(self.new)
-        print(text[self.printed :], flush=True)
+    def bad(name: str, rule: str, value: object) -> SamplingError:
+        shown = names.get(name, name)
+        return SamplingError(shown, f"{shown} must be {rule}, got {value}")
+
+    if max_new_tokens < 1:
+        raise bad("max_new_tokens", "at least 1", max_new_tokens)
+    if not temperature >= 0:
+        raise bad("temperature", ">= 0 (0 is greedy)", temperature)
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise bad("top_p", "in (0, 1]", top_p)
+    if top_k is not None and top_k < 1:
+        raise bad("top_k", "at least 1", top_k)
+
+
+def stream_text(
+    model: GPT,
+    ids: list[int],
+    text: TextStream,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: Optional[int],
+    top_p: Optional[float],
+    generator: torch.Generator,
+    use_cache: bool = True,
+) -> Iterator[str]:
+    """Sample after ``ids`` through ``text`` (:class:`~lit_gpt_mini.textstream.TextStream`): yields, for every
+    token sampled, the text that became final with it ('' when none did), then the rest at the end. Sampling
+    stops where ``text`` ends (a stop string, a speaker's line, the end-of-text token) or after
+    ``max_new_tokens``; a caller that stops iterating stops the sampling."""
+    device = next(model.parameters()).device
+    idx = torch.tensor([ids], dtype=torch.long, device=device)
+    for token in model.stream(idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache):
+        yield text.add(int(token[0, 0]))
+        if text.stopped:
+            break
+    yield text.finish()
 
 
 def main(args: Optional[list[str]] = None) -> None:

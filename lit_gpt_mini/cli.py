@@ -1,4 +1,5 @@
-"""The command line: ``fit``/``validate``/``test`` through LightningCLI, plus ``generate``, ``export``, ``prepare``.
+"""The command line: ``fit``/``validate``/``test`` through LightningCLI, plus ``generate``, ``chat``, ``serve``,
+``export``, ``prepare``.
 
 ``python main.py fit --config configs/shakespeare_char_cpu.yaml`` reads the YAML into the LightningModule,
 the data module and the Trainer (every key is also a command-line flag), and runs; the model learns the
@@ -40,6 +41,8 @@ COMMANDS = {
     "test": "Score a checkpoint: HellaSwag accuracy without a config (GPT-2 vocabulary), else its test loss "
     "on a config's data.",
     "generate": "Sample text from a checkpoint.",
+    "chat": "Talk to a checkpoint in the terminal: turns for a conversation model, else a continuation loop.",
+    "serve": "Serve a checkpoint over HTTP: OpenAI-compatible completions and chat, and a playground page.",
     "export": "Write a checkpoint as a plain .pth or a Hugging Face GPT-2 directory.",
     "prepare": "Prepare a config's data (download, tokenize, write shards) without training.",
 }
@@ -136,7 +139,8 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` 
 
 
 def main(args: Optional[list[str]] = None) -> Optional[GPTCLI]:
-    """Entry point of ``main.py``; ``args`` default to the command line. Returns the CLI (None for generate)."""
+    """Entry point of ``main.py``; ``args`` default to the command line. Returns the CLI (None for the commands
+    that are plain functions)."""
     argv = sys.argv[1:] if args is None else args
     try:
         _check_config_files(argv)
@@ -144,6 +148,16 @@ def main(args: Optional[list[str]] = None) -> Optional[GPTCLI]:
             from lit_gpt_mini.generate import main as generate_main
 
             generate_main(argv[1:])
+            return None
+        if argv and argv[0] == "chat":
+            from lit_gpt_mini.chat import main as chat_main
+
+            chat_main(argv[1:])
+            return None
+        if argv and argv[0] == "serve":
+            from lit_gpt_mini.serve import main as serve_main
+
+            serve_main(argv[1:])
             return None
         if argv and argv[0] == "export":
             from lit_gpt_mini.export import main as export_main
@@ -317,7 +331,8 @@ def _parse_error_line(message: str, argv: list[str]) -> str:
             unknown = re.match(r"[Uu]nrecognized arguments: --([\w.]+)", detail)
             if unknown:
                 *prefix, name = unknown.group(1).split(".")
-                command = {"generate": "lit_gpt_mini.generate.generate", "export": "lit_gpt_mini.export.export"}
+                command = {"generate": "lit_gpt_mini.generate.generate", "export": "lit_gpt_mini.export.export",
+                           "chat": "lit_gpt_mini.chat.chat", "serve": "lit_gpt_mini.serve.serve"}
                 if argv and argv[0] in command:
                     valid = _init_args(command[argv[0]])
                 elif prefix == ["trainer"]:

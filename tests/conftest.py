@@ -85,3 +85,26 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def chat_checkpoint(tmp_path_factory, shakespeare_path) -> Path:
+    """A tiny conversation model, trained once per session: configs/discord_cpu.yaml as shipped with its shapes
+    and steps shrunk, on the Discord export of Tiny Shakespeare's first 2,000 speeches (its own BPE)."""
+    from data_modules.shakespeare_discord import convert
+    from lit_gpt_mini.cli import main
+
+    root = tmp_path_factory.mktemp("chat_model")
+    speeches = shakespeare_path.read_text(encoding="utf-8").split("\n\n")[:2000]
+    (root / "plays.txt").write_text("\n\n".join(speeches) + "\n", encoding="utf-8")
+    convert(str(root / "export.json"), path=str(root / "plays.txt"))
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        main(["fit", "--config", str(CONFIGS / "discord_cpu.yaml"), "--data.path", "export.json",
+              "--data.tokenizer.vocab_size", "512", "--data.block_size", "64", "--data.batch_size", "8", "--model.block_size", "64",
+              "--model.n_layer", "2", "--model.n_head", "2", "--model.n_embd", "64", "--trainer.max_steps", "200",
+              "--trainer.val_check_interval", "200", "--trainer.limit_val_batches", "2"])
+    finally:
+        os.chdir(cwd)
+    return root / "out/discord_cpu/checkpoints/last.ckpt"

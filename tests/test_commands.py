@@ -14,7 +14,7 @@ from lit_gpt_mini.model import GPT, GPTConfig
 from .conftest import CONFIGS, ROOT, write_jsonl
 from .test_hellaswag import write_examples
 
-ALL = ["fit", "validate", "test", "generate", "export", "prepare"]
+ALL = ["fit", "validate", "test", "generate", "chat", "serve", "export", "prepare"]
 
 
 def exit_of(args):
@@ -44,7 +44,8 @@ def test_main_py_docstring_names_the_commands():
 
 @pytest.mark.parametrize("command, usage", [
     ("fit", "main.py [options] fit"), ("validate", "main.py [options] validate"), ("test", "main.py [options] test"),
-    ("generate", "main.py generate"), ("export", "main.py export"), ("prepare", "main.py prepare"),
+    ("generate", "main.py generate"), ("chat", "main.py chat"), ("serve", "main.py serve"),
+    ("export", "main.py export"), ("prepare", "main.py prepare"),
 ])
 def test_each_command_has_its_own_help(command, usage, capsys):
     assert exit_of([command, "--help"]) == 0
@@ -64,7 +65,7 @@ def test_an_unknown_command_is_one_error_line(command, hint, capsys):
     assert exit_of([command, "--config", "x.yaml"]) == 2
     err = capsys.readouterr().err
     assert err == (f"error: main.py has no command '{command}': {hint}the commands are fit, validate, test, generate, "
-                   f"export, prepare (python main.py --help describes them)\n")
+                   f"chat, serve, export, prepare (python main.py --help describes them)\n")
 
 
 @pytest.mark.parametrize("args, message", [

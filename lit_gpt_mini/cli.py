@@ -18,7 +18,7 @@ import sys
 import warnings
 from argparse import ArgumentError
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Callable, Literal, Optional, Union
 
 import torch
 
@@ -47,6 +47,7 @@ COMMANDS = {
     "prepare": "Prepare a config's data (download, tokenize, write shards) without training.",
 }
 TRAINER_COMMANDS = ("fit", "validate", "test")  # run by LightningCLI; the others are plain functions
+PLAIN_COMMANDS = ("generate", "chat", "serve", "export")  # lit_gpt_mini.<command>.<command>, through auto_cli
 
 
 class GPTCLI(LightningCLI):
@@ -144,25 +145,8 @@ def main(args: Optional[list[str]] = None) -> Optional[GPTCLI]:
     argv = sys.argv[1:] if args is None else args
     try:
         _check_config_files(argv)
-        if argv and argv[0] == "generate":
-            from lit_gpt_mini.generate import main as generate_main
-
-            generate_main(argv[1:])
-            return None
-        if argv and argv[0] == "chat":
-            from lit_gpt_mini.chat import main as chat_main
-
-            chat_main(argv[1:])
-            return None
-        if argv and argv[0] == "serve":
-            from lit_gpt_mini.serve import main as serve_main
-
-            serve_main(argv[1:])
-            return None
-        if argv and argv[0] == "export":
-            from lit_gpt_mini.export import main as export_main
-
-            export_main(argv[1:])
+        if argv and argv[0] in PLAIN_COMMANDS:
+            _plain_command(argv[0])(argv[1:])
             return None
         if argv and argv[0] == "prepare":
             prepare(argv[1:])
@@ -202,6 +186,19 @@ def main(args: Optional[list[str]] = None) -> Optional[GPTCLI]:
             print(f"error: {user_error}", file=sys.stderr)
             sys.exit(2)
         sys.exit(f"error: {user_error}")
+
+
+def _plain_command(name: str) -> Callable[[list[str]], None]:
+    # Imported only when run: serve's imports (LitServe, FastAPI) are not every command's.
+    if name == "generate":
+        from lit_gpt_mini.generate import main
+    elif name == "chat":
+        from lit_gpt_mini.chat import main
+    elif name == "serve":
+        from lit_gpt_mini.serve import main
+    else:
+        from lit_gpt_mini.export import main
+    return main
 
 
 def usage() -> str:
@@ -331,10 +328,8 @@ def _parse_error_line(message: str, argv: list[str]) -> str:
             unknown = re.match(r"[Uu]nrecognized arguments: --([\w.]+)", detail)
             if unknown:
                 *prefix, name = unknown.group(1).split(".")
-                command = {"generate": "lit_gpt_mini.generate.generate", "export": "lit_gpt_mini.export.export",
-                           "chat": "lit_gpt_mini.chat.chat", "serve": "lit_gpt_mini.serve.serve"}
-                if argv and argv[0] in command:
-                    valid = _init_args(command[argv[0]])
+                if argv and argv[0] in PLAIN_COMMANDS:
+                    valid = _init_args(f"lit_gpt_mini.{argv[0]}.{argv[0]}")
                 elif prefix == ["trainer"]:
                     valid = _init_args("lightning.pytorch.Trainer")
                 else:

@@ -255,24 +255,20 @@ class GPT(nn.Module):
         self,
         idx: torch.Tensor,
         max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: Optional[int] = None,
-        top_p: Optional[float] = None,
-        generator: Optional[torch.Generator] = None,
-        use_cache: bool = True,
+        *sampling: Any,
         stop_token: Optional[int] = None,
         on_token: Optional[Callable[[int], None]] = None,
-        forward: Optional[Callable[..., torch.Tensor]] = None,
+        **settings: Any,
     ) -> torch.Tensor:
         """Append up to ``max_new_tokens`` sampled tokens to ``idx`` (B, T) and return the whole sequence.
 
-        The tokens are :meth:`stream`'s (see there for the sampling settings, the window and ``forward``).
-        Sampling stops early when every row has produced ``stop_token``; ``on_token`` is called with each new
-        token of row 0 (for streaming).
+        The tokens are :meth:`stream`'s, which takes the sampling settings (``temperature``, ``top_k``,
+        ``top_p``, ``generator``, ``use_cache``, ``forward``, in that order). Sampling stops early when every row
+        has produced ``stop_token``; ``on_token`` is called with each new token of row 0 (for streaming).
         """
         new = []
         finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
-        for next_id in self.stream(idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache, forward):
+        for next_id in self.stream(idx, max_new_tokens, *sampling, **settings):
             new.append(next_id)
             if on_token is not None:
                 on_token(int(next_id[0, 0]))

@@ -117,3 +117,28 @@ trainer:
                 "--trainer.limit_val_batches", "2", "--trainer.enable_progress_bar", "false"])
     assert cli.trainer.global_step == 2 and cli.trainer.accumulate_grad_batches == 2
     assert torch.load(tmp_path / "out/gpt2_reddit/checkpoints/last.ckpt", weights_only=True)["tokenizer"] == {"kind": "gpt2"}
+
+
+def test_the_laptop_chat_recipe_trains_on_reddit_with_its_data_section_swapped(tmp_path, monkeypatch, shakespeare_docs):
+    dump = write_zst(tmp_path / "RC.zst", rows(shakespeare_docs[:2000]))
+    monkeypatch.chdir(tmp_path)
+    # configs/discord_cpu.yaml's trainer and model sections as shipped; the data section is Reddit's
+    (tmp_path / "reddit_data.yaml").write_text(f"""
+data:
+  class_path: data_modules.reddit.RedditDataModule
+  init_args:
+    path: {dump}
+    data_dir: data/reddit_bpe
+    subreddits: [Python]
+    tokenizer: {{kind: bpe, vocab_size: 512, pattern: gpt4}}
+    val_tokens: 2000
+    shard_size: 50000
+    block_size: 32
+    batch_size: 4
+""")
+    cli = main(["fit", "--config", str(CONFIGS / "discord_cpu.yaml"), "--config", "reddit_data.yaml",
+                "--model.block_size", "32", "--model.n_layer", "1", "--model.n_head", "2", "--model.n_embd", "32",
+                "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "2"])
+    assert type(cli.datamodule).__name__ == "RedditDataModule" and cli.trainer.global_step == 2
+    ckpt = torch.load(tmp_path / "out/discord_cpu/checkpoints/last.ckpt", weights_only=True)
+    assert ckpt["tokenizer"]["kind"] == "bpe" and ckpt["text_format"] == "text"  # Reddit posts: plain text

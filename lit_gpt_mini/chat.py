@@ -92,24 +92,20 @@ def chat(
             if not interactive:
                 say(rendered)  # a piped turn is shown, so the output reads as the conversation
             ids = conversation.prompt(bot)
-            text = TextStream(tokenizer, speaker_lines=True)
+            # after a prompt ending "bot:" the answer starts with a space, which the line already has
+            text = TextStream(tokenizer, speaker_lines=True, lstrip=bot is not None)
             say(f"{bot}: " if bot else "", end="")
         else:
             if not interactive:
                 say(typed, end="")
             ids = transcript.prompt(typed)
             text = TextStream(tokenizer)
-        strip = turns and bot is not None  # the prompt ended with "bot:": the answer starts after a space
         try:
             for piece in stream_text(loaded.model, ids, text, max_new_tokens, temperature, top_k, top_p,
                                      generator):
-                if strip and piece:
-                    piece = piece.lstrip()
-                    strip = not piece
-                if piece:
-                    say(piece, end="")
+                say(piece, end="")
         except KeyboardInterrupt:  # Ctrl+C cuts the answer short; the conversation goes on
-            text.finish()
+            say(text.finish(), end="")
         say()
         if turns and text.result.strip():
             conversation.add(bot, text.result.strip()) if bot else conversation.add(None, text.result)

@@ -144,7 +144,7 @@ def check_request(body: Any, served: ServedModel, chat: bool) -> dict[str, Any]:
     job = {"max_tokens": max_tokens, "temperature": float(temperature), "top_k": top_k,
            "top_p": None if top_p is None else float(top_p), "stop": stop, "stream": stream, "include_usage": usage,
            "seed": secrets.randbits(63) if seed is None else seed, "ignore_eos": ignore_eos, "speaker_lines": False,
-           "strip_leading": False}
+           "lstrip": False}
     job.update(_chat_prompt(body, served, max_tokens) if chat else _completion_prompt(body, served))
     return job
 
@@ -211,7 +211,8 @@ def _chat_prompt(body: dict[str, Any], served: ServedModel, max_tokens: int) -> 
         ids = conversation.prompt(served.bot, cut_last=False)
     except UserError as e:
         raise ApiError(400, f"messages: {e}", "messages", "context_length_exceeded") from None
-    return {"ids": ids, "speaker_lines": True, "strip_leading": served.bot is not None}
+    # after a prompt ending "bot:" the answer starts with a space
+    return {"ids": ids, "speaker_lines": True, "lstrip": served.bot is not None}
 
 
 def _encode(served: ServedModel, text: str, field: str) -> list[int]:
@@ -388,14 +389,11 @@ class GPTAPI(ls.LitAPI):
     async def predict(self, job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         async with self.slots:
             generator = torch.Generator(device=self.torch_device).manual_seed(job["seed"])
-            text = TextStream(self.tokenizer, job["stop"], job["speaker_lines"], stop_at_eot=not job["ignore_eos"])
-            strip = job["strip_leading"]  # "bot:" was the prompt's end: the reply starts after a space
+            text = TextStream(self.tokenizer, job["stop"], job["speaker_lines"], stop_at_eot=not job["ignore_eos"],
+                              lstrip=job["lstrip"])
             pending, sent, checked = "", None, time.monotonic()
             for piece in stream_text(self.model, job["ids"], text, job["max_tokens"], job["temperature"],
                                      job["top_k"], job["top_p"], generator):
-                if strip and piece:
-                    piece = piece.lstrip()
-                    strip = not piece
                 pending += piece
                 now = time.monotonic()
                 # The first text goes at once; then what came in the last STREAM_INTERVAL goes as one message:

@@ -29,6 +29,7 @@ class TextStream:
             a conversation rendered as the Discord data module renders it.
         stop_at_eot: End the text at the tokenizer's end-of-text token; otherwise the token is left out of the
             text and the text goes on.
+        lstrip: Leave out the whitespace the text starts with (an answer after a prompt ending ``name:``).
 
     :attr:`stopped` turns true at the tokenizer's end-of-text token, a stop string or a speaker's line; the
     caller then stops sampling. :meth:`finish` returns what is left (text held back because it might have begun
@@ -36,11 +37,12 @@ class TextStream:
     """
 
     def __init__(self, tokenizer: Tokenizer, stop: Sequence[str] = (), speaker_lines: bool = False,
-                 stop_at_eot: bool = True) -> None:
+                 stop_at_eot: bool = True, lstrip: bool = False) -> None:
         self.tokenizer = tokenizer
         self.stop = [s for s in stop if s]
         self.speaker_lines = speaker_lines
         self.stop_at_eot = stop_at_eot
+        self.lstrip = lstrip
         self.text = ""  # every complete character decoded so far
         self.pending: list[int] = []  # ids whose bytes do not end a character yet
         self.emitted = 0  # how much of ``text`` has been returned
@@ -62,6 +64,8 @@ class TextStream:
             return ""
         self.pending = []
         self.text += piece
+        if self.lstrip and not self.emitted:  # (nothing returned yet: the start may still change)
+            self.text = self.text.lstrip()
         end = self._end()
         if end is not None:
             self.end, self.stopped = end, True

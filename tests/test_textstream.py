@@ -60,3 +60,9 @@ def test_the_end_of_text_token_ends_the_text_or_is_left_out(gpt2_tokenizer):
     assert "".join(feed(stopping, tokens)) == "one" and stopping.stopped and stopping.tokens == 2
     going_on = TextStream(gpt2_tokenizer, stop_at_eot=False)
     assert "".join(feed(going_on, tokens)) == "one two" and not going_on.stopped
+
+
+def test_an_answer_after_a_name_loses_its_leading_whitespace_only():
+    stream = TextStream(CHARS, speaker_lines=True, lstrip=True)
+    pieces = feed(stream, CHARS.encode("  Ay, my lord.  \nBOB: no"))
+    assert pieces[:3] == ["", "", "A"] and "".join(pieces) == stream.result == "Ay, my lord.  "

@@ -48,7 +48,7 @@ VERSE = "ROMEO:\nBut soft, what light through yonder window breaks? It is the ea
 SHAPES = {  # name: (model, tokenizer, prompt, new tokens)
     "char_cpu": (GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, bias=False),
                  {"kind": "char", "chars": CHARS}, VERSE[:48], 1024),  # 48 of the 64 positions
-    "gpt2_124m": (GPTConfig.from_name("gpt2"), {"kind": "gpt2"}, VERSE * 3, 48),  # 76 tokens
+    "gpt2_124m": (GPTConfig.from_name("gpt2"), {"kind": "gpt2"}, VERSE * 3, 48),  # 79 tokens
 }
 SETTINGS = {"temperature": 0.8, "top_k": 200}
 

@@ -258,7 +258,7 @@ class OpenAIEndpoints(LitSpec):
         return JSONResponse({"object": "list", "data": [
             {"id": self.served.name, "object": "model", "created": 0, "owned_by": "lit-gpt-mini",
              "context_length": self.served.block_size, "text_format": self.served.text_format,
-             "max_tokens": self.served.max_tokens},
+             "max_tokens": self.served.max_tokens, "user": self.served.user, "bot": self.served.bot},
         ]})
 
     async def completions(self, request: Request) -> Response:

@@ -109,7 +109,9 @@ def in_process(checkpoint: Path, prompt: str, seed: int, max_tokens: int, ignore
 def test_models_health_and_the_loopback_address(server):
     assert httpx.get(f"{server.url}/health", timeout=10).text == "ok"
     models = httpx.get(f"{server.url}/v1/models", timeout=10).json()
-    assert [m["id"] for m in models["data"]] == [NAME] and models["data"][0]["text_format"] == "chat"
+    assert [m["id"] for m in models["data"]] == [NAME]
+    assert {k: models["data"][0][k] for k in ("text_format", "context_length", "max_tokens", "user", "bot")} == {
+        "text_format": "chat", "context_length": 64, "max_tokens": LIMIT, "user": "ROMEO", "bot": "JULIET"}
     assert any(f"Uvicorn running on {server.url}" in line for line in server.log_lines())
 
 

@@ -87,10 +87,24 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture
+def single_thread():
+    """torch on one thread for the test (then as before): the tiny models of the chat and serve tests gain
+    nothing from two, and lose several times over when another job holds a core."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def chat_checkpoint(tmp_path_factory, shakespeare_path) -> Path:
     """A tiny conversation model, trained once per session: configs/discord_cpu.yaml as shipped with its shapes
     and steps shrunk, on the Discord export of Tiny Shakespeare's first 2,000 speeches (its own BPE)."""
+    import torch
+
     from data_modules.shakespeare_discord import convert
     from lit_gpt_mini.cli import main
 
@@ -98,8 +112,9 @@ def chat_checkpoint(tmp_path_factory, shakespeare_path) -> Path:
     speeches = shakespeare_path.read_text(encoding="utf-8").split("\n\n")[:2000]
     (root / "plays.txt").write_text("\n\n".join(speeches) + "\n", encoding="utf-8")
     convert(str(root / "export.json"), path=str(root / "plays.txt"))
-    cwd = os.getcwd()
+    cwd, threads = os.getcwd(), torch.get_num_threads()
     os.chdir(root)
+    torch.set_num_threads(1)  # (see single_thread)
     try:
         main(["fit", "--config", str(CONFIGS / "discord_cpu.yaml"), "--data.path", "export.json",
               "--data.tokenizer.vocab_size", "512", "--data.block_size", "64", "--data.batch_size", "8", "--model.block_size", "64",
@@ -107,4 +122,5 @@ def chat_checkpoint(tmp_path_factory, shakespeare_path) -> Path:
               "--trainer.val_check_interval", "200", "--trainer.limit_val_batches", "2"])
     finally:
         os.chdir(cwd)
+        torch.set_num_threads(threads)
     return root / "out/discord_cpu/checkpoints/last.ckpt"

@@ -20,6 +20,9 @@ from lit_gpt_mini.tokenizers import tokenizer_from_dict
 from .conftest import ROOT
 
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
 def chat(monkeypatch, capsys, ckpt, typed: str, *options: str) -> list[str]:
     """The lines ``main.py chat`` prints for ``typed`` piped to it (in-process)."""
     monkeypatch.setattr(sys, "stdin", io.StringIO(typed))

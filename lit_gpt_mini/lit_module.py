@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import lightning as L
+from lightning.pytorch.plugins import Precision
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 import torch
 from torchmetrics import MeanMetric, SumMetric
@@ -110,6 +111,7 @@ class GPTModule(L.LightningModule):
         self.flops_per_batch = 0  # read by the throughput callback for MFU; set per batch
         self._step_loss: Optional[torch.Tensor] = None
         self._step_micro_batches = 0
+        self._grad_norm: Optional[torch.Tensor] = None  # this optimizer step's, where logging computed it
 
     def configure_model(self) -> None:
         # Called by the Trainer after setup (which learned the vocabulary) and before a checkpoint's weights are
@@ -216,6 +218,8 @@ class GPTModule(L.LightningModule):
         # Once per optimizer step, after gradient accumulation and the DDP all-reduce, before clipping. Lightning's
         # self.log costs ~0.5 ms a call on a CPU (1-3% of a small model's step) and the norm costs a pass over the
         # gradients: both only happen on the steps the logger writes (every trainer.log_every_n_steps).
+        unscale_for_clipping(self.trainer.precision_plugin, optimizer)
+        self._grad_norm = None
         if self.trainer._logger_connector.should_update_logs:
             loss = self._step_loss / self._step_micro_batches
             self.log("train/loss", loss, sync_dist=True)
@@ -224,15 +228,18 @@ class GPTModule(L.LightningModule):
             self.trainer._logger_connector._progress_bar_metrics["train/loss"] = (
                 self.trainer.strategy.reduce(loss.detach(), reduce_op="mean").item()
             )
-            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-            norm = torch.nn.utils.get_total_norm(grads)
-            if isinstance(self.trainer.strategy, FSDPStrategy):  # each rank holds a shard of the gradients
-                norm = self.trainer.strategy.reduce(norm.square(), reduce_op="sum").sqrt()
-            self.log("train/grad_norm", norm)
+            self._grad_norm = self._gradient_norm()
+            self.log("train/grad_norm", self._grad_norm)  # before clipping
             tokens_seen = getattr(self.trainer.datamodule, "train_tokens_seen", None)
             if tokens_seen is not None:
                 self.log("train/tokens", float(tokens_seen))
         self._step_loss, self._step_micro_batches = None, 0
+
+    def _gradient_norm(self) -> torch.Tensor:
+        norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
+        if isinstance(self.trainer.strategy, FSDPStrategy):  # each rank holds a shard of the gradients
+            norm = self.trainer.strategy.reduce(norm.square(), reduce_op="sum").sqrt()
+        return norm
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         loss = self._loss(batch)
@@ -272,16 +279,20 @@ class GPTModule(L.LightningModule):
         gradient_clip_val: Optional[float] = None,
         gradient_clip_algorithm: Optional[str] = None,
     ) -> None:
-        if gradient_clip_val and isinstance(self.trainer.strategy, FSDPStrategy):
-            if gradient_clip_algorithm not in (None, "norm"):
-                raise ConfigError(
-                    f"trainer.gradient_clip_algorithm {gradient_clip_algorithm!r} is not supported with FSDP: use 'norm'"
-                )
-            # Lightning's FSDP precision plugin refuses norm clipping: the norm is over every rank's shard, which
-            # the FSDP root's own clip_grad_norm_ computes (one all-reduce).
-            self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)
+        # Clipping here rather than through Lightning's precision plugins, which refuse it in two cases this project
+        # runs: mixed precision with an optimizer that unscales inside its step (fused AdamW; see
+        # unscale_for_clipping) and FSDP's norm clipping. The gradients are unscaled by now under every precision.
+        if not gradient_clip_val:
             return
-        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        if gradient_clip_algorithm == "value":  # elementwise: the same on whole tensors and on FSDP's shards
+            torch.nn.utils.clip_grad_value_(self.parameters(), gradient_clip_val)
+        elif isinstance(self.trainer.strategy, FSDPStrategy):
+            # the norm is over every rank's shard: the FSDP root's clip_grad_norm_ computes it (one all-reduce)
+            self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)
+        else:
+            params = [p for p in self.model.parameters() if p.grad is not None]
+            norm = self._grad_norm if self._grad_norm is not None else self._gradient_norm()  # one pass, not two
+            torch.nn.utils.clip_grads_with_norm_(params, gradient_clip_val, norm)
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
@@ -379,6 +390,20 @@ def check_muon_strategy(strategy: Any) -> None:
             f"model.optimizer muon does not work with trainer.strategy {type(strategy).__name__} (Muon needs whole "
             f"matrices, FSDP shards them): use model.optimizer adamw, or strategy ddp"
         )
+
+
+def unscale_for_clipping(precision: Precision, optimizer: torch.optim.Optimizer) -> None:
+    """Unscale the gradients of an optimizer that would unscale them inside its own step (fused AdamW), when the
+    precision has a gradient scaler (``16-mixed``), so they are measured and clipped at their true size.
+
+    Lightning unscales before clipping only the optimizers that do not (torch marks the others with
+    ``_step_supports_amp_scaling``) and refuses to clip those. ``GradScaler.step`` then sees the gradients
+    unscaled and passes the optimizer no scale, only whether any was infinite. Without a scaler (``32-true``,
+    ``bf16-mixed``) there is nothing to do.
+    """
+    scaler = getattr(precision, "scaler", None)
+    if scaler is not None and getattr(optimizer, "_step_supports_amp_scaling", False):
+        scaler.unscale_(optimizer)
 
 
 def _lr_factor(step: int, max_lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:

@@ -75,6 +75,43 @@ def http_server(tmp_path):
     server.shutdown()
 
 
+class HttpxServer:
+    """A real HTTP server on 127.0.0.1 (a free port) answering each request with an httpx handler's response
+    (``request -> httpx.Response``, as ``httpx.MockTransport`` takes), for clients that must go over a socket."""
+
+    def __init__(self, handler) -> None:
+        import httpx
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                request = httpx.Request("GET", f"http://{self.headers['Host']}{self.path}", headers=dict(self.headers))
+                response = handler(request)
+                body = response.read()
+                self.send_response(response.status_code)
+                for key, value in response.headers.items():
+                    if key.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def serve_httpx(handler) -> HttpxServer:
+    """Start an :class:`HttpxServer`; the caller closes it."""
+    return HttpxServer(handler)
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``gpu`` need CUDA: skipped (with the reason shown) on machines without it, like CI's."""
     import torch

@@ -1,20 +1,17 @@
-"""Reddit dumps: streamed .zst NDJSON, filters, malformed and truncated files, shards, a tiny fit via the CLI."""
+"""Reddit dumps: streamed .zst NDJSON, filters, malformed and truncated files, shards (training: tests/test_recipes.py)."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-import torch
 import zstandard
 
 from data_modules.reddit import RedditDataModule
 from data_modules.shards import read_manifest
-from lit_gpt_mini.cli import main
 from lit_gpt_mini.errors import ConfigError, DataError
 from lit_gpt_mini.tokenizers import TokenizerRecipe
 
-from .conftest import CONFIGS
 
 DAY = 86400
 JAN1 = 1672531200  # 2023-01-01 UTC
@@ -95,25 +92,3 @@ def test_bad_input_is_clear(tmp_path):
     dump = write_zst(tmp_path / "RC.zst", rows([]))
     with pytest.raises(DataError, match="gave no row that passed the filters"):
         module(tmp_path, dump, subreddits=["nothing_here"]).prepare_data()
-
-
-def test_tiny_fit_through_the_cli_with_the_reddit_config(tmp_path, monkeypatch, shakespeare_docs):
-    dump = write_zst(tmp_path / "RC.zst", rows(shakespeare_docs[:2000]))
-    monkeypatch.chdir(tmp_path)
-    # the recipe's callbacks with a 256-token step (a list in a config cannot be edited from the command line)
-    (tmp_path / "small.yaml").write_text("""
-trainer:
-  callbacks:
-    - class_path: lit_gpt_mini.callbacks.GradientAccumulation
-      init_args: {total_batch_tokens: 256}
-    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
-      init_args: {dirpath: out/gpt2_reddit/checkpoints, save_last: true}
-""")
-    cli = main(["fit", "--config", str(CONFIGS / "gpt2_reddit.yaml"), "--config", "small.yaml", "--data.path", str(dump),
-                "--data.val_tokens", "2000", "--data.block_size", "32", "--data.batch_size", "4", "--data.num_workers", "0",
-                "--model.block_size", "32", "--model.n_layer", "1", "--model.n_head", "2", "--model.n_embd", "32",
-                "--model.compile", "false", "--trainer.accelerator", "cpu", "--trainer.devices", "1",
-                "--trainer.precision", "32-true", "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
-                "--trainer.limit_val_batches", "2", "--trainer.enable_progress_bar", "false"])
-    assert cli.trainer.global_step == 2 and cli.trainer.accumulate_grad_batches == 2
-    assert torch.load(tmp_path / "out/gpt2_reddit/checkpoints/last.ckpt", weights_only=True)["tokenizer"] == {"kind": "gpt2"}

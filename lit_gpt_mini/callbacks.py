@@ -16,6 +16,7 @@ from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_only
 
 from lit_gpt_mini.errors import ConfigError, DivergenceError
+from lit_gpt_mini.flops import compute_dtype, peak_flops
 from lit_gpt_mini.log import get_logger
 
 log = get_logger(__name__)
@@ -34,12 +35,12 @@ class TokenThroughput(ThroughputMonitor):
     """Lightning's ThroughputMonitor set up for token batches ``(x, y)`` of shape (B, T).
 
     Logs ``train/device/items_per_sec`` (tokens/s per device) and, with several devices, ``train/items_per_sec``
-    (all devices), with samples/s, batches/s, FLOP/s and, where the device's peak is known, ``train/device/mfu``. Lightning knows
-    the peak of common GPUs (A100, H100, ...); for any other device give ``peak_flops`` (FLOP/s of one device
-    at the training precision) to get MFU.
+    (all devices), with samples/s, batches/s, FLOP/s and, where the device's peak is known, ``train/device/mfu``.
+    :mod:`lit_gpt_mini.flops` knows the dense bf16 peak of the A100, H100 and H200, and Lightning that of other
+    common GPUs; for any other device give ``peak_flops`` (FLOP/s of one device at the training precision).
 
     Args:
-        peak_flops: Peak FLOP/s of one device; ``None`` asks Lightning (which knows none for CPUs).
+        peak_flops: Peak FLOP/s of one device; ``None`` looks the device up (no figure for CPUs).
         window_size: Number of recent logged steps the rates are averaged over (at least 2). Training is timed
             only on the steps the logger writes (``trainer.log_every_n_steps``), so that timing adds no CUDA
             synchronization to the other steps.
@@ -54,10 +55,12 @@ class TokenThroughput(ThroughputMonitor):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         self._flops_since_update = 0
-        if self.peak_flops is not None:
-            self.available_flops = self.peak_flops
-            for throughput in self._throughputs.values():
-                throughput.available_flops = self.peak_flops
+        peak = self.peak_flops
+        if peak is None:  # this project's table (the H200 too), then Lightning's
+            peak = peak_flops(trainer.strategy.root_device, compute_dtype(str(trainer.precision)))
+        self.available_flops = peak
+        for throughput in self._throughputs.values():
+            throughput.available_flops = peak
 
     @rank_zero_only
     def on_train_batch_end(
@@ -348,6 +351,73 @@ class StopOnNonFinite(Callback):
                 f"Lower model.learning_rate (or lengthen model.warmup_steps, or set trainer.gradient_clip_val) "
                 f"and start again from a checkpoint written before this step"
             )
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.1f} s"
+
+
+class RunTimeEstimate(Callback):
+    """Says within the first minutes of training how long an optimizer step and the whole run will take, when
+    that is long: a GPU-sized recipe started on a laptop says so instead of running for weeks.
+
+    Times the second micro-batch of the run (the first one also compiles and sets up), multiplies by the
+    micro-batches of an optimizer step and by the steps left to ``trainer.max_steps``, and warns (once) when one
+    step would take longer than ``step_seconds`` or the run longer than ``run_hours``. On a CPU the warning also
+    names what to change (a CPU-sized recipe; ``32-true``, often faster there than ``bf16-mixed``).
+
+    Args:
+        step_seconds: Warn when one optimizer step is estimated to take longer than this.
+        run_hours: Warn when the rest of the run is estimated to take longer than this.
+    """
+
+    def __init__(self, step_seconds: float = 120.0, run_hours: float = 24.0) -> None:
+        if not (step_seconds > 0 and run_hours > 0):
+            raise ConfigError(f"RunTimeEstimate's step_seconds ({step_seconds}) and run_hours ({run_hours}) must be positive")
+        self.step_seconds = step_seconds
+        self.run_hours = run_hours
+        self._micro_batches = 0
+        self._t0: Optional[float] = None
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self._micro_batches += 1
+        if self._micro_batches == 2:
+            self._sync(trainer)
+            self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if self._micro_batches != 2 or self._t0 is None:
+            return
+        self._sync(trainer)
+        micro_batch = time.perf_counter() - self._t0
+        self._t0 = None
+        step = micro_batch * trainer.accumulate_grad_batches
+        steps_left = trainer.max_steps - trainer.global_step if trainer.max_steps and trainer.max_steps > 0 else 0
+        run = step * steps_left
+        if step <= self.step_seconds and run <= self.run_hours * 3600:
+            return
+        device = trainer.strategy.root_device
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type.upper()
+        advice = ""
+        if device.type == "cpu":
+            advice = (" On a CPU, train a CPU-sized recipe (configs/*_cpu.yaml)"
+                      + (", or try --trainer.precision 32-true (bench/cpu_precision.py compares the two on this CPU)"
+                         if trainer.precision != "32-true" else "")
+                      + ".")
+        log.warning(
+            f"one optimizer step ({trainer.accumulate_grad_batches} micro-batches) will take about {_duration(step)} "
+            f"on this {name} in {trainer.precision} (measured: {_duration(micro_batch)} a micro-batch), so the "
+            f"{steps_left:,} steps left to trainer.max_steps about {_duration(run)}.{advice}"
+        )
+
+    @staticmethod
+    def _sync(trainer: L.Trainer) -> None:
+        # once per run: the timed micro-batch must have finished on the device, not only been queued
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()
 
 
 class FinalModelCheckpoint(ModelCheckpoint):

@@ -109,6 +109,7 @@ class GPTModule(L.LightningModule):
         self.hellaswag_acc_norm = MeanMetric()
         self.hellaswag_examples = SumMetric()  # how many were scored: all of them, once, however many devices
         self.flops_per_batch = 0  # read by the throughput callback for MFU; set per batch
+        self._flops_cache: dict[int, int] = {}
         self._step_loss: Optional[torch.Tensor] = None
         self._step_micro_batches = 0
         self._grad_norm: Optional[torch.Tensor] = None  # this optimizer step's, where logging computed it
@@ -187,10 +188,12 @@ class GPTModule(L.LightningModule):
             self.hparams["vocab_size"] = vocab_size
         return self._config
 
-    @functools.lru_cache(maxsize=8)
     def _flops_per_token(self, seq_len: int) -> int:
-        # counting parameters walks the whole model: do it once per sequence length
-        return self.model.flops_per_token(seq_len)
+        # counting parameters walks the whole model: once per sequence length, cached on this module (a cache on
+        # the class, as functools.lru_cache on a method, would keep every module alive with its trainer)
+        if seq_len not in self._flops_cache:
+            self._flops_cache[seq_len] = self.model.flops_per_token(seq_len)
+        return self._flops_cache[seq_len]
 
     def forward(
         self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None, cache: Optional[KVCache] = None

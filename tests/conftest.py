@@ -19,6 +19,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True)
+def _float32_matmul_precision():
+    """Each test leaves torch's fp32 matmul precision as it found it: the CLI sets it (CUDA), and a TF32 setting
+    left behind would loosen a later test's fp32 comparison. Only ``torch.set_float32_matmul_precision`` is used:
+    the legacy ``torch.backends.cuda.matmul.allow_tf32`` flag mixed with it makes the getter raise."""
+    import torch
+
+    before = torch.get_float32_matmul_precision()
+    yield
+    torch.set_float32_matmul_precision(before)
+
+
 @pytest.fixture(scope="session")
 def shakespeare_path() -> Path:
     """The real Tiny Shakespeare (1,115,394 bytes); never committed, read from ../shared/data."""
@@ -113,11 +125,15 @@ def serve_httpx(handler) -> HttpxServer:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``gpu`` need CUDA: skipped (with the reason shown) on machines without it, like CI's."""
+    """Tests marked ``gpu`` need CUDA: skipped (with the reason shown) on machines without it, like CI's. With
+    ``LIT_GPT_MINI_REQUIRE_GPU=1`` (bench/gpu_check.sh) a machine without CUDA is an error instead: a GPU check
+    whose every test was skipped must not pass."""
     import torch
 
     if torch.cuda.is_available():
         return
+    if os.environ.get("LIT_GPT_MINI_REQUIRE_GPU") == "1" and any("gpu" in item.keywords for item in items):
+        raise pytest.UsageError("LIT_GPT_MINI_REQUIRE_GPU=1 but torch sees no CUDA device: the gpu tests cannot run")
     skip = pytest.mark.skip(reason="needs a CUDA device (run by bench/gpu_check.sh)")
     for item in items:
         if "gpu" in item.keywords:

@@ -33,15 +33,12 @@ def test_a_compiled_bf16_training_step_matches_eager_fp32():
 
 
 def test_sampling_with_the_kv_cache_on_cuda_gives_the_cpu_tokens():
-    torch.backends.cuda.matmul.allow_tf32 = False  # compare fp32 with fp32
-    try:
-        model = _tiny().eval()
-        prompt = torch.randint(0, 1000, (2, 10))
-        cpu = model.generate(prompt, 80, temperature=0)  # past the 64-token context: the window moves too
-        gpu = model.cuda().generate(prompt.cuda(), 80, temperature=0)
-        assert torch.equal(gpu.cpu(), cpu)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = True
+    torch.set_float32_matmul_precision("highest")  # compare fp32 with fp32 (conftest restores the setting)
+    model = _tiny().eval()
+    prompt = torch.randint(0, 1000, (2, 10))
+    cpu = model.generate(prompt, 80, temperature=0)  # past the 64-token context: the window moves too
+    gpu = model.cuda().generate(prompt.cuda(), 80, temperature=0)
+    assert torch.equal(gpu.cpu(), cpu)
 
 
 def test_fsdp_on_one_gpu_clips_groups_samples_and_scores_hellaswag(tmp_path, monkeypatch, shakespeare_docs):

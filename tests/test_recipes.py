@@ -185,8 +185,8 @@ def test_the_check_catches_any_change_beyond_shapes_data_and_steps(hellaswag_fil
         (lambda c: c["trainer"].update(precision="32-true"), "trainer.precision"),
         (lambda c: c["model"]["init_args"].update(compile=False), "model.init_args.compile"),
         (lambda c: c["trainer"]["callbacks"].pop(0), "trainer.callbacks"),
-        (lambda c: c["trainer"]["callbacks"][-2]["init_args"].update(max_new_tokens=1),
-         "trainer.callbacks.SampleText.max_new_tokens"),
+        (lambda c: next(x for x in c["trainer"]["callbacks"] if x["class_path"].endswith(".SampleText"))[
+            "init_args"].update(max_new_tokens=1), "trainer.callbacks.SampleText.max_new_tokens"),
         (lambda c: c["data"]["init_args"].update(num_workers=0), "data.init_args.num_workers"),
     ]:
         changed = copy.deepcopy(shrunk)

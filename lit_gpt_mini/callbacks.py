@@ -3,90 +3,119 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ThroughputMonitor
+from lightning.fabric.utilities.throughput import Throughput
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import FSDPStrategy
-from lightning.pytorch.utilities import rank_zero_only
 
 from lit_gpt_mini.errors import ConfigError, DivergenceError
 from lit_gpt_mini.flops import compute_dtype, peak_flops
+from lit_gpt_mini.lightning_private import forward_redirection
 from lit_gpt_mini.log import get_logger
 
 log = get_logger(__name__)
 
 
-def _windows(batch: Any) -> int:
-    # token batches are (x, y); HellaSwag batches are dicts of (examples, 4, length) tensors
-    return batch["tokens"].size(0) if isinstance(batch, dict) else batch[0].size(0)
-
-
-def _tokens(batch: Any) -> int:
-    return batch["tokens"].numel() if isinstance(batch, dict) else batch[0].numel()
-
-
-class TokenThroughput(ThroughputMonitor):
-    """Lightning's ThroughputMonitor set up for token batches ``(x, y)`` of shape (B, T).
+class TokenThroughput(Callback):
+    """Training throughput of token batches ``(x, y)`` of shape (B, T), measured on Lightning's ``Throughput`` meter.
 
     Logs ``train/device/items_per_sec`` (tokens/s per device) and, with several devices, ``train/items_per_sec``
     (all devices), with samples/s, batches/s, FLOP/s and, where the device's peak is known, ``train/device/mfu``.
     :mod:`lit_gpt_mini.flops` knows the dense bf16 peak of the A100, H100 and H200, and Lightning that of other
     common GPUs; for any other device give ``peak_flops`` (FLOP/s of one device at the training precision).
+    Time spent validating is left out.
 
     Args:
         peak_flops: Peak FLOP/s of one device; ``None`` looks the device up (no figure for CPUs).
         window_size: Number of recent logged steps the rates are averaged over (at least 2). Training is timed
-            only on the steps the logger writes (``trainer.log_every_n_steps``), so that timing adds no CUDA
-            synchronization to the other steps.
+            only at the end of the optimizer steps the logger writes (``trainer.log_every_n_steps``), so timing adds
+            no CUDA synchronization to the other steps, and none to any micro-batch of gradient accumulation.
     """
 
     def __init__(self, peak_flops: Optional[float] = None, window_size: int = 5) -> None:
         if window_size < 2:  # a rate needs two points in time
             raise ConfigError(f"TokenThroughput's window_size is {window_size}; it must be at least 2")
-        super().__init__(batch_size_fn=_windows, length_fn=_tokens, window_size=window_size)
         self.peak_flops = peak_flops
+        self.window_size = window_size
+        self._meter: Optional[Throughput] = None
+        self._t0: Optional[float] = None  # when training started (moved on by validations); set on rank zero only
+        self._paused: Optional[float] = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
-        self._flops_since_update = 0
+        if stage != "fit":
+            return
         peak = self.peak_flops
         if peak is None:  # this project's table (the H200 too), then Lightning's
             peak = peak_flops(trainer.strategy.root_device, compute_dtype(str(trainer.precision)))
-        self.available_flops = peak
-        for throughput in self._throughputs.values():
-            throughput.available_flops = peak
+        self._meter = Throughput(available_flops=peak, world_size=trainer.world_size, window_size=self.window_size)
+        self._batches = self._samples = self._tokens = self._flops = 0
+        self._step = trainer.global_step
+        self._t0 = self._paused = None
 
-    @rank_zero_only
+    def _sync(self, trainer: L.Trainer) -> None:
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._meter is not None and trainer.is_global_zero:
+            self._sync(trainer)
+            self._t0 = time.perf_counter()
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._t0 is not None and not trainer.sanity_checking:
+            self._sync(trainer)
+            self._paused = time.perf_counter()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._paused is not None:  # the clock of training moves on by the time validation took
+            self._sync(trainer)
+            self._t0 += time.perf_counter() - self._paused
+            self._paused = None
+
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *args: Any
     ) -> None:
-        # Lightning's version synchronizes CUDA after every micro-batch to time it, which drains the GPU's queue
-        # each time. The rates are differences of cumulative counts, so timing only the micro-batches that end a
-        # logged optimizer step gives the same figures without a sync in between.
-        stage = trainer.state.stage
-        self._lengths[stage] += self.length_fn(batch)
-        self._samples[stage] += self.batch_size_fn(batch)
-        self._batches[stage] += 1
-        self._flops_since_update += pl_module.flops_per_batch
-        if trainer.fit_loop._should_accumulate() or not trainer._logger_connector.should_update_logs:
+        if self._t0 is None:  # not rank zero, or not fitting
             return
-        if trainer.strategy.root_device.type == "cuda":
-            torch.cuda.synchronize()
-        self._throughputs[stage].update(
-            time=time.perf_counter() - self._t0s[stage],
-            batches=self._batches[stage],
-            samples=self._samples[stage],
-            lengths=self._lengths[stage],
-            flops=self._flops_since_update,
-        )
-        self._flops_since_update = 0
-        self._compute(trainer)
+        self._batches += 1
+        self._samples += batch[0].size(0)
+        self._tokens += batch[0].numel()
+        self._flops += pl_module.flops_per_batch
+        if trainer.global_step == self._step:  # no optimizer step yet: a micro-batch of gradient accumulation
+            return
+        self._step = trainer.global_step
+        if trainer.global_step % trainer.log_every_n_steps:
+            return
+        self._sync(trainer)  # the rates are differences of cumulative counts: one sync per logged step is enough
+        self._meter.update(time=time.perf_counter() - self._t0, batches=self._batches, samples=self._samples,
+                           lengths=self._tokens, flops=self._flops)
+        self._flops = 0  # the meter takes the FLOPs since its last update
+        metrics = {f"train/{name}": value for name, value in self._meter.compute().items()}
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step - 1)  # the step train/loss of this step has
+
+
+class LossProgressBar(TQDMProgressBar):
+    """Lightning's progress bar, showing the training loss of the last logged step.
+
+    The module reads its loss back on the steps the logger writes (``GPTModule.logged_loss``); a loss logged with
+    ``prog_bar=True`` would instead be read back after every micro-batch, each time a wait for the GPU.
+    """
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Union[int, str, float, dict[str, float]]]:
+        metrics = super().get_metrics(trainer, pl_module)
+        loss = getattr(pl_module, "logged_loss", None)
+        if loss is not None:
+            metrics["train/loss"] = round(loss, 3)
+        return metrics
 
 
 def plan_accumulation(total_batch_tokens: int, batch_size: int, block_size: int, world_size: int) -> tuple[int, int]:
@@ -240,7 +269,7 @@ def _call_wrapped(trainer: L.Trainer, pl_module: L.LightningModule, method: str,
     wrapper = trainer.strategy.model
     if wrapper is None or wrapper is pl_module:
         return getattr(pl_module, method)(*args)
-    return trainer.strategy._forward_redirection(wrapper, pl_module, method, *args)
+    return forward_redirection(trainer.strategy, wrapper, pl_module, method, *args)
 
 
 class SampleText(Callback):
@@ -421,7 +450,9 @@ class RunTimeEstimate(Callback):
 
 
 class FinalModelCheckpoint(ModelCheckpoint):
-    """Lightning's ``ModelCheckpoint`` that also writes ``last.ckpt`` at the end of training.
+    """Lightning's ``ModelCheckpoint`` that also writes ``last.ckpt`` at the end of training, and by default
+    keeps its files in ``<logger save_dir>/<logger name>/checkpoints`` (``out/<recipe>/checkpoints``), beside the
+    run's TensorBoard versions rather than inside one of them.
 
     Lightning saves on its interval (``every_n_train_steps``, or after validations) and, at the end, only if
     it never saved: with 19,073 steps and a checkpoint every 2,500, ``last.ckpt`` would hold step 17,500.
@@ -429,19 +460,35 @@ class FinalModelCheckpoint(ModelCheckpoint):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._last_path = ""
+        self._last_path_step: Optional[int] = None
+        self._trainer_ref: Optional[L.Trainer] = None
         super().__init__(*args, **kwargs)
-        self._last_saved_step: Optional[int] = None
 
-    def _save_last_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, torch.Tensor]) -> None:
-        super()._save_last_checkpoint(trainer, monitor_candidates)
-        if self.save_last:
-            self._last_saved_step = trainer.global_step
+    # Lightning records each save of last.ckpt in last_model_path: noting the step there tells whether the final
+    # step was saved, through public names only.
+    @property
+    def last_model_path(self) -> str:
+        return self._last_path
+
+    @last_model_path.setter
+    def last_model_path(self, path: str) -> None:
+        self._last_path = path
+        self._last_path_step = self._trainer_ref.global_step if (path and self._trainer_ref is not None) else None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._trainer_ref = trainer
+        if self.dirpath is None and trainer.logger is not None and trainer.logger.save_dir is not None:
+            self.dirpath = os.path.join(trainer.logger.save_dir, str(trainer.logger.name), "checkpoints")
+        super().setup(trainer, pl_module, stage)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
-        if self.save_last and trainer.global_step > 0 and self._last_saved_step != trainer.global_step:
-            if not trainer.fast_dev_run:
-                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if (self.save_last and trainer.global_step > 0 and self._last_path_step != trainer.global_step
+                and not trainer.fast_dev_run):
+            path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
+            self.last_model_path = path  # before saving: it is part of the saved state
+            trainer.save_checkpoint(path, self.save_weights_only)
 
 
 def _random_state() -> dict[str, Any]:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import lightning as L
-from lightning.pytorch.plugins import Precision
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 import torch
 from torchmetrics import MeanMetric, SumMetric
@@ -22,6 +21,7 @@ from torchmetrics import MeanMetric, SumMetric
 from lit_gpt_mini import hellaswag
 from lit_gpt_mini.checkpoint import TOKENIZER_KEY
 from lit_gpt_mini.errors import ConfigError
+from lit_gpt_mini.lightning_private import unscale_for_clipping
 from lit_gpt_mini.model import GPT, GPTConfig, KVCache
 from lit_gpt_mini.muon import MuonAdamW
 from lit_gpt_mini.optim import matrix_names, muon_param_groups, param_groups, warmup_cosine_lr
@@ -113,6 +113,7 @@ class GPTModule(L.LightningModule):
         self._step_loss: Optional[torch.Tensor] = None
         self._step_micro_batches = 0
         self._grad_norm: Optional[torch.Tensor] = None  # this optimizer step's, where logging computed it
+        self.logged_loss: Optional[float] = None  # the training loss of the last logged step, for the progress bar
 
     def configure_model(self) -> None:
         # Called by the Trainer after setup (which learned the vocabulary) and before a checkpoint's weights are
@@ -223,14 +224,12 @@ class GPTModule(L.LightningModule):
         # gradients: both only happen on the steps the logger writes (every trainer.log_every_n_steps).
         unscale_for_clipping(self.trainer.precision_plugin, optimizer)
         self._grad_norm = None
-        if self.trainer._logger_connector.should_update_logs:
+        if (self.trainer.global_step + 1) % self.trainer.log_every_n_steps == 0:  # the steps the logger writes
             loss = self._step_loss / self._step_micro_batches
             self.log("train/loss", loss, sync_dist=True)
             # Not prog_bar=True: Lightning reads progress-bar metrics after every micro-batch, a host-device sync
-            # each time. The progress bar gets the value read here, on the logged steps only.
-            self.trainer._logger_connector._progress_bar_metrics["train/loss"] = (
-                self.trainer.strategy.reduce(loss.detach(), reduce_op="mean").item()
-            )
+            # each time. The progress bar (callbacks.LossProgressBar) shows the value read here, on these steps only.
+            self.logged_loss = self.trainer.strategy.reduce(loss.detach(), reduce_op="mean").item()
             self._grad_norm = self._gradient_norm()
             self.log("train/grad_norm", self._grad_norm)  # before clipping
             tokens_seen = getattr(self.trainer.datamodule, "train_tokens_seen", None)
@@ -393,20 +392,6 @@ def check_muon_strategy(strategy: Any) -> None:
             f"model.optimizer muon does not work with trainer.strategy {type(strategy).__name__} (Muon needs whole "
             f"matrices, FSDP shards them): use model.optimizer adamw, or strategy ddp"
         )
-
-
-def unscale_for_clipping(precision: Precision, optimizer: torch.optim.Optimizer) -> None:
-    """Unscale the gradients of an optimizer that would unscale them inside its own step (fused AdamW), when the
-    precision has a gradient scaler (``16-mixed``), so they are measured and clipped at their true size.
-
-    Lightning unscales before clipping only the optimizers that do not (torch marks the others with
-    ``_step_supports_amp_scaling``) and refuses to clip those. ``GradScaler.step`` then sees the gradients
-    unscaled and passes the optimizer no scale, only whether any was infinite. Without a scaler (``32-true``,
-    ``bf16-mixed``) there is nothing to do.
-    """
-    scaler = getattr(precision, "scaler", None)
-    if scaler is not None and getattr(optimizer, "_step_supports_amp_scaling", False):
-        scaler.unscale_(optimizer)
 
 
 def _lr_factor(step: int, max_lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:

@@ -7,13 +7,22 @@ checkpoint of ``configs/debug_char.yaml``), as someone with a damaged download o
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import pickle
+import random
+import resource
 import shutil
+import signal
+import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
+import numpy as np
 import pytest
 import torch
 
@@ -223,6 +232,41 @@ def pickled_object(c: Case) -> str:
     return path.name
 
 
+class RunsCode:
+    """Unpickled, this runs a shell command that leaves a file named ``code_ran``: a file holding it must be
+    refused without being run (the table checks that no ``code_ran`` appears)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.marker = directory / "code_ran"
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def malicious_pickle(c: Case) -> str:
+    c.write("evil.ckpt", pickle.dumps({"state_dict": RunsCode(c.tmp)}))  # a plain (non-zip) pickle
+    return "evil.ckpt"
+
+
+def random_bytes(c: Case) -> str:
+    return c.write("random.ckpt", random.Random(0).randbytes(4096))
+
+
+def tokenizer_smaller_than_model(c: Case) -> str:
+    # 10 of the 65 characters: the model samples ids the tokenizer cannot decode
+    return c.checkpoint(lambda ckpt: ckpt["tokenizer"].update(chars=ckpt["tokenizer"]["chars"][:10]))
+
+
+def malicious_hf_dir(c: Case) -> list[str]:
+    # A Hugging Face directory whose pytorch_model.bin is a pickle that runs code (and no safetensors)
+    from transformers import GPT2Config
+
+    directory = c.tmp / "hf"
+    GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=32, vocab_size=65).save_pretrained(directory)
+    (directory / "pytorch_model.bin").write_bytes(pickle.dumps({"transformer.wte.weight": RunsCode(c.tmp)}))
+    return fit_args(c, "--model.init_from", str(directory), "--trainer.max_steps", "1")
+
+
 def half_downloaded(c: Case) -> str:
     return c.write("half.ckpt", c.ckpt.read_bytes()[: c.ckpt.stat().st_size // 2])
 
@@ -305,6 +349,14 @@ CASES = [
     ("generate: half downloaded", generate_with(half_downloaded), 1, ["half.ckpt", "could not be loaded"]),
     ("generate: empty file", generate_with(empty_file), 1, ["empty.ckpt", "could not be loaded"]),
     ("generate: missing file", lambda c: ["generate", "--ckpt_path", "nowhere.ckpt"], 1, ["nowhere.ckpt", "does not exist"]),
+    ("generate: tokenizer smaller than the model",
+     lambda c: ["generate", "--ckpt_path", tokenizer_smaller_than_model(c), "--max_new_tokens", "50"], 1,
+     ["edited.ckpt", "its tokenizer has 10 tokens but its model predicts 65"]),
+    ("export: tokenizer smaller than the model",
+     lambda c: ["export", "--ckpt_path", tokenizer_smaller_than_model(c), "--out", "m.pth"], 1,
+     ["edited.ckpt", "its tokenizer has 10 tokens but its model predicts 65"]),
+    ("validate: tokenizer smaller than the model", validate_with(tokenizer_smaller_than_model), 1,
+     ["edited.ckpt", "its tokenizer has 10 tokens but its model predicts 65"]),
     ("generate: cuda without cuda", cuda_without_cuda, 1, ["--device cuda", "no usable CUDA device"]),
     ("export: bare tensor", lambda c: ["export", "--ckpt_path", bare_tensor(c), "--out", "m.pth"], 1,
      ["edited.ckpt", "holds a Tensor"]),
@@ -316,6 +368,15 @@ CASES = [
     ("validate: bare tensor", validate_with(bare_tensor), 1, ["edited.ckpt", "holds a Tensor"]),
     ("validate: unknown tokenizer", validate_with(unknown_tokenizer), 1, ["edited.ckpt", "sentencepiece"]),
     ("validate: pickled objects", validate_with(pickled_object), 1, ["pickled.ckpt", "never loaded"]),
+    ("validate: random bytes", validate_with(random_bytes), 1, ["random.ckpt", "could not be loaded"]),
+    ("validate: empty file", validate_with(empty_file), 1, ["empty.ckpt", "could not be loaded"]),
+    ("validate: a pickle that runs code", validate_with(malicious_pickle), 1, ["evil.ckpt", "never loaded"]),
+    ("fit: random bytes", fit_with(random_bytes), 1, ["random.ckpt", "could not be loaded"]),
+    ("fit: text file", fit_with(text_file), 1, ["notes.ckpt", "could not be loaded"]),
+    ("fit: empty file", fit_with(empty_file), 1, ["empty.ckpt", "could not be loaded"]),
+    ("fit: a pickle that runs code", fit_with(malicious_pickle), 1, ["evil.ckpt", "never loaded"]),
+    ("fit: init_from a Hugging Face directory with a pickle that runs code", malicious_hf_dir, 1,
+     ["hf/pytorch_model.bin", "never loaded"]),
     ("fit: resume from an export", fit_with(exported_pth), 1, ["model.pth", "use it as model.init_from"]),
     ("fit: resume without training state", fit_with(training_state_removed), 1,
      ["edited.ckpt", "--model.init_from"]),
@@ -376,7 +437,9 @@ def test_bad_input_ends_with_one_error_line(run, tmp_path, monkeypatch, capsys, 
     for fragment in fragments:
         assert fragment in errors[0]
     assert "Traceback" not in err and "weights_only=False" not in err
+    assert "torch.save" not in err and "_use_new_zipfile_serialization" not in err  # no advice from torch either
     assert len(err.splitlines()) < 10, err  # no page of usage
+    assert not (tmp_path / "code_ran").exists()  # nothing in a file ran
 
 
 def test_the_first_run_of_a_damaged_directory_does_not_train(run, tmp_path, monkeypatch):

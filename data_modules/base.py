@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import itertools
+import json
 import os
 import sys
 from pathlib import Path
@@ -35,7 +36,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from tqdm import tqdm
 
 from data_modules.encode import TASK_CHARS, Encoder
-from data_modules.shards import ShardSet, ShardWriter, check_settings, read_manifest
+from data_modules.shards import MANIFEST, ShardSet, ShardWriter, check_settings, read_manifest
 from data_modules.windows import SequentialWindows, ShuffledWindows, split_windows
 from lit_gpt_mini.errors import ConfigError, DataError
 from lit_gpt_mini.files import sha256_of
@@ -214,7 +215,20 @@ class TokenDataModule(L.LightningDataModule):
             if built:
                 log.info(f"Tokenizer: {self._tokenizer.name} ({self._tokenizer.vocab_size:,} tokens) saved as "
                          f"{self.tokenizer_path}", extra=EVERY_RANK)
+            else:
+                self._check_shards_tokenizer()
             self.write_shards()
+
+    def _check_shards_tokenizer(self) -> None:
+        # The manifest records the tokenizer its shards were made with: a tokenizer file changed since then (an
+        # edit, a copy from another directory) is named here, not taken for shards of other settings.
+        manifest = read_manifest(self.shard_dir)
+        if manifest is not None and json.loads(json.dumps(self._tokenizer.to_dict())) != manifest["tokenizer"]:
+            raise DataError(
+                f"{self.tokenizer_path} is not the tokenizer the shards in {self.shard_dir} were made with (it was "
+                f"changed after they were written; {MANIFEST} holds the original): put the original file back, "
+                f"or delete {self.data_dir} and prepare again"
+            )
 
     def _settings(self, extra: Optional[dict[str, Any]] = None) -> dict[str, Any]:
         return {**self.shard_settings(), "tokenizer_recipe": self.recipe.identity(), **(extra or {})}

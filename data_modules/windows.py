@@ -49,6 +49,17 @@ def _read_windows(shards: ShardSet, shard_ids: np.ndarray, starts: np.ndarray, l
     for shard in np.unique(shard_ids):
         rows = shard_ids == shard
         out[rows] = shards.read(int(shard), starts[rows], length)
+    # An id past the vocabulary would index past the model's embedding: none leaves here, whatever happened
+    # to the file since it was checked (one max per batch: bench/shard_checks.py).
+    vocab_size = shards.headers[0].vocab_size
+    if out.size and int(out.max()) >= vocab_size:
+        row, column = np.argwhere(out >= vocab_size)[0]
+        path = shards.paths[int(shard_ids[row])]
+        raise DataError(
+            f"{path} holds token id {int(out[row, column])} at token {int(starts[row]) + int(column)}, outside the "
+            f"vocabulary of {vocab_size}: the shard was damaged after it was checked; delete it and run the "
+            f"preparation again (finished shards are kept)"
+        )
     return out
 
 

@@ -187,7 +187,7 @@ def main(args: Optional[list[str]] = None) -> Optional[GPTCLI]:
         if isinstance(user_error, ParseError):
             print(f"error: {user_error}", file=sys.stderr)
             sys.exit(2)
-        sys.exit(f"error: {user_error}")
+        sys.exit(f"error: {_one_line(user_error)}")
 
 
 def usage() -> str:
@@ -381,6 +381,15 @@ def prepare(args: list[str]) -> TokenDataModule:
     data.prepare_data()
     log.info(f"{type(data).__name__}: data ready in {data.shard_dir} (tokenizer: {data.tokenizer_path})")
     return data
+
+
+def _one_line(error: UserError) -> str:
+    # An error raised in a DataLoader worker reaches here re-raised by torch with the worker's traceback as its
+    # message; its last line is the original: "lit_gpt_mini.errors.DataError: <message>".
+    text = str(error)
+    if "\nOriginal Traceback" in text:
+        text = text.rstrip().splitlines()[-1].split(": ", 1)[-1]
+    return text
 
 
 def _find_user_error(exc: Optional[BaseException]) -> Optional[UserError]:

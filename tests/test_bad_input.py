@@ -131,6 +131,38 @@ def ids_outside_vocab_with_valid_checksum(c: Case) -> list[str]:
     return fit_args(c)
 
 
+def damaged_in_place(value: int) -> Callable[[Case], list[str]]:
+    """Every 16th id of a training shard overwritten on the disk, its size and modification time kept: what
+    ``verified.json`` records is unchanged, so only reading the shard can tell."""
+
+    def build(c: Case) -> list[str]:
+        path = c.shards / "train_000001.bin"
+        before = path.stat()
+        ids = np.fromfile(path, dtype="<u2", offset=HEADER_BYTES)
+        ids[::16] = value
+        with open(path, "r+b") as f:
+            f.seek(HEADER_BYTES)
+            f.write(ids.tobytes())
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        assert path.stat().st_size == before.st_size
+        return fit_args(c)
+
+    return build
+
+
+def damaged_while_training(c: Case) -> list[str]:
+    # the shard passes its checks, then changes on the disk mid-run: the windows cut after that carry the ids
+    return fit_args(c, "--trainer.callbacks+=tests.helpers.DamageShard", "--trainer.callbacks.path",
+                    str(c.shards / "train_000001.bin"))
+
+
+def tampered_tokenizer_file(c: Case) -> list[str]:
+    # two letters of the alphabet swapped: a valid tokenizer file, not the one the shards were made with
+    path = c.data / "tokenizer.json"
+    path.write_text(path.read_text().replace("ABCD", "BACD"))
+    return fit_args(c)
+
+
 def swap_splits(c: Case) -> list[str]:
     def edit(m):
         for entry in m["shards"]:
@@ -322,6 +354,14 @@ CASES = [
     ("shard ids overwritten", overwrite_ids, 1, ["train_000001.bin", "do not match the checksum"]),
     ("shard ids outside the vocabulary", ids_outside_vocab_with_valid_checksum, 1,
      ["train_000001.bin", "holds token id 60000", "below 65"]),
+    ("shard ids out of range, damaged in place (size and time kept)", damaged_in_place(65535), 1,
+     ["train_000001.bin", "do not match the checksum"]),
+    ("shard ids in range, damaged in place (size and time kept)", damaged_in_place(3), 1,
+     ["train_000001.bin", "do not match the checksum"]),
+    ("shard ids out of range, damaged while training", damaged_while_training, 1,
+     ["train_000001.bin", "holds token id 65535 at token", "outside the vocabulary of 65"]),
+    ("tokenizer.json changed after the shards were made", tampered_tokenizer_file, 1,
+     ["tokenizer.json is not the tokenizer the shards in", "were made with"]),
     ("manifest splits swapped", swap_splits, 1, ["val_000000.bin", "lists its split as 'train'", "header says 'val'"]),
     ("header tokenizer name not UTF-8", header_tokenizer_not_utf8, 1, ["val_000000.bin", "not valid UTF-8"]),
     ("shard truncated", truncated_shard, 1, ["train_000001.bin", "truncated"]),

@@ -9,11 +9,13 @@ user's input end in one line on stderr, not a traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import inspect
 import re
 import sys
+import typing
 import warnings
 from argparse import ArgumentError
 from pathlib import Path
@@ -285,6 +287,8 @@ def _parse_error_line(message: str, argv: list[str]) -> str:
     for line in (raw.strip().lstrip("- ").strip() for raw in message.splitlines()):
         if not line or line.startswith(("Does not validate", "Subtypes:", "Errors:", "Given value", "Expected a <class 'NoneType'>")):
             continue
+        if detail is not None:
+            break  # what follows restates the first problem (jsonargparse nests it once more)
         nested = re.match(r'Parser key "([^"]+)":?\s*(.*)', line)
         if nested:
             keys.append(nested.group(1))
@@ -297,9 +301,11 @@ def _parse_error_line(message: str, argv: list[str]) -> str:
             continue
         detail = detail or line
     detail = detail or message.strip().splitlines()[0]
-    files = _config_files(argv)
-    where = f" (in {', '.join(files)})" if files else ""
+    where = _source_of(".".join(keys), argv)
     help_hint = f" (main.py {argv[0]} --help lists every option)" if argv and not argv[0].startswith("-") else ""
+    given = re.match(r"Unable to load config '(.*)'", detail)
+    if given and keys:  # a value where a group of settings belongs (tokenizer: bpe)
+        return _group_expected(".".join(keys), class_path, given.group(1), where) + help_hint
     required = re.match(r"the following arguments are required: (.+)", detail)
     if required and argv and argv[0] in TRAINER_COMMANDS:  # a command run without a config
         missing = [key.split(".", 1)[-1] for key in required.group(1).split(", ")]
@@ -330,8 +336,71 @@ def _parse_error_line(message: str, argv: list[str]) -> str:
     if unknown:
         close = difflib.get_close_matches(name, valid, n=1)
         suggestion = f": did you mean {'.'.join(keys + close)}?" if close else ""
+        where = _source_of(".".join(keys + [name]), argv)
         return f"unknown key {'.'.join(keys + [name])}{where}{suggestion}{help_hint}"
     return f"{'.'.join(keys) + ': ' if keys else ''}{detail}{where}{help_hint}"
+
+
+def _source_of(key: str, argv: list[str]) -> str:
+    """Where the refused value of ``key`` came from, as " (in FILE)" or " (on the command line)": the last of the
+    ``--config`` files and options that sets it or a section above it (the parser applies them in order). All
+    the config files when none is found to."""
+    def plain(name: str) -> list[str]:
+        return [part for part in name.split(".") if part and part != "init_args"]
+
+    wanted = plain(key)
+    source = None
+    for i, arg in enumerate(argv):
+        if arg in ("--config", "-c") and i + 1 < len(argv) or arg.startswith("--config="):
+            name = argv[i + 1] if "=" not in arg else arg.split("=", 1)[1]
+            if _yaml_sets(name, wanted):
+                source = f"in {name}"
+        elif arg.startswith("--") and not arg.startswith("--config"):
+            given = plain(arg[2:].split("=", 1)[0])
+            shorter = min(len(given), len(wanted))
+            # (a lone --data or --model names a class, not settings)
+            if (len(given) > 1 or given == wanted) and given[:shorter] == wanted[:shorter]:
+                source = "on the command line"
+    if source is None:
+        files = _config_files(argv)
+        return f" (in {', '.join(files)})" if files else ""
+    return f" ({source})"
+
+
+def _yaml_sets(config: str, key: list[str]) -> bool:
+    # Whether a --config file (or inline YAML) sets the key, or a section above it, with or without init_args.
+    try:
+        path = Path(config)
+        node = yaml.safe_load(path.read_text(encoding="utf-8-sig") if path.is_file() else config)
+    except (OSError, ValueError, yaml.YAMLError):
+        return False
+    for part in key:
+        if not isinstance(node, dict):
+            return True  # a value where a section of settings belongs
+        if part not in node and isinstance(node.get("init_args"), dict):
+            node = node["init_args"]
+        if part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _group_expected(key: str, class_path: Optional[str], value: str, where: str) -> str:
+    """What to say when a plain value is given for ``key``, a group of settings (a dataclass argument)."""
+    names: list[str] = []
+    module, _, name = (class_path or "").rpartition(".")
+    try:
+        target = getattr(importlib.import_module(module), name)
+        for cls in target.__mro__:
+            hint = typing.get_type_hints(cls.__init__).get(key.rsplit(".", 1)[-1]) if "__init__" in vars(cls) else None
+            if hint is not None:
+                names = [f.name for f in dataclasses.fields(hint)] if dataclasses.is_dataclass(hint) else []
+                break
+    except (ImportError, AttributeError, ValueError, TypeError, NameError):
+        pass
+    settings = f" ({', '.join(names)})" if names else ""
+    example = f": e.g. --{key}.{names[0]} {value}" if names else ""
+    return f"{key} takes a mapping of its settings{settings} or a YAML file of them, not {value!r}{where}{example}"
 
 
 _TOP_LEVEL = ["trainer", "model", "data", "ckpt_path", "seed_everything", "optimizer", "lr_scheduler", "config",

@@ -348,6 +348,7 @@ def config_file(content: bytes | str, *extra: str) -> Callable[[Case], list[str]
 
 
 DEBUG_TEXT = Path(DEBUG).read_text()
+TOKENIZER_KIND_YAML = "data:\n  init_args:\n    tokenizer:\n      kind: sentencepiece\n"
 
 CASES = [
     # (id, build args, exit status, fragments the error line must hold)
@@ -452,6 +453,20 @@ CASES = [
     ("unknown data key on the command line", lambda c: fit_args(c, "--data.init_args.sed", "3"), 2,
      ["unknown key data.sed", "did you mean data.seed?"]),
     ("value of the wrong type", lambda c: fit_args(c, "--model.n_layer", "two"), 2, ["model.n_layer", "two"]),
+    ("a command-line value of the wrong type", lambda c: fit_args(c, "--data.tokenizer.vocab_size", "big"), 2,
+     ["data.tokenizer.vocab_size", "Got value: big (on the command line)"]),
+    ("a command-line value not allowed", lambda c: fit_args(c, "--data.tokenizer.kind", "sentencepiece"), 2,
+     ["data.tokenizer.kind", "Got value: sentencepiece (on the command line)"]),
+    ("a value not allowed in the second config file",
+     lambda c: ["fit", "--config", DEBUG, "--config", c.write("my.yaml", TOKENIZER_KIND_YAML), "--data.path", TEXT], 2,
+     ["data.tokenizer.kind", "Got value: sentencepiece (in my.yaml)"]),
+    ("a string where the tokenizer's mapping belongs, in YAML",
+     config_file(DEBUG_TEXT.replace("    batch_size: 8\n", "    batch_size: 8\n    tokenizer: bpe\n")), 2,
+     ["data.tokenizer takes a mapping of its settings (kind, vocab_size", "not 'bpe' (in my.yaml)",
+      "--data.tokenizer.kind bpe"]),
+    ("a string where the tokenizer's mapping belongs, on the command line",
+     lambda c: fit_args(c, "--data.tokenizer", "bpe"), 2,
+     ["data.tokenizer takes a mapping of its settings", "not 'bpe' (on the command line)"]),
     ("generate: unknown option", lambda c: ["generate", "--ckpt_path", "x", "--max_new_tokenz", "3"], 2,
      ["unknown option --max_new_tokenz", "did you mean --max_new_tokens?"]),
 ]

@@ -21,13 +21,14 @@ downloads something.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import itertools
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Iterator, Literal, Optional
+from typing import IO, Any, Callable, ClassVar, Iterable, Iterator, Literal, Optional
 
 import lightning as L
 import numpy as np
@@ -39,7 +40,7 @@ from data_modules.encode import TASK_CHARS, Encoder
 from data_modules.shards import MANIFEST, ShardSet, ShardWriter, check_settings, read_manifest
 from data_modules.windows import SequentialWindows, ShuffledWindows, split_windows
 from lit_gpt_mini.errors import ConfigError, DataError
-from lit_gpt_mini.files import sha256_of
+from lit_gpt_mini.files import sha256_of, storage_error
 from lit_gpt_mini.log import EVERY_RANK, get_logger
 from lit_gpt_mini.streams import batched
 from lit_gpt_mini.tokenizers import GPT2Tokenizer, Tokenizer, TokenizerRecipe
@@ -48,6 +49,7 @@ from lit_gpt_mini.tokenizers.recipe import load_or_build, load_tokenizer_file
 
 log = get_logger(__name__)
 _held: set[Path] = set()  # data directories whose lock this process holds (the lock is re-entrant)
+LOCK_FILE = ".prepare.lock"
 
 
 @contextlib.contextmanager
@@ -58,6 +60,8 @@ def exclusive_preparation(directory: Path) -> Iterator[None]:
     but nodes sharing a filesystem would write the same shards at once. The first to take the lock prepares;
     the others wait, then find the shards complete. Where the filesystem has no locks, preparation goes on
     unlocked (as before): run ``main.py prepare`` first there. A process that holds the lock may enter again.
+    A directory this process cannot write (a prepared dataset shared read-only) gets no lock file: complete,
+    it is read as it is; incomplete, the first write needed says so in one line.
     Its messages are this node's own (``EVERY_RANK``): only the waiting node knows it waits.
 
     Messages of the preparation: ``prepare_data`` runs on local rank 0 of every node, each node preparing its
@@ -66,28 +70,55 @@ def exclusive_preparation(directory: Path) -> Iterator[None]:
     about its input (skipped rows, missing articles, filter counts) is the same on every node and is printed
     once per job (global rank zero).
     """
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise storage_error(directory, e) from None
     key = directory.resolve()
     if key in _held:
         yield
         return
-    with open(directory / ".prepare.lock", "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info(f"Waiting for another process (or node) preparing {directory}", extra=EVERY_RANK)
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        except OSError as e:  # e.g. a network filesystem mounted without lock support
-            log.warning(f"cannot lock {directory} ({e}); preparing without a lock", extra=EVERY_RANK)
+    lock = _open_lock(directory / LOCK_FILE)
+    with lock if lock is not None else contextlib.nullcontext():
+        if lock is not None:
+            _take_lock(lock, directory)
         _held.add(key)
         try:
             yield
         finally:
             _held.discard(key)
-            try:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-            except OSError:
-                pass
+            if lock is not None:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+                except OSError:
+                    pass
+
+
+def _open_lock(path: Path) -> Optional[IO]:
+    # The lock file, open for writing; in a directory this process cannot write (a prepared dataset shared
+    # read-only, a read-only mount), the lock file a writer left, open for reading, or None: nothing is written
+    # there (a write found to be needed fails in atomic_write with one line), so no lock needs to be created.
+    try:
+        return open(path, "a")
+    except OSError as e:
+        if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise storage_error(path, e) from None
+    try:
+        return open(path)
+    except OSError:
+        return None
+
+
+def _take_lock(lock: IO, directory: Path) -> None:
+    # Exclusive to prepare; shared to only read a read-only directory (which still waits for a writer there).
+    mode = fcntl.LOCK_EX if lock.writable() else fcntl.LOCK_SH
+    try:
+        fcntl.flock(lock, mode | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log.info(f"Waiting for another process (or node) preparing {directory}", extra=EVERY_RANK)
+        fcntl.flock(lock, mode)
+    except OSError as e:  # e.g. a network filesystem mounted without lock support
+        log.warning(f"cannot lock {directory} ({e}); preparing without a lock", extra=EVERY_RANK)
 
 
 class TokenDataModule(L.LightningDataModule):

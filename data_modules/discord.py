@@ -29,7 +29,7 @@ from data_modules.discord_api import API_URL, DiscordClient, RetryPolicy, check_
 from data_modules.discord_messages import Message, MessageReader
 from data_modules.discord_render import conversations
 from lit_gpt_mini.errors import ConfigError, DataError
-from lit_gpt_mini.files import documents_sha256
+from lit_gpt_mini.files import atomic_write, documents_sha256
 from lit_gpt_mini.log import get_logger
 from lit_gpt_mini.tokenizers import TokenizerRecipe
 
@@ -199,11 +199,9 @@ class DiscordDataModule(TokenDataModule):
                 new = new[: self.max_messages]
         if new:
             messages = sorted({str(m["id"]): m for m in messages + new}.values(), key=lambda m: int(m["id"]))
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".part")
             # ASCII escapes: a fetched message may hold a lone surrogate, which UTF-8 cannot encode
-            tmp.write_text("".join(json.dumps(m) + "\n" for m in messages), encoding="ascii")
-            tmp.replace(cache)
+            with atomic_write(cache, "w", encoding="ascii") as f:
+                f.write("".join(json.dumps(m) + "\n" for m in messages))
         log.info(f"Discord channel {channel}: {len(new)} new messages fetched, {len(messages)} in the cache")
         return messages
 

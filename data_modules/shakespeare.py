@@ -8,7 +8,7 @@ from typing import Any, Iterator, Optional
 from data_modules.base import TokenDataModule
 from data_modules.download import download
 from lit_gpt_mini.files import sha256_of
-from lit_gpt_mini.errors import DataError
+from lit_gpt_mini.errors import DataError, StorageError
 from lit_gpt_mini.tokenizers import TokenizerRecipe
 
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -64,6 +64,8 @@ class ShakespeareDataModule(TokenDataModule):
             return
         try:
             download(self.url, dest)
+        except StorageError:  # the download was fine, the data directory could not take it: said as it is
+            raise
         except (OSError, ValueError) as e:  # ValueError: a data.url that is not a URL
             raise DataError(
                 f"could not download Tiny Shakespeare from {self.url}: {e}. Without internet, put the text at "

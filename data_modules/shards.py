@@ -36,7 +36,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from lit_gpt_mini.errors import DataError
+from lit_gpt_mini.errors import DataError, StorageError
 from lit_gpt_mini.files import atomic_write, write_json
 from lit_gpt_mini.tokenizers import Tokenizer
 from lit_gpt_mini.tokenizers.base import token_dtype
@@ -290,7 +290,7 @@ def verify_directory(directory: Path, manifest: Optional[dict[str, Any]] = None)
 def _record_verified(directory: Path, fingerprint: dict[str, list[int]]) -> None:
     try:
         write_json(directory / VERIFIED, fingerprint)
-    except OSError:
+    except StorageError:
         pass  # a read-only data directory: the full check runs again next time, nothing worse
 
 
@@ -417,7 +417,6 @@ class ShardWriter:
 
     def check_settings(self) -> None:
         """Refuse a directory holding shards prepared, or started, with other settings."""
-        self.directory.mkdir(parents=True, exist_ok=True)
         check_settings(self.directory, self.settings, every_key=True)
 
     def is_complete(self) -> bool:

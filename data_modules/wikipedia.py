@@ -104,11 +104,6 @@ def _read_cache(path: Path, key: str) -> Optional[dict[str, Any]]:
     return record
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, data)
-
-
 class WikipediaDataModule(TokenDataModule):
     """Wikipedia articles, by default tokenized with a byte-level BPE trained on them.
 
@@ -223,7 +218,7 @@ class WikipediaDataModule(TokenDataModule):
         if not titles:
             log.info(f"{name}: no articles (missing or empty category)")
         titles = titles[: self.max_articles_per_category]
-        _write_json(path, {"category": name, "titles": titles})
+        write_json(path, {"category": name, "titles": titles})
         return titles
 
     def _article_path(self, title: str) -> Path:
@@ -252,7 +247,7 @@ class WikipediaDataModule(TokenDataModule):
                     log.warning(f"{title!r}: could not fetch it ({type(e).__name__}: {e}); a re-run tries again")
                     failed.append(title)
                     continue
-                _write_json(path, record)
+                write_json(path, record)
                 fetched += 1
             if record.get("missing"):
                 missing.append(title)

@@ -562,3 +562,147 @@ def test_from_a_real_process_the_exit_status_and_one_line(tmp_path, content, sta
     assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
         result.stderr.strip().splitlines()[-1]]
     assert "bad.yaml" in result.stderr.strip().splitlines()[-1]
+
+
+# --- where the data goes: read-only directories, full disks, Ctrl-C ----------------------------------------------
+
+
+def run_cli(args: list[str], cwd: Path, read_only: Optional[Path] = None, limit_file_size: Optional[int] = None,
+            new_session: bool = False) -> subprocess.Popen:
+    """``python main.py ARGS`` in a fresh process. ``read_only``: a directory (already without write permission)
+    that root, who writes anyway, sees through a read-only mount of its own; ``limit_file_size``: RLIMIT_FSIZE
+    in bytes (a file over it fails with EFBIG)."""
+    def limit() -> None:
+        if limit_file_size is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit_file_size, limit_file_size))
+
+    command = [sys.executable, str(ROOT / "main.py"), *args]
+    if read_only is not None and os.geteuid() == 0:
+        command = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                   'mount --bind -o ro "$0" "$0" && exec "$@"', str(read_only), *command]
+    return subprocess.Popen(command, cwd=cwd, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=limit, start_new_session=new_session)
+
+
+def tree(directory: Path) -> dict[str, tuple[int, int]]:
+    """Every path under ``directory`` (dot files too) with its size and modification time."""
+    return {str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns) for p in directory.rglob("*")}
+
+
+def one_error_line(err: str) -> str:
+    assert "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err
+    return errors[0]
+
+
+# (case, what the read-only data_dir holds, exit status, what the error line says)
+READ_ONLY = [
+    ("complete and prepared", "prepared", 0, []),
+    ("prepared, without its lock file", "prepared, no lock", 0, []),
+    ("empty", "nothing", 1, ["cannot write", "read-only"]),
+]
+
+
+@pytest.mark.parametrize("case, holds, status, says", READ_ONLY, ids=[c[0] for c in READ_ONLY])
+def test_a_read_only_data_dir(run, tmp_path, case, holds, status, says):
+    # A prepared dataset shared read-only (or a read-only mount) is valid input: training reads it and writes
+    # nothing there. One that is not prepared is one line.
+    data, work = tmp_path / "data", tmp_path / "work"
+    try:
+        if holds.startswith("prepared"):
+            shutil.copytree(run / "data/shakespeare", data)
+            if holds.endswith("no lock"):
+                (data / ".prepare.lock").unlink()
+        else:
+            data.mkdir()
+        work.mkdir()
+        for path in [data, *data.rglob("*")]:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        before = tree(data)
+        done = run_cli(["fit", "--config", DEBUG, "--data.path", TEXT, "--data.data_dir", str(data),
+                        "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
+                        "--trainer.limit_val_batches", "1"], work, read_only=data)
+        _, err = done.communicate(timeout=300)
+        assert done.returncode == status, err
+        assert tree(data) == before  # nothing written, not even a lock file
+        if status == 0:
+            assert "Traceback" not in err and (work / "out/debug_char/checkpoints/last.ckpt").is_file()
+        else:
+            line = one_error_line(err)
+            assert str(data) in line and all(fragment in line for fragment in says), line
+    finally:  # (so that pytest can remove it)
+        for path in [data, *data.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+class FullDisk:
+    """Stands for ``os`` in :mod:`lit_gpt_mini.files`: the files it opens take ``room`` bytes in all, then every
+    write fails with ENOSPC, as on a disk that fills up during the preparation."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+
+    def __getattr__(self, name: str):
+        return getattr(os, name)
+
+    def fdopen(self, fd: int, *args, **kwargs):
+        disk, real = self, os.fdopen(fd, *args, **kwargs)
+
+        class File:
+            def __getattr__(self, name: str):
+                return getattr(real, name)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return real.__exit__(*exc)
+
+            def write(self, data):
+                disk.room -= len(data)
+                if disk.room < 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                return real.write(data)
+
+        return File()
+
+
+def fail_in_process(c: Case, data: Path) -> tuple[int, str]:
+    from lit_gpt_mini import files
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(files, "os", FullDisk(room=1 << 20))  # the tokenizer and the validation shard fit
+        try:
+            main(["prepare", "--config", DEBUG, "--data.path", TEXT, "--data.data_dir", str(data)])
+        except SystemExit as e:
+            return 1 if isinstance(e.code, str) else e.code, str(e.code)
+    return 0, ""
+
+
+def fail_in_a_process_with_a_size_limit(c: Case, data: Path) -> tuple[int, str]:
+    done = run_cli(["prepare", "--config", DEBUG, "--data.path", TEXT, "--data.data_dir", str(data)], c.tmp,
+                   limit_file_size=1 << 20)
+    _, err = done.communicate(timeout=300)
+    return done.returncode, one_error_line(err)
+
+
+# (case, how the preparation fails, what the error line says)
+WRITE_FAILURES = [
+    ("disk full (ENOSPC)", fail_in_process, "(No space left on device): free some space"),
+    ("file too large (EFBIG, RLIMIT_FSIZE)", fail_in_a_process_with_a_size_limit, "(File too large): the file is larger"),
+]
+
+
+@pytest.mark.parametrize("case, fail, says", WRITE_FAILURES, ids=[c[0] for c in WRITE_FAILURES])
+def test_a_write_that_fails_midway_is_one_line_and_the_rerun_is_identical(run, tmp_path, monkeypatch, case, fail,
+                                                                        says):
+    monkeypatch.chdir(tmp_path)
+    c, data = Case(run, tmp_path), tmp_path / "fresh"
+    status, line = fail(c, data)
+    assert status == 1 and line.startswith(f"error: cannot write {data / 'shards' / 'train_000001.bin'} {says}"), line
+    assert (data / "shards/val_000000.bin").is_file() and not list(data.rglob("*.part"))  # finished files stay
+    main(["prepare", "--config", DEBUG, "--data.path", TEXT, "--data.data_dir", str(data)])
+    for shard in ("val_000000.bin", "train_000001.bin"):
+        assert (data / "shards" / shard).read_bytes() == (run / "data/shakespeare/shards" / shard).read_bytes()
+

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Optional
 
 from lit_gpt_mini.errors import ConfigError, DataError
-from lit_gpt_mini.files import atomic_write
+from lit_gpt_mini.files import atomic_write, check_writable
 from lit_gpt_mini.tokenizers.base import Tokenizer
 from lit_gpt_mini.tokenizers.bpe import first_chars, train_bpe
 from lit_gpt_mini.tokenizers.char import CharTokenizer
@@ -128,6 +128,7 @@ def load_or_build(
         on_build(f"{path} was made from another recipe or corpus: building the tokenizer again")
     else:
         on_build(f"building the {recipe.kind} tokenizer into {path}")
+    check_writable(path.parent)  # before the work (a BPE may train for minutes), not when saving it
     tokenizer = recipe.build(documents(), num_proc=num_proc)
     with atomic_write(path, "w", encoding="utf-8") as f:
         json.dump({"format": FORMAT, "version": VERSION, **wanted, "tokenizer": tokenizer.to_dict()}, f)

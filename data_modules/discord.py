@@ -24,7 +24,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
-from data_modules.base import TokenDataModule
+from data_modules.base import TokenDataModule, missing_path
 from data_modules.discord_api import API_URL, DiscordClient, RetryPolicy, check_api_url
 from data_modules.discord_messages import Message, MessageReader
 from data_modules.discord_render import conversations
@@ -215,7 +215,7 @@ class DiscordDataModule(TokenDataModule):
         elif self.path.is_file():
             files = [self.path]
         else:
-            raise DataError(f"data.path {self.path} does not exist")
+            raise missing_path(self.path)
         if not files:
             raise DataError(f"{self.path} holds no .json or .csv exports")
         return files

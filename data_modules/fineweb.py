@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator, Optional
 
 from torch.utils.data import DataLoader
 
-from data_modules.base import TokenDataModule
+from data_modules.base import TokenDataModule, missing_path
 from data_modules.hellaswag import HellaSwagDataModule
 from data_modules.lines import DEFAULT_MAX_LINE_BYTES, capped_lines, line_cap_setting
 from lit_gpt_mini.errors import ConfigError, DataError
@@ -50,7 +50,7 @@ def local_files(path: Path) -> list[Path]:
     elif path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(LOCAL_SUFFIXES))
     else:
-        raise DataError(f"data.path {path} does not exist")
+        raise missing_path(path)
     unknown = [f for f in files if not f.name.endswith(LOCAL_SUFFIXES)]
     if unknown:
         raise DataError(f"{unknown[0]}: unknown file type; data.path takes {', '.join(LOCAL_SUFFIXES)} files")

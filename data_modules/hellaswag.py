@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from data_modules.base import missing_path
 from data_modules.download import download
 from lit_gpt_mini import hellaswag
 from lit_gpt_mini.errors import ConfigError, DataError
@@ -129,7 +130,7 @@ class HellaSwagDataModule(L.LightningDataModule):
         """Download the file when it is missing (or check the local ``path``)."""
         if self.path is not None:
             if not self.path.is_file():
-                raise DataError(f"HellaSwag file {self.path} does not exist")
+                raise missing_path(self.path, "HellaSwag file")
         elif not self.file.is_file():
             url = URL.format(split=self.split)
             try:

@@ -22,7 +22,7 @@ from typing import Any, Iterator, Optional
 import zstandard
 from tqdm import tqdm
 
-from data_modules.base import TokenDataModule
+from data_modules.base import TokenDataModule, missing_path
 from data_modules.lines import DEFAULT_MAX_LINE_BYTES, capped_lines, line_cap_setting
 from lit_gpt_mini.errors import ConfigError, DataError
 from lit_gpt_mini.log import get_logger
@@ -166,7 +166,7 @@ class RedditDataModule(TokenDataModule):
             if files:
                 return files
             raise DataError(f"{self.path} holds no .zst dumps")
-        raise DataError(f"data.path {self.path} does not exist")
+        raise missing_path(self.path)
 
     # --- reading ----------------------------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from data_modules.base import TokenDataModule
+from data_modules.base import TokenDataModule, missing_path
 from data_modules.download import download
 from lit_gpt_mini.files import sha256_of
 from lit_gpt_mini.errors import DataError, StorageError
@@ -56,7 +56,7 @@ class ShakespeareDataModule(TokenDataModule):
             if self.path.is_dir():
                 raise DataError(f"data.path {self.path} is a directory: set it to the text file itself")
             if not self.path.is_file():
-                raise DataError(f"data.path {self.path} does not exist; fix the path, or remove it to download")
+                raise missing_path(self.path, fix="fix the path, or remove it to download")
             return
         dest = self.text_path
         if dest.is_file():

@@ -74,6 +74,9 @@ def read_examples(path: Path) -> list[Example]:
             raise DataError(f"{where}: an example needs {NUM_ENDINGS} 'endings' strings, this one has {count}")
         if not all(isinstance(e, str) for e in endings):
             raise DataError(f"{where}: 'endings' must be {NUM_ENDINGS} strings, got {endings!r}")
+        if len(set(endings)) == 1:  # every method scores them alike: the pick would be the first, right or not
+            raise DataError(f"{where}: its {NUM_ENDINGS} endings are identical ({endings[0]!r}), so no choice can be "
+                            f"right or wrong; fix or remove the line")
         label = row.get("label")
         if isinstance(label, str) and label.isdigit():  # the Hugging Face copy stores labels as strings
             label = int(label)

@@ -627,6 +627,50 @@ def test_a_bad_shakespeare_path_is_one_error_line(tmp_path, capfd, case, make, s
     assert status == 1 and str(path) in error and says in error
 
 
+# (source, its data section with data.path at a pipe)
+PIPES = [
+    ("Shakespeare", lambda tmp_path, path: {"class_path": "data_modules.shakespeare.ShakespeareDataModule",
+                                            "init_args": {"data_dir": str(tmp_path / "data"), "path": str(path)}}),
+    ("FineWeb", lambda tmp_path, path: fineweb_data(tmp_path, path)),
+    ("Reddit", lambda tmp_path, path: reddit_data(tmp_path, path)),
+    ("Discord", lambda tmp_path, path: discord_data(tmp_path, path=str(path))),
+]
+
+
+@pytest.mark.parametrize("source, data", PIPES, ids=[c[0] for c in PIPES])
+def test_a_pipe_as_data_path_is_named_as_one(tmp_path, capfd, source, data):
+    # what `--data.path <(cat file)` gives: /dev/fd/63, a pipe, which can be read only once
+    import os
+
+    pipe = tmp_path / "fd63"
+    os.mkfifo(pipe)
+    try:
+        status, error, _ = prepare(tmp_path, data(tmp_path, pipe), capfd)
+    finally:  # had anything opened the pipe to read, it would wait for a writer: release it
+        os.close(os.open(pipe, os.O_RDONLY | os.O_NONBLOCK))
+    assert status == 1 and f"data.path {pipe} is a pipe, not a file" in error and "save it to a file first" in error
+
+
+# (case, the four endings of the second example)
+UNDECIDABLE_HELLASWAG = [
+    ("four empty endings", ["", "", "", ""]),
+    ("four identical endings", ["walks away."] * 4),
+]
+
+
+@pytest.mark.parametrize("case, endings", UNDECIDABLE_HELLASWAG, ids=[c[0] for c in UNDECIDABLE_HELLASWAG])
+def test_a_hellaswag_row_that_cannot_be_decided_is_refused_by_line(tmp_path, capfd, case, endings):
+    rows = [{"ctx": "A man", "endings": ["sits.", "runs.", "eats.", "sleeps."], "label": 1},
+            {"ctx": "A woman", "endings": endings, "label": 2}]
+    (tmp_path / "h.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (tmp_path / "c.jsonl").write_bytes(b"\n".join(GOOD_DOCS * 20) + b"\n")
+    data = fineweb_data(tmp_path, tmp_path / "c.jsonl", hellaswag={
+        "class_path": "data_modules.hellaswag.HellaSwagDataModule",
+        "init_args": {"path": str(tmp_path / "h.jsonl"), "data_dir": str(tmp_path / "hellaswag")}})
+    status, error, _ = prepare(tmp_path, data, capfd)
+    assert status == 1 and f"{tmp_path / 'h.jsonl'}:2: its 4 endings are identical" in error
+
+
 def test_a_download_url_that_is_not_a_url_is_one_error_line(tmp_path, capfd):
     status, error, _ = prepare(tmp_path, {"class_path": "data_modules.shakespeare.ShakespeareDataModule", "init_args": {
         "data_dir": str(tmp_path / "data"), "url": "not a url"}}, capfd)

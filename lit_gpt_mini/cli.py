@@ -31,7 +31,7 @@ from data_modules.base import TokenDataModule
 from lit_gpt_mini.checkpoint import TOKENIZER_KEY, check_ckpt_path, read_training_checkpoint
 from lit_gpt_mini.errors import ConfigError, ParseError, UserError
 from lit_gpt_mini.lit_module import GPTModule
-from lit_gpt_mini.log import get_logger
+from lit_gpt_mini.log import get_logger, global_rank
 
 log = get_logger(__name__)
 
@@ -86,6 +86,16 @@ class GPTCLI(LightningCLI):
         if self.subcommand is not None:
             check_trainer_args(config.get("trainer"))
 
+    def _run_subcommand(self, subcommand: str) -> None:
+        # Lightning answers Ctrl-C by tearing the run down and exiting with status 1: say instead where it stopped
+        # and how to go on, in main()'s one line.
+        try:
+            super()._run_subcommand(subcommand)
+        except SystemExit as e:
+            if not isinstance(e.__context__, KeyboardInterrupt):
+                raise
+            raise Interrupted(_where_it_stopped(self.trainer, subcommand, self.config[subcommand].get("ckpt_path"))) from None
+
     def _parse_ckpt_path(self) -> None:
         # Lightning loads --ckpt_path here (to re-parse the model's hyperparameters), then again to restore:
         # a missing or wrong file is refused first, in one line.
@@ -93,6 +103,22 @@ class GPTCLI(LightningCLI):
         if subcommand:
             check_ckpt_path(self.config[subcommand].get("ckpt_path"), training=subcommand == "fit")
         super()._parse_ckpt_path()
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run, with where it stopped and how to go on (printed by :func:`main`)."""
+
+
+def _where_it_stopped(trainer: Any, subcommand: str, ckpt_path: Optional[str]) -> str:
+    if subcommand != "fit":
+        return f": nothing was changed; run the same command again to {subcommand} from the start"
+    saved = [getattr(cb, name, "") for cb in trainer.checkpoint_callbacks for name in ("last_model_path", "best_model_path")]
+    saved = [Path(path) for path in saved + [ckpt_path] if path and Path(path).is_file()]
+    if not saved:
+        return (f" at step {trainer.global_step}, before any checkpoint was written: run the same command again to "
+                f"start over (a data preparation resumes where it stopped)")
+    last = max(saved, key=lambda path: path.stat().st_mtime)
+    return f" at step {trainer.global_step}; the last checkpoint is {last}: resume with --ckpt_path {last}"
 
 
 def check_trainer_args(trainer: Any) -> None:
@@ -177,6 +203,13 @@ def main(args: Optional[list[str]] = None) -> Optional[GPTCLI]:
             parser_kwargs={"prog": "main.py", **{name: {"description": COMMANDS[name]} for name in TRAINER_COMMANDS}},
             args=argv,
         )
+    except KeyboardInterrupt as e:  # Ctrl-C: finished files are whole (written atomically), so a re-run resumes
+        if global_rank() == 0:
+            how = str(e) or {
+                "prepare": ": run the same command again to resume the preparation (finished shards are kept)",
+            }.get(argv[0] if argv else "", ": nothing was saved; run the same command again")
+            print(f"error: interrupted (Ctrl-C){how}", file=sys.stderr)
+        sys.exit(130)
     except ArgumentError as e:  # jsonargparse's, raised with exit_on_error=False
         print(f"error: {_parse_error_line(str(e), argv)}", file=sys.stderr)
         sys.exit(2)

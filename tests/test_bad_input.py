@@ -706,3 +706,53 @@ def test_a_write_that_fails_midway_is_one_line_and_the_rerun_is_identical(run, t
     for shard in ("val_000000.bin", "train_000001.bin"):
         assert (data / "shards" / shard).read_bytes() == (run / "data/shakespeare/shards" / shard).read_bytes()
 
+
+def fineweb_config(tmp_path: Path, docs: list[str], data_dir: Path) -> str:
+    from .conftest import write_jsonl
+
+    corpus = tmp_path / "corpus.jsonl"
+    if not corpus.exists():
+        write_jsonl(corpus, docs * 8)  # ~2.6M GPT-2 tokens: seconds to prepare, in 53 shards
+    config = tmp_path / f"{data_dir.name}.yaml"
+    config.write_text(json.dumps({"data": {"class_path": "data_modules.fineweb.FineWebDataModule", "init_args": {
+        "path": str(corpus), "data_dir": str(data_dir), "shard_size": 50_000, "num_proc": 2}}}))
+    return str(config)
+
+
+def interrupt_prepare(tmp_path: Path, docs: list[str]) -> tuple[list[str], Path]:
+    data = tmp_path / "data"
+    return ["prepare", "--config", fineweb_config(tmp_path, docs, data)], data / "shards/train_000001.bin"
+
+
+def interrupt_fit(tmp_path: Path, docs: list[str]) -> tuple[list[str], Path]:
+    return (["fit", "--config", DEBUG, "--data.path", TEXT, "--trainer.max_steps", "100000"],
+            tmp_path / "out/debug_char/checkpoints/last.ckpt")
+
+
+# (command, how to start it and the file whose appearance means it is under way, what the error line says)
+INTERRUPTED = [
+    ("prepare", interrupt_prepare, ["run the same command again to resume the preparation"]),
+    ("fit", interrupt_fit, ["at step", "the last checkpoint is", "last.ckpt: resume with --ckpt_path"]),
+]
+
+
+@pytest.mark.parametrize("command, start, says", INTERRUPTED, ids=[c[0] for c in INTERRUPTED])
+def test_ctrl_c_is_one_line_saying_how_to_resume(tmp_path, shakespeare_docs, command, start, says):
+    args, under_way = start(tmp_path, shakespeare_docs)
+    # Ctrl-C in a terminal: SIGINT to every process of the job (the tokenizer processes too)
+    job = run_cli(args, tmp_path, new_session=True)
+    deadline = time.monotonic() + 120
+    while not under_way.exists() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(job.pid, signal.SIGINT)
+    _, err = job.communicate(timeout=120)
+    line = one_error_line(err)
+    assert job.returncode == 130 and line.startswith("error: interrupted (Ctrl-C)"), err
+    assert all(fragment in line for fragment in says), line
+    if command == "prepare":  # and the re-run resumes: the same shards as one uninterrupted preparation
+        main(args)
+        main(["prepare", "--config", fineweb_config(tmp_path, shakespeare_docs, tmp_path / "whole")])
+        shards = sorted(p.name for p in (tmp_path / "whole/shards").glob("*.bin"))
+        assert shards == sorted(p.name for p in (tmp_path / "data/shards").glob("*.bin")) and len(shards) > 10
+        for name in shards:
+            assert (tmp_path / "data/shards" / name).read_bytes() == (tmp_path / "whole/shards" / name).read_bytes()

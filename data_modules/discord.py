@@ -52,7 +52,8 @@ class DiscordDataModule(TokenDataModule):
         bot_token: The token is a bot's (sent as ``Bot <token>``); false for a user token.
         api_url: The API's base URL (https; the token is sent to its host only).
         api_max_wait: The longest single wait for a rate limit or a retry; a server asking for more ends the run.
-        api_max_total_wait: The longest total waiting while retrying one request before the run ends.
+        api_max_total_wait: The longest total waiting while retrying one request before the run ends (each wait is
+            logged with its reason and the next try; see :class:`~data_modules.discord_api.RetryPolicy`).
         max_messages: At most this many messages per channel on the first fetch (``None``: the whole history).
         conversation_gap_minutes: A silence longer than this starts a new conversation (document).
         anonymize_authors: Replace names by ``User1``, ``User2``... (in order of appearance, mentions too).
@@ -74,8 +75,8 @@ class DiscordDataModule(TokenDataModule):
         token_env: str = "DISCORD_TOKEN",
         bot_token: bool = True,
         api_url: str = API_URL,
-        api_max_wait: float = 60.0,
-        api_max_total_wait: float = 600.0,
+        api_max_wait: float = RetryPolicy.max_wait,
+        api_max_total_wait: float = RetryPolicy.max_total_wait,
         max_messages: Optional[int] = None,
         conversation_gap_minutes: float = 60.0,
         anonymize_authors: bool = False,

@@ -257,7 +257,7 @@ def test_a_permanent_429_ends_within_the_bound(tmp_path, capfd, monkeypatch, ser
     assert time.monotonic() - start < 3  # 0.5 s of waiting in all, plus the requests
     assert status == 1 and f"gave up on {api.url()}/channels/77/messages?limit=100 after" in error
     assert "data.api_max_total_wait is 0.5 s); the last answer: HTTP 429" in error
-    assert len(api.requests) >= 2 and "retrying in" in err
+    assert len(api.requests) >= 2 and "try 2 of at most 20 in" in err
 
 
 def test_a_day_long_retry_after_is_not_obeyed(tmp_path, capfd, monkeypatch, servers):
@@ -266,6 +266,51 @@ def test_a_day_long_retry_after_is_not_obeyed(tmp_path, capfd, monkeypatch, serv
     status, error, _ = api_prepare(tmp_path, capfd, monkeypatch, api.url())
     assert time.monotonic() - start < 3 and len(api.requests) == 1
     assert status == 1 and "Discord asks to wait 86400 s" in error and "longer than data.api_max_wait (0.2 s)" in error
+
+
+def refused(servers) -> str:
+    dead = servers(lambda path, headers: answer(200, []))
+    dead.close()
+    return dead.url()
+
+
+# (case, the API's URL (a server that always fails), the reason each wait gives)
+ALWAYS_FAILING = [
+    ("HTTP 503", lambda servers: servers(lambda path, headers: answer(503, b"busy")).url(), "HTTP 503: busy"),
+    ("HTTP 429 without retry_after", lambda servers: servers(lambda path, headers: answer(429, {})).url(), "HTTP 429"),
+    ("refused connections", refused, "could not reach it (ConnectError"),
+]
+
+
+@pytest.mark.parametrize("case, start, reason", ALWAYS_FAILING, ids=[c[0] for c in ALWAYS_FAILING])
+def test_each_wait_for_a_failing_api_is_said_as_it_happens(tmp_path, capfd, monkeypatch, servers, case, start, reason):
+    url = start(servers)
+    status, error, err = api_prepare(tmp_path, capfd, monkeypatch, url, api_max_wait=0.05, api_max_total_wait=0.12)
+    waits = [line for line in err.splitlines() if line.startswith("warning: Discord:")]
+    assert status == 1 and "gave up" in error and len(waits) == 2, err  # 0.05 + 0.05, then 0.15 > 0.12
+    for number, line in enumerate(waits, start=2):
+        assert reason in line and f"; try {number} of at most 20 in 0.1 s (at " in line, line
+    assert "0.1 of data.api_max_total_wait=0.12 s of waiting)" in waits[1]
+
+
+def test_the_default_total_wait_gives_up_on_a_dead_api_within_two_minutes():
+    import inspect
+
+    import yaml
+
+    from data_modules.discord import DiscordDataModule
+
+    default = inspect.signature(DiscordDataModule.__init__).parameters["api_max_total_wait"].default
+    config = yaml.safe_load((Path(__file__).parents[1] / "configs" / "gpt2_discord.yaml").read_text())
+    assert config["data"]["init_args"]["api_max_total_wait"] == default == 120  # one default, as shipped
+    waits: list[float] = []
+    said: list[str] = []
+    policy = RetryPolicy(max_total_wait=default, sleep=waits.append)
+    with DiscordClient("http://127.0.0.1:9/api", TOKEN, True, "$T", policy, say=said.append) as client:
+        client._send = lambda url: (503, {}, b"")  # noqa: SLF001 (the network boundary of one try)
+        with pytest.raises(DataError, match=r"after 7 tries and 63.0 s of waiting"):
+            client.get_json("http://127.0.0.1:9/api/x")
+    assert waits == [1, 2, 4, 8, 16, 32] and len(said) == len(waits)
 
 
 def test_5xx_then_success_is_retried(tmp_path, capfd, monkeypatch, servers):

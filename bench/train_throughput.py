@@ -130,7 +130,7 @@ def lightning_run(data_dir, tokenizer, shape, batch_size, steps, warmup, seed, s
     torch.manual_seed(seed)
     _reset_peak(setup.device)
     module = GPTModule(vocab_size=tokenizer.vocab_size, lr_decay_steps=steps, compile=setup.compile, **shape, **OPTIM)
-    data = ShardDataModule(tokenizer, data_dir=data_dir, block_size=shape["block_size"], batch_size=batch_size,
+    data = ShardDataModule(tokenizer, data_dir=data_dir, batch_size=batch_size,
                            seed=seed)
     timer = StepTimer(warmup, setup.device)
     with tempfile.TemporaryDirectory() as tmp:

@@ -24,7 +24,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
-from data_modules.base import TokenDataModule, missing_path
+from data_modules.base import InMemoryTokenDataModule, missing_path
 from data_modules.discord_api import API_URL, DiscordClient, RetryPolicy, check_api_url
 from data_modules.discord_messages import Message, MessageReader
 from data_modules.discord_render import conversations
@@ -40,7 +40,7 @@ _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
 _SNOWFLAKE = re.compile(r"[0-9]{1,20}")  # Discord ids (ASCII digits: str.isdigit also takes "²", which int refuses)
 
 
-class DiscordDataModule(TokenDataModule):
+class DiscordDataModule(InMemoryTokenDataModule):
     """Discord conversations, tokenized with GPT-2's vocabulary or our own BPE.
 
     Args:
@@ -60,12 +60,10 @@ class DiscordDataModule(TokenDataModule):
         keep_bots, keep_system: Keep bot messages / system events (joins, pins...).
         keep_attachment_only: Keep messages with no text (rendered as ``[attachment]``).
 
-    The other arguments are :class:`~data_modules.base.TokenDataModule`'s; the tokenizer's default kind here is
-    ``gpt2``, and ``val_fraction`` holds out the latest conversations. The messages are read whole (they are
+    The other arguments are :class:`~data_modules.base.InMemoryTokenDataModule`'s; the tokenizer's default kind
+    here is ``gpt2``, and ``val_fraction`` holds out the latest conversations. The messages are read whole (they are
     sorted and deduplicated by id) and the conversations stay in memory during the preparation.
     """
-
-    split_by = "fraction"
 
     def __init__(
         self,
@@ -84,12 +82,10 @@ class DiscordDataModule(TokenDataModule):
         keep_system: bool = False,
         keep_attachment_only: bool = False,
         tokenizer: TokenizerRecipe = TokenizerRecipe("gpt2"),
-        block_size: int = 1024,
         batch_size: int = 16,
         **kwargs: Any,
     ) -> None:
-        super().__init__(data_dir=data_dir, tokenizer=tokenizer, block_size=block_size, batch_size=batch_size,
-                         **kwargs)
+        super().__init__(data_dir=data_dir, tokenizer=tokenizer, batch_size=batch_size, **kwargs)
         if path is None and not channel_ids:
             raise ConfigError("DiscordDataModule needs data.path (exports) or data.channel_ids (to fetch)")
         if not _ENV_NAME.fullmatch(token_env):  # (the value is not echoed: it may be a token)
@@ -273,9 +269,8 @@ class DiscordDataModule(TokenDataModule):
     def corpus(self) -> dict[str, Any]:
         return {"corpus_sha256": documents_sha256(self.conversations())}
 
-    def write_shards(self) -> None:
-        self.write_fraction(
-            self.documents(), "Discord text",
-            extra={"documents": len(self.conversations()), "messages": dict(self.counts),
-                   "messages_skipped": dict(self.reader.skipped)},
-        )
+    source = "Discord text"
+
+    def summary(self) -> dict[str, Any]:
+        return {"documents": len(self.conversations()), "messages": dict(self.counts),
+                "messages_skipped": dict(self.reader.skipped)}

@@ -118,9 +118,11 @@ class HellaSwagDataModule(L.LightningDataModule):
     def tokenizer(self) -> Tokenizer:
         return GPT2Tokenizer()
 
-    @property
-    def vocab_size(self) -> int:
-        return self.tokenizer.vocab_size
+    def connect(self, block_size: int) -> Tokenizer:
+        """The model's side of the data contract (see ``TokenDataModule.connect``): examples are cut to the model's
+        context, and the model scores them with GPT-2's vocabulary."""
+        self.block_size = block_size
+        return self.tokenizer
 
     def cache_file(self, source_sha256: str) -> Path:
         """Where the token ids of the file with this SHA-256 are cached: another file gets another name."""

@@ -23,7 +23,7 @@ import httpx
 import wikipediaapi
 from tqdm import tqdm
 
-from data_modules.base import TokenDataModule
+from data_modules.base import InMemoryTokenDataModule
 from data_modules.shards import write_json
 from lit_gpt_mini.errors import ConfigError, DataError
 from lit_gpt_mini.files import documents_sha256
@@ -104,7 +104,7 @@ def _read_cache(path: Path, key: str) -> Optional[dict[str, Any]]:
     return record
 
 
-class WikipediaDataModule(TokenDataModule):
+class WikipediaDataModule(InMemoryTokenDataModule):
     """Wikipedia articles, by default tokenized with a byte-level BPE trained on them.
 
     Args:
@@ -121,12 +121,10 @@ class WikipediaDataModule(TokenDataModule):
         api_url: Another MediaWiki's API (``https://wiki.example.org/w/api.php``: a self-hosted wiki, a mirror);
             ``None``: ``https://<language>.wikipedia.org/w/api.php``.
 
-    The other arguments are :class:`~data_modules.base.TokenDataModule`'s; the tokenizer's default kind here
-    is ``bpe``. Articles are cached in ``data_dir/articles``, the tokenizer is ``data_dir/tokenizer.json``,
+    The other arguments are :class:`~data_modules.base.InMemoryTokenDataModule`'s; the tokenizer's default
+    kind here is ``bpe``. Articles are cached in ``data_dir/articles``, the tokenizer is ``data_dir/tokenizer.json``,
     the shards are in ``data_dir/shards``.
     """
-
-    split_by = "fraction"
 
     def __init__(
         self,
@@ -290,7 +288,8 @@ class WikipediaDataModule(TokenDataModule):
     def corpus(self) -> dict[str, Any]:
         return {"corpus_sha256": documents_sha256(self.documents())}
 
-    def write_shards(self) -> None:
+    source = "the Wikipedia articles"
+
+    def summary(self) -> dict[str, Any]:
         articles = self.fetch_articles()
-        self.write_fraction(self.documents(), "the Wikipedia articles",
-                            extra={"documents": len(articles), "titles": [title for title, _ in articles]})
+        return {"documents": len(articles), "titles": [title for title, _ in articles]}

@@ -94,7 +94,7 @@ class ShuffledWindows(IterableDataset):
         self.windows_per_epoch = int(self.windows_per_shard.sum())
         if self.windows_per_epoch == 0:
             raise DataError(
-                f"data.block_size ({block_size}) is too large for the training data: a shard must hold "
+                f"model.block_size ({block_size}) is too large for the training data: a shard must hold "
                 f"2 * block_size tokens, and the largest holds {int(shards.lengths.max())}; use a smaller "
                 f"block_size, or more data or larger shards"
             )
@@ -166,7 +166,7 @@ class SequentialWindows(IterableDataset):
         self.windows_per_shard = np.maximum(shards.lengths - 1, 0) // block_size
         if self.windows_per_shard.sum() == 0:
             raise DataError(
-                f"data.block_size ({block_size}) is too large for the validation data: a shard must hold "
+                f"model.block_size ({block_size}) is too large for the validation data: a shard must hold "
                 f"block_size + 1 tokens, and the largest holds {int(shards.lengths.max())}; use a smaller "
                 f"block_size or more validation data"
             )

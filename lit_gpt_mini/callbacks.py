@@ -118,31 +118,33 @@ class LossProgressBar(TQDMProgressBar):
         return metrics
 
 
-def plan_accumulation(total_batch_tokens: int, batch_size: int, block_size: int, world_size: int) -> tuple[int, int]:
-    """``(micro_batch, accumulation)`` with ``micro_batch * block_size * world_size * accumulation ==
-    total_batch_tokens``: the largest micro-batch up to ``batch_size`` that divides the step evenly (fewest
-    accumulation steps, the most work per kernel launch). A ConfigError with the numbers when none does."""
+def plan_accumulation(total_batch_tokens: int, batch_size: int, block_size: int, world_size: int) -> int:
+    """The gradient accumulation that makes ``batch_size * block_size * world_size * accumulation ==
+    total_batch_tokens``, or a ConfigError with the numbers and the batch sizes that would divide evenly."""
     per_window_row = block_size * world_size  # tokens of one window on every device
-    if total_batch_tokens % per_window_row == 0:
-        windows = total_batch_tokens // per_window_row  # windows per device per optimizer step
-        for micro_batch in range(min(batch_size, windows), 0, -1):
-            if windows % micro_batch == 0:
-                return micro_batch, windows // micro_batch
-    raise ConfigError(
-        f"total_batch_tokens ({total_batch_tokens:,}) cannot be split evenly over data.block_size ({block_size}) x "
-        f"devices*nodes ({world_size}) = {per_window_row:,} tokens per window row: make total_batch_tokens a "
-        f"multiple of {per_window_row:,} (powers of two divide evenly)"
-    )
+    if total_batch_tokens % per_window_row:
+        raise ConfigError(
+            f"total_batch_tokens ({total_batch_tokens:,}) cannot be split evenly over model.block_size ({block_size}) "
+            f"x devices*nodes ({world_size}) = {per_window_row:,} tokens per window row: make total_batch_tokens a "
+            f"multiple of {per_window_row:,} (powers of two divide evenly)"
+        )
+    windows = total_batch_tokens // per_window_row  # windows per device per optimizer step
+    if windows % batch_size:
+        fits = [b for b in range(min(batch_size, windows), 0, -1) if windows % b == 0][:3]
+        raise ConfigError(
+            f"data.batch_size ({batch_size}) does not divide the {windows} windows each of {world_size} device(s) "
+            f"takes per step of {total_batch_tokens:,} tokens: set data.batch_size to {' or '.join(map(str, fits))}"
+        )
+    return windows // batch_size
 
 
 class GradientAccumulation(Callback):
     """Reaches a fixed number of tokens per optimizer step, whatever the hardware, by gradient accumulation.
 
-    ``total_batch_tokens = micro_batch * data.block_size * world_size * accumulate_grad_batches``, where
-    ``world_size = trainer.devices * trainer.num_nodes``. The micro-batch is ``data.batch_size`` when that
-    divides evenly, otherwise the largest smaller one that does (logged), so one recipe runs unchanged on one
-    GPU or on 64: 524,288 tokens at T=1024 and ``batch_size: 64`` is 64 x 8 accumulation steps on one GPU,
-    64 x 1 on eight, and 32 x 1 on sixteen.
+    ``total_batch_tokens = data.batch_size * model.block_size * world_size * accumulate_grad_batches``, where
+    ``world_size = trainer.devices * trainer.num_nodes``: 524,288 tokens at T=1024 and ``batch_size: 64`` is
+    64 x 8 accumulation steps on one GPU, 64 x 1 on eight. A batch size that does not divide evenly (64 on
+    sixteen GPUs: 32 windows each) is refused with the sizes that would.
 
     Lightning counts ``trainer.val_check_interval`` (an int) in micro-batches but ``max_steps``,
     ``log_every_n_steps`` and checkpoint intervals in optimizer steps. With this callback an int
@@ -163,15 +165,8 @@ class GradientAccumulation(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        data = trainer.datamodule
-        batch_size, block_size, world = data.batch_size, data.block_size, trainer.world_size
-        micro_batch, self.accumulate = plan_accumulation(self.total_batch_tokens, batch_size, block_size, world)
-        if micro_batch != batch_size:
-            log.info(
-                f"data.batch_size {batch_size} does not divide {self.total_batch_tokens:,} tokens per step over "
-                f"{world} devices evenly: using micro-batches of {micro_batch}"
-            )
-            data.batch_size = micro_batch  # before the training DataLoader is made
+        batch_size, block_size, world = trainer.datamodule.batch_size, pl_module.hparams.block_size, trainer.world_size
+        self.accumulate = plan_accumulation(self.total_batch_tokens, batch_size, block_size, world)
         if trainer.accumulate_grad_batches not in (1, self.accumulate):
             raise ConfigError(
                 f"trainer.accumulate_grad_batches ({trainer.accumulate_grad_batches}) conflicts with "
@@ -184,7 +179,7 @@ class GradientAccumulation(Callback):
         if self._val_check_steps is not None:
             trainer.val_check_interval = self._val_check_steps * self.accumulate
         log.info(
-            f"Gradient accumulation: {self.total_batch_tokens:,} tokens per step = {micro_batch} x {block_size} "
+            f"Gradient accumulation: {self.total_batch_tokens:,} tokens per step = {batch_size} x {block_size} "
             f"tokens x {world} devices x {self.accumulate} micro-batches"
         )
 

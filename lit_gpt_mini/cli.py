@@ -334,6 +334,9 @@ def _parse_error_line(message: str, argv: list[str]) -> str:
             continue
         detail = detail or line
     detail = detail or message.strip().splitlines()[0]
+    given_value = re.search(r"^\s*Given value: (?!NestedArg)(.*)$", message, re.MULTILINE)
+    if detail.startswith("Expected a") and "Got value" not in detail and given_value:  # an Optional's message
+        detail = f"{detail}. Got value: {given_value.group(1)}"
     where = _source_of(".".join(keys), argv)
     help_hint = f" (main.py {argv[0]} --help lists every option)" if argv and not argv[0].startswith("-") else ""
     given = re.match(r"Unable to load config '(.*)'", detail)
@@ -369,6 +372,9 @@ def _parse_error_line(message: str, argv: list[str]) -> str:
     if unknown:
         close = difflib.get_close_matches(name, valid, n=1)
         suggestion = f": did you mean {'.'.join(keys + close)}?" if close else ""
+        moved = MOVED.get(".".join(keys + [name]))
+        if moved:
+            suggestion = f": {moved}"
         where = _source_of(".".join(keys + [name]), argv)
         return f"unknown key {'.'.join(keys + [name])}{where}{suggestion}{help_hint}"
     return f"{'.'.join(keys) + ': ' if keys else ''}{detail}{where}{help_hint}"
@@ -435,6 +441,11 @@ def _group_expected(key: str, class_path: Optional[str], value: str, where: str)
     example = f": e.g. --{key}.{names[0]} {value}" if names else ""
     return f"{key} takes a mapping of its settings{settings} or a YAML file of them, not {value!r}{where}{example}"
 
+
+# Keys that older configs hold, and where their value is declared now.
+MOVED = {
+    "data.block_size": "the window length is the model's context, model.block_size (declared once, for both)",
+}
 
 _TOP_LEVEL = ["trainer", "model", "data", "ckpt_path", "seed_everything", "optimizer", "lr_scheduler", "config",
               "float32_matmul_precision"]

@@ -35,7 +35,8 @@ class GPTModule(L.LightningModule):
         vocab_size: Size of the tokenizer's vocabulary; ``None`` (the usual): the data's, taken in ``setup`` once
             the data is prepared (and then recorded in the checkpoint's hyperparameters). A number is checked
             against the data's.
-        block_size: Context length (the longest sequence the model can see).
+        block_size: Context length (the longest sequence the model can see), and the length of the training and
+            validation windows, which the data takes from here (``setup``).
         n_layer, n_head, n_embd, dropout, bias: The model's shape, as in :class:`~lit_gpt_mini.model.GPTConfig`.
         learning_rate: Peak learning rate, reached after ``warmup_steps``.
         min_lr: Learning rate at the end of the cosine decay.
@@ -90,9 +91,9 @@ class GPTModule(L.LightningModule):
         self.save_hyperparameters()
         self._shape = dict(block_size=block_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd, dropout=dropout,
                            bias=bias)
-        # The shape is checked now; the vocabulary may be the data's, known only in setup (see `config`).
+        # The shape is checked now; the vocabulary is the data's unless given, known in setup (see there).
         shape = GPTConfig(vocab_size=1 if vocab_size is None else vocab_size, **self._shape)
-        self._config: Optional[GPTConfig] = shape if vocab_size is not None else None
+        self.config: Optional[GPTConfig] = shape if vocab_size is not None else None
         if optimizer not in ("adamw", "muon"):
             raise ConfigError(f"model.optimizer must be 'adamw' or 'muon', got {optimizer!r}")
         check_optimizer_args(learning_rate=learning_rate, min_lr=min_lr, warmup_steps=warmup_steps,
@@ -120,6 +121,8 @@ class GPTModule(L.LightningModule):
         # restored; may run more than once.
         if self.model is not None:
             return
+        if self.config is None:
+            raise ConfigError("the model's vocabulary size is unknown: set model.vocab_size, or train it with a data module")
         self.model = GPT(self.config)
         self._matrices = matrix_names(self.model)  # before FSDP flattens the parameters it shards
         if self.hparams.init_from:
@@ -151,43 +154,22 @@ class GPTModule(L.LightningModule):
         self.model.load_state_dict(pretrained.state_dict())
 
     def setup(self, stage: str) -> None:
-        # Runs on every rank after the data module's setup loaded the tokenizer, before configure_model.
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
-        data_tokenizer = getattr(datamodule, "tokenizer", None) if datamodule is not None else None
-        if data_tokenizer is None:
-            return
-        # (HellaSwag data has no window of its own: it cuts each example to the model's context.)
-        block_size = getattr(datamodule, "block_size", None)
-        if block_size is not None and block_size > self.config.block_size:
+        # Runs on every rank after the data module's setup (the data is prepared), before configure_model: the one
+        # exchange with the data. It takes this model's context length; the model takes its tokenizer, and with it
+        # the vocabulary size it is built for (recorded in the hyperparameters, so a checkpoint rebuilds it).
+        datamodule = self.trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "connect"):
+            raise ConfigError("the model needs a data module to learn its vocabulary from: give --config with a data section")
+        tokenizer = datamodule.connect(self.hparams.block_size)
+        if self.hparams.vocab_size is not None and tokenizer.vocab_size != self.hparams.vocab_size:
             raise ConfigError(
-                f"data.block_size ({block_size}) is larger than model.block_size "
-                f"({self.config.block_size}), the longest context the model has positions for"
-            )
-        if data_tokenizer.vocab_size != self.config.vocab_size:
-            raise ConfigError(
-                f"model.vocab_size is {self.config.vocab_size} (set in the config, or recorded in the --ckpt_path "
-                f"checkpoint) but the data's tokenizer has {data_tokenizer.vocab_size} tokens: the model was made "
+                f"model.vocab_size is {self.hparams.vocab_size} (set in the config, or recorded in the --ckpt_path "
+                f"checkpoint) but the data's tokenizer has {tokenizer.vocab_size} tokens: the model was made "
                 f"for other data or another tokenizer (leave model.vocab_size null to take the data's)"
             )
-        self.tokenizer = data_tokenizer
-
-    @property
-    def config(self) -> GPTConfig:
-        """The model's shape. With ``vocab_size: null`` the vocabulary is the data's: taken from the Trainer's
-        data module the first time it is needed (its setup loaded the tokenizer; callbacks' setup and this
-        module's run after it, ``configure_model`` later) and recorded in the hyperparameters, so the
-        checkpoint rebuilds the same model."""
-        if self._config is None:
-            datamodule = self.trainer.datamodule if self._trainer is not None else None
-            if datamodule is None or not hasattr(type(datamodule), "tokenizer"):
-                raise ConfigError(
-                    "model.vocab_size is null (the data's) but there is no data module to take it from: set "
-                    "model.vocab_size"
-                )
-            vocab_size = datamodule.tokenizer.vocab_size
-            self._config = GPTConfig(vocab_size=vocab_size, **self._shape)
-            self.hparams["vocab_size"] = vocab_size
-        return self._config
+        self.tokenizer = tokenizer
+        self.hparams.vocab_size = tokenizer.vocab_size
+        self.config = GPTConfig(vocab_size=tokenizer.vocab_size, **self._shape)
 
     def _flops_per_token(self, seq_len: int) -> int:
         # counting parameters walks the whole model: once per sequence length, cached on this module (a cache on

@@ -15,7 +15,6 @@ import random
 import resource
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import time

@@ -46,7 +46,7 @@ def prepare(tmp_path: Path, data: dict[str, Any], capfd) -> tuple[int, str, str]
 
 def discord_data(tmp_path: Path, **init_args) -> dict[str, Any]:
     return {"class_path": "data_modules.discord.DiscordDataModule",
-            "init_args": {"data_dir": str(tmp_path / "data"), "block_size": 8, "batch_size": 2, **init_args}}
+            "init_args": {"data_dir": str(tmp_path / "data"), "batch_size": 2, **init_args}}
 
 
 def msg(i: int, content: Any = None, **fields) -> dict[str, Any]:
@@ -426,7 +426,7 @@ def test_the_retry_policy_waits_are_capped_with_a_fake_clock():
 def reddit_data(tmp_path: Path, path: Path, **init_args) -> dict[str, Any]:
     return {"class_path": "data_modules.reddit.RedditDataModule",
             "init_args": {"path": str(path), "data_dir": str(tmp_path / "data"), "min_score": 1, "min_length": 5,
-                          "shard_size": 5000, "val_tokens": 100, "block_size": 8, "batch_size": 2, **init_args}}
+                          "shard_size": 5000, "val_tokens": 100, "batch_size": 2, **init_args}}
 
 
 def reddit_row(i: int, **fields) -> bytes:
@@ -532,7 +532,7 @@ def test_a_zst_holding_one_huge_line_is_read_in_bounded_memory(tmp_path, capfd):
 def fineweb_data(tmp_path: Path, path: Path, **init_args) -> dict[str, Any]:
     return {"class_path": "data_modules.fineweb.FineWebDataModule",
             "init_args": {"path": str(path), "data_dir": str(tmp_path / "data"), "shard_size": 5000, "val_tokens": 100,
-                          "num_proc": 1, "block_size": 8, "batch_size": 2, **init_args}}
+                          "num_proc": 1, "batch_size": 2, **init_args}}
 
 
 GOOD_DOCS = [json.dumps({"text": f"document {i} has a few words"}).encode() for i in range(20)]

@@ -39,7 +39,7 @@ class Recorded(GPTModule):
 
 def train(tmp_path, small_text, precision: str, optimizer: str, algorithm: str = "norm") -> tuple[Recorded, L.Trainer]:
     L.seed_everything(0)
-    data = ShakespeareDataModule(data_dir=str(tmp_path / "data"), path=str(small_text), block_size=16, batch_size=4,
+    data = ShakespeareDataModule(data_dir=str(tmp_path / "data"), path=str(small_text), batch_size=4,
                                  num_proc=1)
     module = Recorded(block_size=16, n_layer=2, n_head=2, n_embd=32, optimizer=optimizer, learning_rate=1e-3,
                       warmup_steps=0, lr_decay_steps=10)

@@ -135,12 +135,12 @@ def test_a_total_batch_that_does_not_divide_is_one_clear_error(tmp_path, corpus)
     # 256 tokens per step cannot be cut into whole 24-token windows
     result = subprocess.run(
         [sys.executable, str(ROOT / "main.py"), "fit", "--config", DEBUG, "--data.path", str(corpus),
-         "--data.block_size", "24"],
+         "--model.block_size", "24"],
         cwd=tmp_path, capture_output=True, text=True,
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
-        "error: total_batch_tokens (256) cannot be split evenly over data.block_size (24) x devices*nodes (1) = 24 "
+        "error: total_batch_tokens (256) cannot be split evenly over model.block_size (24) x devices*nodes (1) = 24 "
         "tokens per window row: make total_batch_tokens a multiple of 24 (powers of two divide evenly)"
     )
 

@@ -22,20 +22,18 @@ from .conftest import CONFIGS, ROOT
 RECIPE = dict(total_batch_tokens=524_288, batch_size=64, block_size=1024)
 
 
-@pytest.mark.parametrize(
-    "world_size, micro_batch, accumulation",
-    [(1, 64, 8), (2, 64, 4), (8, 64, 1), (16, 32, 1), (64, 8, 1)],
-)
-def test_the_gpt2_recipe_plans_every_world_size(world_size, micro_batch, accumulation):
-    planned = plan_accumulation(world_size=world_size, **RECIPE)
-    assert planned == (micro_batch, accumulation)
-    assert micro_batch * RECIPE["block_size"] * world_size * accumulation == RECIPE["total_batch_tokens"]
+@pytest.mark.parametrize("world_size, accumulation", [(1, 8), (2, 4), (4, 2), (8, 1)])
+def test_the_gpt2_recipe_plans_every_world_size_up_to_eight(world_size, accumulation):
+    assert plan_accumulation(world_size=world_size, **RECIPE) == accumulation
+    assert RECIPE["batch_size"] * RECIPE["block_size"] * world_size * accumulation == RECIPE["total_batch_tokens"]
 
 
-def test_the_largest_micro_batch_that_divides_is_chosen():
-    # 48 windows per device per step: 24 x 2 rather than 16 x 3 or a refusal
-    assert plan_accumulation(48 * 128, batch_size=30, block_size=128, world_size=1) == (24, 2)
-    assert plan_accumulation(7 * 64, batch_size=8, block_size=64, world_size=1) == (7, 1)
+@pytest.mark.parametrize("world_size, advice", [(16, "set data.batch_size to 32 or 16 or 8"),
+                                                 (64, "set data.batch_size to 8 or 4 or 2")])
+def test_a_batch_size_that_does_not_divide_the_step_is_refused_with_sizes_that_do(world_size, advice):
+    # 16 GPUs take 32 windows each per 524,288-token step: a micro-batch of 64 cannot be; the error says what can
+    with pytest.raises(ConfigError, match=rf"data.batch_size \(64\) does not divide .*: {advice}$"):
+        plan_accumulation(world_size=world_size, **RECIPE)
 
 
 @pytest.mark.parametrize("world_size", [3, 128 * 1024])

@@ -253,7 +253,7 @@ def test_the_train_split_becomes_training_text_for_the_fineweb_module(tmp_path):
     example = hellaswag.read_examples(source)[0]
     assert first == {"text": example.context + " " + example.endings[example.label]}
     dm = FineWebDataModule(data_dir=str(tmp_path / "d"), path=str(tmp_path / "text.jsonl"), shard_size=2000,
-                           val_tokens=500, num_proc=1, block_size=16, batch_size=2)
+                           val_tokens=500, num_proc=1, batch_size=2)
     dm.prepare_data()
     dm.setup("fit")
     assert dm.train_shards.num_tokens > 1000
@@ -306,7 +306,7 @@ def test_test_cuts_to_the_model_context_not_the_training_window(tmp_path):
 
     hs = HellaSwagDataModule(data_dir=str(tmp_path), path=str(write_examples(tmp_path / "h.jsonl", 12, long_every=2)))
     hs.prepare_data()
-    data = FineWebDataModule(data_dir=str(tmp_path / "fw"), path=str(tmp_path / "unused.jsonl"), hellaswag=hs, block_size=16)
+    data = FineWebDataModule(data_dir=str(tmp_path / "fw"), path=str(tmp_path / "unused.jsonl"), hellaswag=hs)
     data.trainer = SimpleNamespace(global_rank=0, world_size=1, testing=True, lightning_module=SimpleNamespace(
         config=GPTConfig(vocab_size=50257, block_size=64)), strategy=SimpleNamespace(root_device=torch.device("cpu")))
     loaded = list(data.test_dataloader())

@@ -33,7 +33,7 @@ from .test_wikipedia import FakeMediaWiki
 RECIPES = sorted(p.name for p in CONFIGS.glob("*.yaml"))
 STEPS = 2  # optimizer steps: a validation and a checkpoint at the last one
 MODEL_SHAPE = {"block_size": 32, "n_layer": 1, "n_head": 2, "n_embd": 32}
-DATA_SHAPE = {"block_size": 32, "batch_size": 4}
+DATA_SHAPE = {"batch_size": 4}
 HELLASWAG_EXAMPLES = 10
 
 # The keys a CPU test may change (dotted, callbacks by class name); any other difference fails the test.
@@ -139,7 +139,7 @@ def shrink(shipped: dict[str, Any], source: dict[str, Any], hellaswag: Path) -> 
     for callback in trainer.get("callbacks", []):
         name, args = callback["class_path"].rsplit(".", 1)[1], callback.setdefault("init_args", {})
         if name == "GradientAccumulation":  # 2 micro-batches a step: accumulation still runs
-            args["total_batch_tokens"] = 2 * DATA_SHAPE["batch_size"] * DATA_SHAPE["block_size"]
+            args["total_batch_tokens"] = 2 * DATA_SHAPE["batch_size"] * MODEL_SHAPE["block_size"]
         elif name == "FinalModelCheckpoint" and args.get("every_n_train_steps"):
             args["every_n_train_steps"] = STEPS
         elif name == "HellaSwagEval":

@@ -42,7 +42,7 @@ def write_zst(path, items, extra_lines=(), level=3):
 def module(tmp_path, path, **kwargs):
     defaults = dict(data_dir=str(tmp_path / "data"), subreddits=["python"], min_score=1, min_length=20,
                     start_date="2023-01-01", end_date="2023-02-01", shard_size=20_000, val_tokens=2_000,
-                    block_size=32, batch_size=4)
+                    batch_size=4)
     return RedditDataModule(path=str(path), **{**defaults, **kwargs})
 
 
@@ -79,7 +79,8 @@ def test_prepare_writes_shards_with_gpt2_or_our_bpe(tmp_path, shakespeare_docs):
     bpe = module(tmp_path, dump, data_dir=str(tmp_path / "bpe"), tokenizer=TokenizerRecipe("bpe", vocab_size=400))
     bpe.prepare_data()
     bpe.setup("fit")
-    assert bpe.vocab_size == 400 and read_manifest(bpe.shard_dir)["tokenizer"]["kind"] == "bpe"
+    bpe.connect(32)
+    assert bpe.tokenizer.vocab_size == 400 and read_manifest(bpe.shard_dir)["tokenizer"]["kind"] == "bpe"
     windows = next(iter(bpe.train_dataloader()))
     assert windows.shape == (4, 33) and int(windows.long().max()) < 400
 

@@ -71,7 +71,7 @@ def fake_wiki(monkeypatch, shakespeare_path):
 
 def module(tmp_path, **kwargs):
     defaults = dict(titles=["Alan Turing", "Ada Lovelace", "Turing", "No Such Article"], categories=["Computer scientists"],
-                    requests_per_second=1000, tokenizer=TokenizerRecipe("bpe", vocab_size=300), block_size=32,
+                    requests_per_second=1000, tokenizer=TokenizerRecipe("bpe", vocab_size=300),
                     batch_size=4)
     return WikipediaDataModule(data_dir=str(tmp_path / "wiki"), **{**defaults, **kwargs})
 
@@ -89,7 +89,7 @@ def test_fetch_reports_missing_and_redirects_then_serves_from_the_cache(tmp_path
     assert "1 missing page(s) on en.wikipedia.org: 'No Such Article'" in err
     manifest = read_manifest(dm.shard_dir)
     assert manifest["titles"] == ["Alan Turing", "Ada Lovelace", "Grace Hopper", "Barbara Liskov", "Edsger W. Dijkstra"]
-    assert manifest["tokenizer"]["kind"] == "bpe" and dm.vocab_size == 300
+    assert manifest["tokenizer"]["kind"] == "bpe" and dm.tokenizer.vocab_size == 300
     # Grace Hopper's first request failed (503) and was retried by the client
     assert sum(r.get("titles") == "Grace Hopper" for r in fake_wiki.requests) >= 3
     requests = len(fake_wiki.requests)
@@ -98,6 +98,7 @@ def test_fetch_reports_missing_and_redirects_then_serves_from_the_cache(tmp_path
     again.setup("fit")
     assert len(fake_wiki.requests) == requests  # articles, category and tokenizer all came from the cache
     assert again.tokenizer == dm.tokenizer
+    again.connect(32)  # the model's context
     windows = next(iter(again.train_dataloader()))
     assert windows.shape == (4, 33)
 
@@ -149,6 +150,7 @@ def test_wikipedia_takes_the_other_tokenizer_kinds(tmp_path, fake_wiki, kind):
     dm.prepare_data()
     dm.setup("fit")
     assert dm.tokenizer.kind == kind and read_manifest(dm.shard_dir)["tokenizer"]["kind"] == kind
+    dm.connect(32)
     assert next(iter(dm.train_dataloader())).shape == (4, 33)
 
 
@@ -198,7 +200,7 @@ def test_ddp_fetches_each_article_once_and_every_rank_loads_the_saved_tokenizer(
     wrapper = tmp_path / "wrapper.py"
     wrapper.write_text(WRAPPER.format(root=str(root), log=str(log), text=str(shakespeare_path)))
     args = ["fit", "--config", str(CONFIGS / "bpe_wikipedia.yaml"), "--data.titles", '["Alan Turing", "Ada Lovelace"]',
-            "--data.requests_per_second", "1000", "--data.tokenizer.vocab_size", "300", "--data.block_size", "32",
+            "--data.requests_per_second", "1000", "--data.tokenizer.vocab_size", "300",
             "--data.batch_size", "4", "--model.block_size", "32", "--model.n_layer", "1", "--model.n_embd", "32",
             "--model.n_head", "2", "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
             "--trainer.limit_val_batches", "1", "--trainer.devices", "2", "--trainer.strategy", "ddp",

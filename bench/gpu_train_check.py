@@ -114,7 +114,7 @@ def make_config(work: Path, corpus: Path, args: argparse.Namespace) -> Path:
     if args.smoke:
         model.update(n_layer=2, n_head=2, n_embd=64, learning_rate=3e-3, min_lr=3e-4)
     data.update(
-        data_dir=str(work / "data"), path=str(corpus), hellaswag=None, batch_size=args.batch_size,
+        data_dir=str(work / "data"), path=str(corpus), batch_size=args.batch_size,
         max_tokens=args.max_tokens, shard_size=min(args.max_tokens // 4, 10_000_000),
         val_tokens=args.batch_size * args.block_size * args.val_batches + 1, num_workers=2,
     )

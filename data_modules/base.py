@@ -26,7 +26,6 @@ import fcntl
 import itertools
 import json
 import os
-import stat
 import sys
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator, Optional
@@ -120,21 +119,6 @@ def _take_lock(lock: IO, directory: Path) -> None:
         fcntl.flock(lock, mode)
     except OSError as e:  # e.g. a network filesystem mounted without lock support
         log.warning(f"cannot lock {directory} ({e}); preparing without a lock", extra=EVERY_RANK)
-
-
-def missing_path(path: Path, what: str = "data.path", fix: str = "") -> DataError:
-    """The error for an input ``path`` that is neither a file nor a directory. A pipe (``<(command)`` on a
-    command line gives ``/dev/fd/63``) is named as one: a source reads its input more than once (to identify
-    the corpus, to learn the tokenizer, to write the shards), which a pipe cannot give."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return DataError(f"{what} {path} does not exist" + (f"; {fix}" if fix else ""))
-    kind = "a pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
-    return DataError(
-        f"{what} {path} is {kind}, not a file: the data is read more than once (to identify it, learn the "
-        f"tokenizer and write the shards), so a pipe is not accepted; save it to a file first and give that"
-    )
 
 
 class TokenDataModule(L.LightningDataModule):

@@ -24,12 +24,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
-from data_modules.base import InMemoryTokenDataModule, missing_path
+from data_modules.base import InMemoryTokenDataModule
 from data_modules.discord_api import API_URL, DiscordClient, RetryPolicy, check_api_url
 from data_modules.discord_messages import Message, MessageReader
 from data_modules.discord_render import conversations
 from lit_gpt_mini.errors import ConfigError, DataError
-from lit_gpt_mini.files import atomic_write, documents_sha256
+from lit_gpt_mini.files import atomic_write, documents_sha256, missing_path
 from lit_gpt_mini.log import get_logger
 from lit_gpt_mini.tokenizers import TokenizerRecipe
 

@@ -18,10 +18,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
-from torch.utils.data import DataLoader
 
-from data_modules.base import StreamedTokenDataModule, missing_path, positive
-from data_modules.hellaswag import HellaSwagDataModule
+from data_modules.base import StreamedTokenDataModule, positive
+from lit_gpt_mini.files import missing_path
 from data_modules.lines import DEFAULT_MAX_LINE_BYTES, capped_lines, line_cap_setting
 from lit_gpt_mini.errors import DataError
 from lit_gpt_mini.log import get_logger
@@ -201,8 +200,6 @@ class FineWebDataModule(StreamedTokenDataModule):
         text_field: The field/column holding each document's text.
         max_line_bytes: A longer line of a local jsonl file is skipped and counted as too long, never held
             whole, so memory stays bounded whatever the file holds.
-        hellaswag: What ``test`` scores: HellaSwag accuracy with this data module, or (``None``) the loss on the
-            validation shards.
 
     The other arguments are :class:`~data_modules.base.StreamedTokenDataModule`'s; the tokenizer's default kind
     here is ``gpt2`` (a ``char`` or ``bpe`` recipe learns from the stream: set its ``max_chars`` for a large dataset).
@@ -219,7 +216,6 @@ class FineWebDataModule(StreamedTokenDataModule):
         path: Optional[str] = None,
         text_field: str = "text",
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-        hellaswag: Optional[HellaSwagDataModule] = None,
         tokenizer: TokenizerRecipe = TokenizerRecipe("gpt2"),
         batch_size: int = 16,
         **kwargs: Any,
@@ -232,21 +228,7 @@ class FineWebDataModule(StreamedTokenDataModule):
         self.path = Path(path) if path is not None else None
         self.text_field = text_field
         self.max_line_bytes = max_line_bytes
-        self.hellaswag = hellaswag
         self.reader = DocumentReader(text_field, max_line_bytes)
-
-    def _testing_hellaswag(self) -> bool:
-        return self.hellaswag is not None and self.trainer is not None and self.trainer.testing
-
-    def setup(self, stage: str) -> None:
-        if stage == "test" and self.hellaswag is not None:
-            return  # test scores HellaSwag: the token shards are not needed
-        super().setup(stage)
-
-    def test_dataloader(self) -> DataLoader:
-        if self.hellaswag is None:
-            return super().test_dataloader()
-        return self.hellaswag.loader(self.trainer)  # cut to the model's context, not data.block_size
 
     @property
     def source(self) -> str:
@@ -272,14 +254,6 @@ class FineWebDataModule(StreamedTokenDataModule):
                 f"name/split, or set data.path to local .jsonl/.parquet files"
             ) from None
         return self.reader.rows_of(rows, self.source)
-
-    def prepare_data(self) -> None:
-        if self._testing_hellaswag():
-            self.hellaswag.prepare_data()
-            return
-        super().prepare_data()
-        if self.hellaswag is not None and self.trainer is None:  # `main.py prepare`: HellaSwag too, on this node
-            self.hellaswag.prepare_data()
 
     def summary(self) -> dict[str, Any]:
         return {"rows_skipped": dict(self.reader.skipped)}

@@ -22,7 +22,8 @@ from typing import Any, Iterator, Optional
 import zstandard
 from tqdm import tqdm
 
-from data_modules.base import StreamedTokenDataModule, missing_path, positive
+from data_modules.base import StreamedTokenDataModule, positive
+from lit_gpt_mini.files import missing_path
 from data_modules.lines import DEFAULT_MAX_LINE_BYTES, capped_lines, line_cap_setting
 from lit_gpt_mini.errors import ConfigError, DataError
 from lit_gpt_mini.log import get_logger

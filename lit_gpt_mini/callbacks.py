@@ -18,7 +18,6 @@ from lightning.pytorch.strategies import FSDPStrategy
 
 from lit_gpt_mini.errors import ConfigError, DivergenceError
 from lit_gpt_mini.flops import compute_dtype, peak_flops
-from lit_gpt_mini.lightning_private import forward_redirection
 from lit_gpt_mini.log import get_logger
 
 log = get_logger(__name__)
@@ -182,89 +181,6 @@ class GradientAccumulation(Callback):
             f"Gradient accumulation: {self.total_batch_tokens:,} tokens per step = {batch_size} x {block_size} "
             f"tokens x {world} devices x {self.accumulate} micro-batches"
         )
-
-
-class HellaSwagEval(Callback):
-    """Scores HellaSwag every ``every_n_steps`` optimizer steps of training and logs ``hellaswag/acc`` and
-    ``hellaswag/acc_norm`` (next to ``val/loss``), with the data module's ``hellaswag`` settings.
-
-    Each rank scores its share of the examples (no padding, no repeats); the counts are summed over ranks.
-
-    Args:
-        every_n_steps: Optimizer steps between evaluations.
-    """
-
-    def __init__(self, every_n_steps: int = 250) -> None:
-        if every_n_steps < 1:
-            raise ConfigError(f"every_n_steps must be positive, got {every_n_steps}")
-        self.every_n_steps = every_n_steps
-        self._last_step = -1
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage != "fit":
-            return
-        data = trainer.datamodule
-        if getattr(data, "hellaswag", None) is None:
-            raise ConfigError("the HellaSwagEval callback needs data.hellaswag (a HellaSwagDataModule) in the config")
-        if data.tokenizer.kind != "gpt2":
-            raise ConfigError(f"HellaSwag is scored with GPT-2's vocabulary; this data uses a {data.tokenizer.kind} tokenizer")
-        if self.prepares_here(trainer.local_rank, trainer.global_rank, getattr(data, "prepare_data_per_node", True)):
-            data.hellaswag.prepare_data()
-        trainer.strategy.barrier()
-        # every rank checks its node has the data now, rather than failing at the first evaluation
-        data.hellaswag.batches(pl_module.config.block_size, trainer.global_rank, trainer.world_size)
-
-    @staticmethod
-    def prepares_here(local_rank: int, global_rank: int, per_node: bool) -> bool:
-        """Whether this process downloads and tokenizes HellaSwag: the first of each node, as Lightning's own
-        ``prepare_data`` (nodes need no shared filesystem), or the first of all with
-        ``data.prepare_data_per_node: false`` (a shared filesystem)."""
-        return local_rank == 0 if per_node else global_rank == 0
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        # Called after every micro-batch; global_step moves once per optimizer step.
-        step = trainer.global_step
-        if step % self.every_n_steps or step == self._last_step:
-            return
-        self._last_step = step
-        acc, acc_norm = self.evaluate(trainer, pl_module)
-        # Straight to the loggers, once: self.log from a batch hook would repeat the value at every log step.
-        if trainer.is_global_zero:
-            for logger in trainer.loggers:
-                logger.log_metrics({"hellaswag/acc": acc.item(), "hellaswag/acc_norm": acc_norm.item()}, step=step)
-
-    @staticmethod
-    def evaluate(trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[torch.Tensor, torch.Tensor]:
-        """``acc`` and ``acc_norm`` over all ranks' examples. The counts stay on the device until the reduction."""
-        model = pl_module.model
-        was_training = model.training
-        model.eval()
-        device = pl_module.device
-        right = torch.zeros(2, device=device)  # by acc, by acc_norm
-        scored = 0
-        batches = trainer.datamodule.hellaswag.batches(
-            pl_module.config.block_size, trainer.global_rank, trainer.world_size, pin_memory=device.type == "cuda"
-        )
-        for batch in batches:
-            # from pinned memory the copy is asynchronous: it overlaps the previous batch's compute
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            # no_grad outside the wrapper too: DDP's forward must not expect a backward
-            with torch.no_grad(), trainer.precision_plugin.forward_context():
-                correct, correct_norm = _call_wrapped(trainer, pl_module, "hellaswag_step", batch)
-            right += torch.stack((correct.sum(), correct_norm.sum()))
-            scored += len(batch["labels"])
-        model.train(was_training)
-        counts = trainer.strategy.reduce(torch.cat((torch.tensor([float(scored)], device=device), right)), reduce_op="sum")
-        return counts[1] / counts[0], counts[2] / counts[0]
-
-
-def _call_wrapped(trainer: L.Trainer, pl_module: L.LightningModule, method: str, *args: Any) -> Any:
-    # Lightning's own path for test_step: through the strategy's wrapper (DDP, FSDP), whose forward FSDP needs
-    # to gather the sharded weights, redirected to the module's method.
-    wrapper = trainer.strategy.model
-    if wrapper is None or wrapper is pl_module:
-        return getattr(pl_module, method)(*args)
-    return forward_redirection(trainer.strategy, wrapper, pl_module, method, *args)
 
 
 class SampleText(Callback):

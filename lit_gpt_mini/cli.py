@@ -28,7 +28,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
 
 from data_modules.base import TokenDataModule
-from lit_gpt_mini.checkpoint import TOKENIZER_KEY, check_ckpt_path, read_training_checkpoint
+from lit_gpt_mini.checkpoint import check_ckpt_path
 from lit_gpt_mini.errors import ConfigError, ParseError, UserError
 from lit_gpt_mini.lit_module import GPTModule
 from lit_gpt_mini.log import get_logger, global_rank
@@ -39,8 +39,8 @@ log = get_logger(__name__)
 COMMANDS = {
     "fit": "Train a model from a config (--config), or resume a run (--ckpt_path).",
     "validate": "Compute a checkpoint's validation loss on a config's data.",
-    "test": "Score a checkpoint: HellaSwag accuracy without a config (GPT-2 vocabulary), else its test loss "
-    "on a config's data.",
+    "test": "Compute a checkpoint's test loss on a config's data.",
+    "eval": "Score a checkpoint on a benchmark (HellaSwag: GPT-2 vocabulary), on any number of devices.",
     "generate": "Sample text from a checkpoint.",
     "export": "Write a checkpoint as a plain .pth or a Hugging Face GPT-2 directory.",
     "prepare": "Prepare a config's data (download, tokenize, write shards) without training.",
@@ -49,8 +49,7 @@ TRAINER_COMMANDS = ("fit", "validate", "test")  # run by LightningCLI; the other
 
 
 class GPTCLI(LightningCLI):
-    """LightningCLI over any :class:`GPTModule` and any :class:`TokenDataModule`, chosen by ``class_path`` (or,
-    for ``test --ckpt_path`` alone, the checkpoint's model and :class:`~data_modules.hellaswag.HellaSwagDataModule`)."""
+    """LightningCLI over any :class:`GPTModule` and any :class:`TokenDataModule`, chosen by ``class_path``."""
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -181,6 +180,11 @@ def main(args: Optional[list[str]] = None) -> Optional[GPTCLI]:
         if argv and argv[0] == "prepare":
             prepare(argv[1:])
             return None
+        if argv and argv[0] == "eval":
+            from lit_gpt_mini.evals.command import main as eval_main
+
+            eval_main(argv[1:])
+            return None
         if not argv or argv[0] in ("-h", "--help"):
             print(usage())
             if not argv:
@@ -191,14 +195,11 @@ def main(args: Optional[list[str]] = None) -> Optional[GPTCLI]:
             hint = f"did you mean {close[0]}? " if close else ""
             raise ParseError(f"main.py has no command {argv[0]!r}: {hint}the commands are {', '.join(COMMANDS)} "
                              f"(python main.py --help describes them)")
-        data_class = TokenDataModule
-        if _scores_hellaswag(argv):
-            data_class, argv = _hellaswag_test_args(argv)
         return GPTCLI(
             GPTModule,
-            data_class,
+            TokenDataModule,
             subclass_mode_model=True,
-            subclass_mode_data=data_class is TokenDataModule,
+            subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"prog": "main.py", **{name: {"description": COMMANDS[name]} for name in TRAINER_COMMANDS}},
             args=argv,
@@ -232,49 +233,6 @@ def usage() -> str:
     lines += [f"  {name:<{width}}  {description}" for name, description in COMMANDS.items()]
     lines += ["", "python main.py <command> --help shows a command's options."]
     return "\n".join(lines)
-
-
-def _option(argv: list[str], *names: str) -> Optional[str]:
-    # The value of the last --name VALUE or --name=VALUE (the last one wins, as in argparse); None if absent.
-    value = None
-    for i, arg in enumerate(argv):
-        for name in names:
-            if arg == name and i + 1 < len(argv):
-                value = argv[i + 1]
-            elif arg.startswith(name + "="):
-                value = arg.split("=", 1)[1]
-    return value
-
-
-def _scores_hellaswag(argv: list[str]) -> bool:
-    """``test --ckpt_path X`` with neither a config nor a data class: HellaSwag, for GPT-2-vocabulary models."""
-    return (
-        argv[0] == "test"
-        and _option(argv, "--ckpt_path") is not None
-        and _option(argv, "--config", "-c") is None
-        and _option(argv, "--data", "--data.class_path") is None
-    )
-
-
-def _hellaswag_test_args(argv: list[str]) -> tuple[type, list[str]]:
-    """The data class and arguments of ``test --ckpt_path X`` without a config: the model is the checkpoint's
-    (Lightning re-reads its hyperparameters), the data :class:`~data_modules.hellaswag.HellaSwagDataModule`
-    with its defaults (``--data.path``, ``--data.data_dir``, ``--data.limit``... still apply)."""
-    from data_modules.hellaswag import HellaSwagDataModule
-
-    ckpt_path = _option(argv, "--ckpt_path")
-    ckpt = read_training_checkpoint(ckpt_path, mmap=True)
-    tokenizer = ckpt[TOKENIZER_KEY]
-    if tokenizer.get("kind") != "gpt2":
-        raise ConfigError(
-            f"{ckpt_path} has a {tokenizer.get('kind')} tokenizer: HellaSwag, what test scores without a config, "
-            f"needs GPT-2's vocabulary; to get its test loss, pass --config with the data the model was trained on"
-        )
-    args = list(argv)
-    if _option(argv, "--model", "--model.class_path") is None:
-        class_path = ckpt["hyper_parameters"].get("_class_path", f"{GPTModule.__module__}.{GPTModule.__name__}")
-        args[1:1] = ["--model", class_path]
-    return HellaSwagDataModule, args
 
 
 def _config_files(argv: list[str]) -> list[str]:
@@ -345,7 +303,7 @@ def _parse_error_line(message: str, argv: list[str]) -> str:
     required = re.match(r"the following arguments are required: (.+)", detail)
     if required and argv and argv[0] in TRAINER_COMMANDS:  # a command run without a config
         missing = [key.split(".", 1)[-1] for key in required.group(1).split(", ")]
-        alone = " (or only --ckpt_path: HellaSwag)" if argv[0] == "test" else ""
+        alone = " (HellaSwag: main.py eval --ckpt_path X)" if argv[0] == "test" else ""
         return f"{argv[0]} needs {' and '.join(missing)}: give --config <yaml>{alone}{help_hint}"
     unknown = re.match(r"Option '([^']+)' is not accepted", detail)
     if unknown:  # a key inside a class_path's init_args

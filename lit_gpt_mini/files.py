@@ -12,11 +12,12 @@ import errno
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
-from lit_gpt_mini.errors import StorageError
+from lit_gpt_mini.errors import DataError, StorageError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -117,3 +118,18 @@ def documents_sha256(documents: Iterable[str]) -> str:
     for text in documents:
         digest.update(text.encode("utf-8", "surrogatepass") + b"\x00")
     return digest.hexdigest()
+
+
+def missing_path(path: Path, what: str = "data.path", fix: str = "") -> DataError:
+    """The error for an input ``path`` that is neither a file nor a directory. A pipe (``<(command)`` on a
+    command line gives ``/dev/fd/63``) is named as one: a source reads its input more than once (to identify
+    the corpus, to learn the tokenizer, to write the shards), which a pipe cannot give."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return DataError(f"{what} {path} does not exist" + (f"; {fix}" if fix else ""))
+    kind = "a pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+    return DataError(
+        f"{what} {path} is {kind}, not a file: the data is read more than once (to identify it, learn the "
+        f"tokenizer and write the shards), so a pipe is not accepted; save it to a file first and give that"
+    )

@@ -16,11 +16,11 @@ from typing import Any, Literal, Optional
 import lightning as L
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 import torch
-from torchmetrics import MeanMetric, SumMetric
+from torchmetrics import MeanMetric
 
-from lit_gpt_mini import hellaswag
 from lit_gpt_mini.checkpoint import TOKENIZER_KEY
 from lit_gpt_mini.errors import ConfigError
+from lit_gpt_mini.evals.hellaswag import evaluate_batch
 from lit_gpt_mini.lightning_private import unscale_for_clipping
 from lit_gpt_mini.model import GPT, GPTConfig, KVCache
 from lit_gpt_mini.muon import MuonAdamW
@@ -105,10 +105,6 @@ class GPTModule(L.LightningModule):
         # (nan_strategy="disable" would also keep it, but torchmetrics then ignores the token weights.)
         self.val_loss = MeanMetric(nan_strategy=math.nan)
         self.test_loss = MeanMetric(nan_strategy=math.nan)
-        # HellaSwag: the fraction of examples each method gets right (DDP sums right answers and examples).
-        self.hellaswag_acc = MeanMetric()
-        self.hellaswag_acc_norm = MeanMetric()
-        self.hellaswag_examples = SumMetric()  # how many were scored: all of them, once, however many devices
         self.flops_per_batch = 0  # read by the throughput callback for MFU; set per batch
         self._flops_cache: dict[int, int] = {}
         self._step_loss: Optional[torch.Tensor] = None
@@ -231,18 +227,7 @@ class GPTModule(L.LightningModule):
         self.val_loss.update(loss, weight=batch[1].numel())
         self.log("val/loss", self.val_loss, prog_bar=True)
 
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        if isinstance(batch, dict):  # HellaSwag examples (see data_modules.hellaswag)
-            tokens = batch["tokens"]
-            self.flops_per_batch = self._flops_per_token(tokens.size(-1)) * tokens.numel() // 3  # forward only
-            correct, correct_norm = self.hellaswag_step(batch)
-            self.hellaswag_acc.update(correct.float())
-            self.hellaswag_acc_norm.update(correct_norm.float())
-            self.log("test/hellaswag_acc", self.hellaswag_acc)
-            self.log("test/hellaswag_acc_norm", self.hellaswag_acc_norm)
-            self.hellaswag_examples.update(len(correct))
-            self.log("test/hellaswag_examples", self.hellaswag_examples)
-            return
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         loss = self._loss(batch)
         self.test_loss.update(loss, weight=batch[1].numel())
         self.log("test/loss", self.test_loss)
@@ -250,10 +235,10 @@ class GPTModule(L.LightningModule):
     def hellaswag_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Whether ``acc`` and ``acc_norm`` pick the right ending of each example of a HellaSwag batch.
 
-        Call it through the strategy's wrapped module (``test_step`` is; HellaSwagEval redirects to it), never
-        on the bare model from outside: under FSDP the weights are only whole inside the wrapper's forward.
+        The ``HellaSwagEval`` callback calls it through the strategy's wrapped module, as Lightning calls the
+        steps: under FSDP the weights are only whole inside the wrapper's forward.
         """
-        return hellaswag.evaluate_batch(self.model, batch)
+        return evaluate_batch(self.model, batch)
 
     # --- optimization -------------------------------------------------------------------------------------------
 

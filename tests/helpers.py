@@ -39,3 +39,20 @@ class DamageShard(L.Callback):
             with open(self.path, "r+b") as f:
                 f.seek(HEADER_BYTES)
                 f.write(b"\xff" * size)
+
+
+CHARS = "\n !',-.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def write_checkpoint(path, kind: str = "char") -> str:
+    """A checkpoint laid out as Lightning writes one (hyperparameters, ``model.``-prefixed weights) with this
+    project's tokenizer entry: a tiny random model over a char vocabulary or GPT-2's."""
+    from lit_gpt_mini.model import GPT, GPTConfig
+
+    tokenizer, vocab_size = ({"kind": "char", "chars": CHARS}, len(CHARS)) if kind == "char" else ({"kind": "gpt2"}, 50257)
+    config = dict(vocab_size=vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16)
+    model = GPT(GPTConfig(**config))
+    class_path = "lit_gpt_mini.lit_module.CharGPT" if kind == "char" else "lit_gpt_mini.lit_module.GPT2"
+    torch.save({"hyper_parameters": {"_class_path": class_path, **config},
+                "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "tokenizer": tokenizer}, path)
+    return str(path)

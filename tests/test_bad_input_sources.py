@@ -23,6 +23,8 @@ from data_modules.shards import read_manifest
 from lit_gpt_mini.cli import main
 from lit_gpt_mini.errors import DataError
 
+from .helpers import write_checkpoint
+
 TOKEN = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GaBcDe.secret-token-value-that-must-not-leak"
 TOKEN_SHAPED = "MTIzNDU2Nzg5MDEyMzQ1Njc4GaBcDe_secretTokenValue"  # letters, digits and _ only: looks like a name
 
@@ -31,9 +33,14 @@ def prepare(tmp_path: Path, data: dict[str, Any], capfd) -> tuple[int, str, str]
     """``main.py prepare`` on a config holding ``data``: (exit status, the error line or "", all of stderr)."""
     config = tmp_path / "config.yaml"
     config.write_text(json.dumps({"data": data}))  # JSON is YAML
+    return run_main(["prepare", "--config", str(config)], capfd)
+
+
+def run_main(args: list[str], capfd) -> tuple[int, str, str]:
+    """``main.py`` with ``args``: (exit status, the error line or "", all of stderr), and no traceback."""
     status, error = 0, ""
     try:
-        main(["prepare", "--config", str(config)])
+        main(args)
     except SystemExit as e:
         status, error = (1, str(e.code)) if isinstance(e.code, str) else (e.code or 0, "")
     captured = capfd.readouterr()
@@ -708,11 +715,9 @@ def test_a_hellaswag_row_that_cannot_be_decided_is_refused_by_line(tmp_path, cap
     rows = [{"ctx": "A man", "endings": ["sits.", "runs.", "eats.", "sleeps."], "label": 1},
             {"ctx": "A woman", "endings": endings, "label": 2}]
     (tmp_path / "h.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    (tmp_path / "c.jsonl").write_bytes(b"\n".join(GOOD_DOCS * 20) + b"\n")
-    data = fineweb_data(tmp_path, tmp_path / "c.jsonl", hellaswag={
-        "class_path": "data_modules.hellaswag.HellaSwagDataModule",
-        "init_args": {"path": str(tmp_path / "h.jsonl"), "data_dir": str(tmp_path / "hellaswag")}})
-    status, error, _ = prepare(tmp_path, data, capfd)
+    ckpt = write_checkpoint(tmp_path / "gpt2.ckpt", "gpt2")
+    status, error, _ = run_main(["eval", "--ckpt_path", ckpt, "--hellaswag.path", str(tmp_path / "h.jsonl"),
+                                 "--hellaswag.data_dir", str(tmp_path / "hellaswag")], capfd)
     assert status == 1 and f"{tmp_path / 'h.jsonl'}:2: its 4 endings are identical" in error
 
 

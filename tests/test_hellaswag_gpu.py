@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lit_gpt_mini import hellaswag
+from lit_gpt_mini.evals import hellaswag
 from lit_gpt_mini.model import GPT, GPTConfig
 
 from .test_hellaswag import write_examples

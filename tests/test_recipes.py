@@ -44,11 +44,10 @@ SHRINKABLE = {
     # data sources and their sizes
     "data.init_args.path", "data.init_args.shard_size", "data.init_args.val_tokens", "data.init_args.titles",
     "data.init_args.titles_file", "data.init_args.categories", "data.init_args.api_url",
-    "data.init_args.hellaswag.init_args.path",
     # batch and step counts inside the callbacks
     "trainer.callbacks.GradientAccumulation.total_batch_tokens",
     "trainer.callbacks.FinalModelCheckpoint.every_n_train_steps",
-    "trainer.callbacks.HellaSwagEval.every_n_steps",
+    "trainer.callbacks.HellaSwagEval.every_n_steps", "trainer.callbacks.HellaSwagEval.path",
 }
 
 
@@ -134,8 +133,6 @@ def shrink(shipped: dict[str, Any], source: dict[str, Any], hellaswag: Path) -> 
     data = config["data"]["init_args"]
     data.update(DATA_SHAPE)
     data.update(source)
-    if data.get("hellaswag"):
-        data["hellaswag"]["init_args"]["path"] = str(hellaswag)
     for callback in trainer.get("callbacks", []):
         name, args = callback["class_path"].rsplit(".", 1)[1], callback.setdefault("init_args", {})
         if name == "GradientAccumulation":  # 2 micro-batches a step: accumulation still runs
@@ -143,7 +140,7 @@ def shrink(shipped: dict[str, Any], source: dict[str, Any], hellaswag: Path) -> 
         elif name == "FinalModelCheckpoint" and args.get("every_n_train_steps"):
             args["every_n_train_steps"] = STEPS
         elif name == "HellaSwagEval":
-            args["every_n_steps"] = STEPS
+            args.update(every_n_steps=STEPS, path=str(hellaswag))
     return config
 
 
@@ -245,8 +242,10 @@ def test_recipe_trains_as_shipped_then_validates_generates_and_scores(recipe, tm
     (text,) = generate(str(last), prompt="The", max_new_tokens=8, seed=0)
     assert text.startswith("The") and len(text) > len("The")
 
+    tested = main(["test", "--config", str(path), "--ckpt_path", str(last)])
+    assert math.isfinite(tested.trainer.callback_metrics["test/loss"].item())
+
     if saved["tokenizer"]["kind"] == "gpt2":
-        scored = main(["test", "--ckpt_path", str(last), "--data.path", str(hellaswag_file)])
-        metrics = scored.trainer.callback_metrics
-        assert metrics["test/hellaswag_examples"].item() == HELLASWAG_EXAMPLES
-        assert 0 <= metrics["test/hellaswag_acc"].item() <= 1
+        main(["eval", "--ckpt_path", str(last), "--hellaswag.path", str(hellaswag_file), "--out", "hellaswag.json"])
+        figures = json.loads((tmp_path / "hellaswag.json").read_text())
+        assert figures["examples"] == HELLASWAG_EXAMPLES and 0 <= figures["acc"] <= 1

@@ -1,10 +1,15 @@
-"""HellaSwag scoring, as pure functions: read examples, tokenize them, pack them into batches, score them.
+"""HellaSwag (Zellers et al. 2019), 4-way sentence completion, the usual benchmark of small GPT-2s: its file, its
+token ids, and its scoring. ``main.py eval`` and the ``HellaSwagEval`` training callback both score through here.
 
-The standard completion-style method (the numbers are comparable to published ones): for each example, each
-of the four candidates is ``context tokens + tokens of " " + ending``; a candidate's loss is the cross-entropy
-of the ending tokens only. ``acc`` picks the candidate with the lowest summed loss, ``acc_norm`` the one with
-the lowest mean loss per ending token. An empty context becomes the end-of-text token, so that every ending
-token is predicted from something.
+The data: the official jsonl (the validation split: 10,042 examples) is downloaded from the rowanz/hellaswag
+repository into ``data_dir`` when missing, or read from a local ``path``; its token ids are cached beside it once
+per node, so nodes need no shared filesystem.
+
+The method, standard and completion-style (the numbers are comparable to published ones): each of an example's
+four candidates is ``context tokens + tokens of " " + ending``; a candidate's loss is the cross-entropy of the
+ending tokens only. ``acc`` picks the candidate with the lowest summed loss, ``acc_norm`` the one with the lowest
+mean loss per ending token. An empty context becomes the end-of-text token, so every ending token is predicted
+from something.
 
 How it is made fast, with the same decisions as scoring each candidate alone (the tests compare them):
 
@@ -13,21 +18,31 @@ How it is made fast, with the same decisions as scoring each candidate alone (th
   instead of four times, and an ending's last token is not fed (it predicts nothing).
 - The language-model head and the cross-entropy run only at the positions that predict an ending token, not
   over the whole vocabulary at every position.
+- Rows are sorted by length before batching, and the counts stay on the device until the end. Under several
+  processes each scores every ``world_size``-th example, no padding: every example counts once.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Literal, Optional, Sequence
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from lit_gpt_mini.errors import DataError
-from lit_gpt_mini.tokenizers import Tokenizer
+from data_modules.download import download
+from lit_gpt_mini.errors import ConfigError, DataError
+from lit_gpt_mini.files import atomic_write, missing_path, sha256_of
+from lit_gpt_mini.log import get_logger
+from lit_gpt_mini.tokenizers import GPT2Tokenizer, Tokenizer
+
+URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_{split}.jsonl"
+CACHE_FORMAT = 1  # bump when the cached ids change meaning (e.g. how an empty context is tokenized)
 
 NUM_ENDINGS = 4
 
@@ -245,3 +260,184 @@ def batches(rows: Sequence[Packed], examples_per_batch: int) -> list[dict[str, t
 def shard(count: int, rank: int, world_size: int, limit: Optional[int] = None) -> range:
     """The examples rank ``rank`` scores: every ``world_size``-th, no padding, so none counts twice."""
     return range(rank, count if limit is None else min(limit, count), world_size)
+
+
+# --- the file and its token ids, on this node -------------------------------------------------------------------
+
+
+def write_token_cache(examples: list[TokenizedExample], path: Path, source_sha256: str, tokenizer: str) -> None:
+    """The examples' ids as one ``.npz`` (all ids end to end, five lengths per example), written atomically."""
+    lengths = np.array([[len(e.context)] + [len(x) for x in e.endings] for e in examples], dtype=np.int64)
+    ids = np.fromiter(
+        (t for e in examples for part in (e.context, *e.endings) for t in part), dtype=np.int32, count=int(lengths.sum())
+    )
+    with atomic_write(path, "wb") as f:
+        np.savez(f, ids=ids, lengths=lengths, labels=np.array([e.label for e in examples], dtype=np.int8),
+                 source_sha256=np.array(source_sha256), tokenizer=np.array(tokenizer),
+                 format=np.array(CACHE_FORMAT))
+
+
+def read_token_cache(path: Path, source_sha256: str, tokenizer: str) -> Optional[list[TokenizedExample]]:
+    """The cached examples, or ``None`` when ``path`` is missing or was made from other data or settings."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if (str(f["source_sha256"]), str(f["tokenizer"]), int(f["format"])) != (source_sha256, tokenizer, CACHE_FORMAT):
+                return None
+            ids, lengths, labels = f["ids"].tolist(), f["lengths"], f["labels"].tolist()
+    except (OSError, KeyError, ValueError):
+        return None
+    examples, at = [], 0
+    for row, label in zip(lengths.tolist(), labels):
+        parts = []
+        for n in row:
+            parts.append(tuple(ids[at : at + n]))
+            at += n
+        examples.append(TokenizedExample(parts[0], tuple(parts[1:]), label))
+    return examples
+
+
+class HellaSwag:
+    """HellaSwag's examples on this node, ready to score.
+
+    Args:
+        data_dir: Where the downloaded jsonl and the token ids are cached (on each node).
+        path: A local HellaSwag jsonl file to use instead of downloading.
+        split: ``val`` (10,042 examples with labels; what is reported), ``train`` or ``test`` (no labels).
+        examples_per_batch: Examples (x4 candidates) per forward pass.
+        limit: Score only the first ``limit`` examples (``None``: all).
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data/hellaswag",
+        path: Optional[str] = None,
+        split: Literal["val", "train", "test"] = "val",
+        examples_per_batch: int = 8,
+        limit: Optional[int] = None,
+    ) -> None:
+        if examples_per_batch < 1:
+            raise ConfigError(f"hellaswag.examples_per_batch must be at least 1, got {examples_per_batch}")
+        if limit is not None and limit < 1:
+            raise ConfigError(f"hellaswag.limit must be at least 1 (or null for all examples), got {limit}")
+        self.data_dir = Path(data_dir)
+        self.path = Path(path) if path is not None else None
+        self.split = split
+        self.examples_per_batch = examples_per_batch
+        self.limit = limit
+        self.tokenizer: Tokenizer = GPT2Tokenizer()
+        self._tokenized: Optional[list[TokenizedExample]] = None
+        self._batches: dict[tuple[int, int, int], list[dict[str, torch.Tensor]]] = {}
+
+    @property
+    def file(self) -> Path:
+        return self.path if self.path is not None else self.data_dir / f"hellaswag_{self.split}.jsonl"
+
+    def cache_file(self, source_sha256: str) -> Path:
+        """Where the token ids of the file with this SHA-256 are cached: another file gets another name."""
+        return self.data_dir / f"{self.file.stem}.{source_sha256[:16]}.{self.tokenizer.name}.npz"
+
+    def fetch(self) -> None:
+        """Download the file when it is missing (or check the local ``path``)."""
+        if self.path is not None:
+            if not self.path.is_file():
+                raise missing_path(self.path, "HellaSwag file")
+        elif not self.file.is_file():
+            url = URL.format(split=self.split)
+            try:
+                download(url, self.file)
+            except OSError as e:
+                raise DataError(
+                    f"could not download HellaSwag from {url}: {e}. Without internet, put the file at {self.file} "
+                    f"or set the HellaSwag path to a local copy"
+                ) from None
+
+    def prepare(self) -> None:
+        """Fetch the file, then tokenize it once into :meth:`cache_file` (skipped when cached). Once per node."""
+        self.fetch()
+        sha = sha256_of(self.file)
+        if read_token_cache(self.cache_file(sha), sha, self.tokenizer.name) is None:
+            tokenized = [tokenize(e, self.tokenizer) for e in read_examples(self.file)]
+            write_token_cache(tokenized, self.cache_file(sha), sha, self.tokenizer.name)
+
+    @property
+    def tokenized(self) -> list[TokenizedExample]:
+        """The examples' token ids, from the cache :meth:`prepare` wrote on this node."""
+        if self._tokenized is None:
+            if not self.file.is_file():
+                raise DataError(f"HellaSwag file {self.file} is missing on this node: each node prepares its own copy")
+            sha = sha256_of(self.file)
+            self._tokenized = read_token_cache(self.cache_file(sha), sha, self.tokenizer.name)
+            if self._tokenized is None:
+                raise DataError(
+                    f"HellaSwag's token ids {self.cache_file(sha)} are missing or were made from another file on this "
+                    f"node: each node prepares its own copy"
+                )
+        return self._tokenized
+
+    def batches(
+        self, max_length: int, rank: int = 0, world_size: int = 1, pin_memory: bool = False
+    ) -> list[dict[str, torch.Tensor]]:
+        """This rank's batches, sorted by length, built once; ``max_length`` is the model's context (longer
+        candidates lose the start of their context). ``pin_memory`` pins them (once) for asynchronous copies."""
+        key = (max_length, rank, world_size)
+        if key not in self._batches:
+            tokenized = self.tokenized
+            mine = shard(len(tokenized), rank, world_size, self.limit)
+            self._batches[key] = batches([pack(tokenized[i], max_length) for i in mine], self.examples_per_batch)
+        ready = self._batches[key]
+        if pin_memory and ready and not ready[0]["tokens"].is_pinned():
+            self._batches[key] = ready = [{k: v.pin_memory() for k, v in b.items()} for b in ready]
+        return ready
+
+
+def score(
+    batches: Sequence[dict[str, torch.Tensor]],
+    step: Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+    context: Callable[[], AbstractContextManager] = nullcontext,
+    reduce: Callable[[torch.Tensor], torch.Tensor] = lambda counts: counts,
+) -> dict[str, float]:
+    """``acc``, ``acc_norm`` and ``examples`` of this rank's ``batches`` scored by ``step`` (a batch on ``device``
+    to whether acc and acc_norm are right, per example) under ``context`` (autocast), summed over ranks by
+    ``reduce``. The counts stay on the device until that one reduction."""
+    counts = torch.zeros(3, device=device)  # examples, right by acc, right by acc_norm
+    for batch in batches:
+        # from pinned memory the copy is asynchronous: it overlaps the previous batch's compute
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with torch.no_grad(), context():
+            correct, correct_norm = step(batch)
+        counts += torch.stack((torch.tensor(float(len(correct)), device=device), correct.sum(), correct_norm.sum()))
+    examples, acc, acc_norm = reduce(counts).tolist()
+    return {"acc": acc / examples, "acc_norm": acc_norm / examples, "examples": int(examples)}
+
+
+# --- the train split as training text -----------------------------------------------------------------------------
+
+
+def write_training_text(examples: list[Example], out: Path) -> int:
+    """Each example as a document ``context + " " + right ending``, as ``{"text": ...}`` jsonl rows that
+    :class:`~data_modules.fineweb.FineWebDataModule` reads with ``path``. Returns the number written."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", encoding="utf-8") as f:
+        for example in examples:
+            f.write(json.dumps({"text": example.context + " " + example.endings[example.label]}) + "\n")
+    return len(examples)
+
+
+def main(args: Optional[list[str]] = None) -> None:
+    """``python -m lit_gpt_mini.evals.hellaswag --split train --out data/hellaswag/train_text.jsonl``: HellaSwag as
+    training text (train the model on the train split, score it on val; never train on val)."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--split", default="train", choices=["train", "val"])
+    parser.add_argument("--data_dir", default="data/hellaswag")
+    parser.add_argument("--path", help="a local HellaSwag jsonl instead of downloading")
+    parser.add_argument("--out", required=True, help="the jsonl to write")
+    ns = parser.parse_args(args)
+    data = HellaSwag(data_dir=ns.data_dir, path=ns.path, split=ns.split)
+    data.fetch()
+    count = write_training_text(read_examples(data.file), Path(ns.out))
+    get_logger(__name__).info(f"wrote {count} documents to {ns.out}; train on them with --data.path {ns.out}")
+
+
+if __name__ == "__main__":
+    main()

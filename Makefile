@@ -1,7 +1,7 @@
 # make run   : create .venv, install, train the CPU char-level GPT on Tiny Shakespeare, print a sample
 # make test  : create .venv, install with test extras, run the test suite
-# make bench : every benchmark in bench/ (throughput, data preparation, BPE training, sampling, serving, the
-#              laptop chat recipe, HellaSwag, time to loss)
+# make bench : every CPU benchmark in bench/ (throughput, data preparation, BPE training, sampling, serving,
+#              the laptop chat recipe, HellaSwag, time to loss, bf16 vs fp32)
 #
 # TORCH_SPEC pins torch (a CPU build installs from a local wheel here; an unpinned torch pulls a multi-GB
 # CUDA build). For your own CUDA build: make run TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(PY) bench/hellaswag_eval.py
 	$(PY) bench/bad_input_memory.py
 	$(PY) bench/time_to_loss.py
+	$(PY) bench/cpu_precision.py
 
 clean:
 	rm -rf $(VENV) out lightning_logs

@@ -1,47 +1,72 @@
 #!/usr/bin/env bash
-# One check of a GPU machine, from a bare machine with this repository, in at most 8 minutes; ends with one table.
+# One check of an offline GPU machine, from a copy of this repository with wheels/ in it, in at most 6 minutes;
+# every figure is printed as soon as it exists, and one table ends it.
 #
-#   bash bench/gpu_check.sh                 # uses ./wheels (if present) for packages the machine lacks
+#   bash bench/gpu_wheels.sh      # first, where PyPI is reachable: fills ./wheels (git-ignored; copy it along)
+#   bash bench/gpu_check.sh       # on the GPU machine, in the repository's root
 #   WHEELS=/path/to/wheels PYTHON=python3 bash bench/gpu_check.sh
 #
-# Offline machines: `bash bench/gpu_wheels.sh` (on a machine with PyPI) fills ./wheels with jsonargparse's
-# wheels (the one package the checks need that a CUDA image with torch and lightning usually lacks) and GPT-2's
-# tiktoken vocabulary (./wheels/tiktoken_cache); wheels for zstandard, wikipedia-api and datasets are installed
-# too when present. Each stage has its own time limit, so the table always comes:
-#   1. the tests marked gpu: bf16 compiled training step, CUDA sampling = CPU sampling, HellaSwag CUDA = CPU,
-#      no host sync per micro-batch, FSDP on one GPU (clipping, parameter groups, sampling, HellaSwag)
-#   2. bench/train_throughput.py --device cuda: GPT-2 124M, T=1024, bf16-mixed, compiled, B 16/32/64,
-#      Lightning vs a bare loop: ms/step, tokens/s, MFU, peak memory
-#   3. bench/hellaswag_eval.py --device cuda --precision bf16: all 10,042 (synthetic) examples, warm-up included
-#   4. bench/gpu_train_check.py: 300 steps of GPT-2 124M on local text; the loss falls, nothing recompiles
+# Stages, each under its own time limit (seconds), so the table always comes:
+#   compile_preflight  20  torch.compile builds and runs a kernel (a C compiler and Python's headers are there)
+#   gpu_tests          80  the tests marked gpu (none may be skipped): bf16 compiled step, CUDA sampling = CPU,
+#                          HellaSwag CUDA = CPU (fp32; bf16 where its error cannot flip a decision), no host
+#                          sync per micro-batch, FSDP on one GPU (clipping, groups, sampling, HellaSwag)
+#   hellaswag          35  bench/hellaswag_eval.py: all 10,042 (synthetic) examples in bf16
+#   train_check       115  bench/gpu_train_check.py: 150 steps of GPT-2 124M (64 x 1024 tokens) through the
+#                          real recipe, compiled; the loss falls, nothing recompiles after warm-up
+#   throughput         90  bench/train_throughput.py: GPT-2 124M, B=64 (the train check's graphs, cached), bare
+#                          loop vs Lightning: ms/step, tokens/s, MFU, peak memory (each side printed when done)
 # Where $OUT is set (the device tool), each stage's log is written there too.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+
+# No GPU, no check: say so at once (before anything slow is imported).
+if [ "${CUDA_VISIBLE_DEVICES-unset}" = "" ] || [ "${CUDA_VISIBLE_DEVICES-unset}" = "-1" ] \
+    || ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
+    echo "error: no CUDA device is visible here (nvidia-smi lists none, or CUDA_VISIBLE_DEVICES hides them):" \
+        "bench/gpu_check.sh needs an NVIDIA GPU" >&2
+    exit 1
+fi
+
 PYTHON="${PYTHON:-python3}"
 WHEELS="${WHEELS:-wheels}"
+SITE="${SITE:-${TMPDIR:-/tmp}/lit-gpt-mini-site}"
 LOGS="${OUT:-$(mktemp -d)}"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-if [ -d "$WHEELS/tiktoken_cache" ] && [ -z "${TIKTOKEN_CACHE_DIR:-}" ]; then
-    export TIKTOKEN_CACHE_DIR="$PWD/$WHEELS/tiktoken_cache"
-fi
-export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
-
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 LIT_GPT_MINI_REQUIRE_GPU=1
 start=$(date +%s)
-if [ -d "$WHEELS" ]; then  # one at a time: a package whose wheels are missing must not stop the others
-    for package in 'jsonargparse[signatures]' zstandard wikipedia-api datasets; do
-        "$PYTHON" -m pip install -q --no-index --find-links "$WHEELS" "$package" 2>&1 | tail -1
+
+# GPT-2's vocabulary offline: tiktoken would otherwise download it, with no timeout.
+if [ -z "${TIKTOKEN_CACHE_DIR:-}" ]; then
+    for cache in "$WHEELS/tiktoken_cache" ../shared/data/tiktoken_cache; do
+        if [ -d "$cache" ]; then export TIKTOKEN_CACHE_DIR="$(cd "$cache" && pwd)"; break; fi
     done
 fi
+if [ -z "${TIKTOKEN_CACHE_DIR:-}" ] || [ -z "$(ls -A "$TIKTOKEN_CACHE_DIR" 2>/dev/null)" ]; then
+    echo "error: no tiktoken cache (GPT-2's vocabulary): run bash bench/gpu_wheels.sh where it is, and copy wheels/" >&2
+    exit 1
+fi
+
+# What the GPU path imports and a CUDA image lacks (jsonargparse and its two helpers), into a folder of its own:
+# the image's Python may be externally managed, and nothing of the image is replaced.
+if [ -d "$WHEELS" ] && ls "$WHEELS"/*.whl >/dev/null 2>&1; then
+    if ! "$PYTHON" -m pip install --quiet --no-index --no-deps --no-compile --upgrade --target "$SITE" "$WHEELS"/*.whl; then
+        echo "error: pip could not install $WHEELS/*.whl into $SITE (its message is above)" >&2
+        exit 1
+    fi
+    export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if ! "$PYTHON" -c "import jsonargparse, docstring_parser, typeshed_client" 2>/dev/null; then
+    echo "error: jsonargparse[signatures] is not importable: run bash bench/gpu_wheels.sh where PyPI is reachable," \
+        "then copy wheels/ into this repository" >&2
+    exit 1
+fi
+
 "$PYTHON" - <<'PY' | tee "$LOGS/versions.txt"
-import platform, torch, lightning, tiktoken
+import platform, torch, lightning, tiktoken, jsonargparse
 print(f"python {platform.python_version()}, torch {torch.__version__} (CUDA {torch.version.cuda}), "
-      f"lightning {lightning.__version__}, tiktoken {tiktoken.__version__}")
+      f"lightning {lightning.__version__}, tiktoken {tiktoken.__version__}, jsonargparse {jsonargparse.__version__}")
 print("device:", torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device")
-for name in ("jsonargparse", "datasets", "zstandard", "transformers", "pytest"):
-    try:
-        print(f"  {name} {__import__(name).__version__}")
-    except Exception as e:  # a missing package fails its stage below, with its own message
-        print(f"  {name}: {type(e).__name__}: {e}")
 PY
 
 declare -a NAMES STATUS TIMES
@@ -50,18 +75,23 @@ stage() {  # stage NAME LIMIT_SECONDS COMMAND...
     shift 2
     echo; echo "=== $name (limit ${limit}s) ==="
     local t0=$(date +%s)
-    timeout --signal=INT --kill-after=10 "$limit" "$@" 2>&1 | tee "$LOGS/$name.log"
+    timeout --signal=INT --kill-after=5 "$limit" "$@" 2>&1 | tee "$LOGS/$name.log"
     local rc=${PIPESTATUS[0]}
     NAMES+=("$name"); TIMES+=("$(( $(date +%s) - t0 ))")
     case $rc in 0) STATUS+=(PASS) ;; 124|130|137) STATUS+=(TIMEOUT) ;; *) STATUS+=("FAIL($rc)") ;; esac
 }
 
+stage compile_preflight 20 "$PYTHON" bench/compile_preflight.py --device cuda
+if [ "${STATUS[0]}" != PASS ]; then
+    echo "error: torch.compile does not work on this machine (see above); the other stages need it" >&2
+    exit 1
+fi
 # the files that hold gpu tests (collecting every file would import the data sources' optional packages)
-stage gpu_tests 100 "$PYTHON" -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py tests/test_hellaswag_gpu.py \
+stage gpu_tests 80 "$PYTHON" -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py tests/test_hellaswag_gpu.py \
     tests/test_host_syncs.py
-stage throughput 150 "$PYTHON" bench/train_throughput.py --device cuda
-stage hellaswag 60 "$PYTHON" bench/hellaswag_eval.py --device cuda --examples 10042 --precision bf16
-stage train_300_steps 150 env TORCH_LOGS=recompiles "$PYTHON" bench/gpu_train_check.py --work "$(mktemp -d)"
+stage hellaswag 35 "$PYTHON" bench/hellaswag_eval.py --device cuda --examples 10042 --precision bf16
+stage train_check 115 env TORCH_LOGS=recompiles "$PYTHON" bench/gpu_train_check.py --work "$(mktemp -d)"
+stage throughput 90 "$PYTHON" bench/train_throughput.py --device cuda
 
 echo
 echo "=== gpu_check: $(sed -n 2p "$LOGS/versions.txt") ==="

@@ -7,7 +7,7 @@ seconds on a GPU, drops the HellaSwag callback (scored separately by bench/hella
 frames Dynamo has compiled must not grow: a recompilation mid-run costs seconds each time and usually means a
 shape or guard that changes every step. ``TORCH_LOGS=recompiles`` prints the reasons if it happens.
 
-    python bench/gpu_train_check.py                      # CUDA: GPT-2 124M, 300 steps of 32 x 1024 tokens
+    python bench/gpu_train_check.py                      # CUDA: GPT-2 124M, 150 steps of 64 x 1024 tokens
     python bench/gpu_train_check.py --smoke              # CPU: a tiny model, a few dozen steps (what CI runs)
 """
 
@@ -102,7 +102,7 @@ def make_config(work: Path, corpus: Path, args: argparse.Namespace) -> Path:
             callback["init_args"]["refresh_rate"] = 50
         if name == "GradientAccumulation":
             callback["init_args"]["total_batch_tokens"] = args.batch_size * args.block_size
-        if name == "ModelCheckpoint":
+        if name.endswith("ModelCheckpoint"):
             callback["init_args"]["dirpath"] = str(work / "out/checkpoints")
         if name == "SampleText":
             callback["init_args"]["max_new_tokens"] = 16
@@ -114,8 +114,8 @@ def make_config(work: Path, corpus: Path, args: argparse.Namespace) -> Path:
     if args.smoke:
         model.update(n_layer=2, n_head=2, n_embd=64, learning_rate=3e-3, min_lr=3e-4)
     data.update(
-        data_dir=str(work / "data"), path=str(corpus), hellaswag=None, batch_size=args.batch_size,
-        block_size=args.block_size, max_tokens=args.max_tokens, shard_size=min(args.max_tokens // 4, 10_000_000),
+        data_dir=str(work / "data"), path=str(corpus), batch_size=args.batch_size,
+        max_tokens=args.max_tokens, shard_size=min(args.max_tokens // 4, 10_000_000),
         val_tokens=args.batch_size * args.block_size * args.val_batches + 1, num_workers=2,
     )
     path = work / "config.yaml"
@@ -136,8 +136,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--smoke", action="store_true", help="a tiny model on the CPU (checks the check)")
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=32, help="windows per step (one micro-batch)")
+    parser.add_argument("--steps", type=int, default=150)
+    # 64 x 1024, the shape bench/train_throughput.py measures: gpu_check.sh runs it next, from the cached graphs
+    parser.add_argument("--batch-size", type=int, default=64, help="windows per step (one micro-batch)")
     parser.add_argument("--block-size", type=int, default=1024)
     parser.add_argument("--val-every", type=int, default=100, help="optimizer steps between validations")
     parser.add_argument("--val-batches", type=int, default=8)

@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
-# Fill ./wheels for bench/gpu_check.sh on an offline GPU machine: wheels of what a CUDA image with torch,
-# lightning and tiktoken lacks, and GPT-2's tiktoken vocabulary. Run it where PyPI is reachable.
-#   bash bench/gpu_wheels.sh [PYTHON_VERSION] [TIKTOKEN_CACHE_DIR]     # defaults: 3.12, ../shared/data/tiktoken_cache
+# Fill ./wheels for bench/gpu_check.sh on an offline GPU machine, where PyPI is reachable: the wheels of what the
+# GPU path imports and a CUDA image with torch, lightning and tiktoken lacks (jsonargparse[signatures]: jsonargparse,
+# docstring-parser, typeshed-client; pure Python, pinned to the versions of this checkout's environment), and
+# GPT-2's tiktoken vocabulary (./wheels/tiktoken_cache). The data sources' packages (datasets, zstandard,
+# wikipedia-api) are not needed there, and wikipedia-api's pins would replace the image's httpx.
+#   bash bench/gpu_wheels.sh [TIKTOKEN_CACHE_DIR]          # default: $TIKTOKEN_CACHE_DIR, else ../shared/data/tiktoken_cache
 set -euo pipefail
 cd "$(dirname "$0")/.."
-version="${1:-3.12}"
-cache="${2:-${TIKTOKEN_CACHE_DIR:-../shared/data/tiktoken_cache}}"
+PYTHON="${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}"
+cache="${1:-${TIKTOKEN_CACHE_DIR:-../shared/data/tiktoken_cache}}"
+[ -d "$cache" ] || { echo "error: no tiktoken cache at $cache: give its path" >&2; exit 1; }
+pins=$("$PYTHON" - <<'PY'
+from importlib.metadata import version
+print(" ".join(f"{name}=={version(name)}" for name in ("jsonargparse", "docstring-parser", "typeshed-client")))
+PY
+)
+rm -rf wheels
 mkdir -p wheels
-pip download -q --only-binary=:all: --python-version "$version" --platform manylinux2014_x86_64 \
-    --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 -d wheels 'jsonargparse[signatures]' zstandard \
-    wikipedia-api
+"$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: -d wheels $pins
 cp -r "$cache" wheels/tiktoken_cache
 grep -qx '/wheels/' .git/info/exclude 2>/dev/null || echo '/wheels/' >> .git/info/exclude
+ls wheels
 du -sh wheels

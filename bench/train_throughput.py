@@ -9,11 +9,14 @@ validation. Each side runs ``--rounds`` times, alternating which goes first, and
 
     python bench/train_throughput.py                       # the CPU shapes
     python bench/train_throughput.py --only shakespeare_char_cpu --steps 300
-    python bench/train_throughput.py --device cuda         # GPT-2 124M, T=1024, bf16-mixed, compiled, B 16/32/64
+    python bench/train_throughput.py --device cuda         # GPT-2 124M, T=1024, bf16-mixed, compiled, B=64
 
-On CUDA it also reports MFU (against the card's dense bf16 peak) and peak memory
-(``torch.cuda.max_memory_allocated``), and a bare run with the loss outside the compiled graph (the old path:
-compiled logits, eager cross-entropy) to show what computing the loss inside the model saves.
+On CUDA it measures one static shape (``--batch-size``, 64 by default, halved until it fits), so that the model
+compiles once: the bare loop autocasts as Lightning does (``cache_enabled=False``), and the Lightning side reuses
+its graphs. It reports MFU (against the card's dense bf16 peak, :mod:`lit_gpt_mini.flops`) and peak memory
+(``torch.cuda.max_memory_allocated``), and prints each side's figures as soon as they are measured.
+``--loss-outside`` adds a bare run with the loss outside the compiled graph (compiled logits, eager
+cross-entropy: one more compilation) to show what computing the loss inside the model saves.
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ from typing import Optional
 import lightning as L
 import numpy as np
 import torch
-from lightning.fabric.utilities.throughput import get_available_flops
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -42,6 +44,7 @@ from data_modules.base import TokenDataModule  # noqa: E402
 from data_modules.windows import ShuffledWindows, split_windows  # noqa: E402
 from data_modules.shards import ShardSet, ShardWriter  # noqa: E402
 from lit_gpt_mini.callbacks import TokenThroughput  # noqa: E402
+from lit_gpt_mini.flops import peak_flops as device_peak_flops  # noqa: E402
 from lit_gpt_mini.lit_module import GPTModule  # noqa: E402
 from lit_gpt_mini.model import GPT, GPTConfig  # noqa: E402
 from lit_gpt_mini.optim import param_groups, warmup_cosine_lr  # noqa: E402
@@ -55,9 +58,7 @@ SHAPES = {
     "gpt2_124m_B4_T256": (dict(n_layer=12, n_head=12, n_embd=768, block_size=256, bias=True), 4, 6, 2),
 }
 GPT2_124M_T1024 = dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, bias=True)
-CUDA_SHAPES = {  # bf16-mixed, compiled; warmup covers compilation
-    f"gpt2_124m_B{b}_T1024": (GPT2_124M_T1024, b, 30, 10) for b in (16, 32, 64)
-}
+CUDA_STEPS, CUDA_WARMUP = 30, 10  # bf16-mixed, compiled; the warmup steps cover compilation
 OPTIM = dict(learning_rate=1e-3, min_lr=1e-4, warmup_steps=10, weight_decay=0.1, beta1=0.9, beta2=0.99, eps=1e-8)
 LOG_EVERY = 10  # steps between loss reads, on both sides (Lightning: log_every_n_steps)
 
@@ -129,7 +130,7 @@ def lightning_run(data_dir, tokenizer, shape, batch_size, steps, warmup, seed, s
     torch.manual_seed(seed)
     _reset_peak(setup.device)
     module = GPTModule(vocab_size=tokenizer.vocab_size, lr_decay_steps=steps, compile=setup.compile, **shape, **OPTIM)
-    data = ShardDataModule(tokenizer, data_dir=data_dir, block_size=shape["block_size"], batch_size=batch_size,
+    data = ShardDataModule(tokenizer, data_dir=data_dir, batch_size=batch_size,
                            seed=seed)
     timer = StepTimer(warmup, setup.device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -169,7 +170,9 @@ def bare_run(data_dir, tokenizer, shape, batch_size, steps, warmup, seed, setup:
     )
     if setup.compile:
         model.compile()
-    autocast = torch.autocast(setup.device, dtype=torch.bfloat16, enabled=setup.precision == "bf16-mixed")
+    # as Lightning's bf16-mixed autocasts (no weight cache): the compiled graphs are then the same on both sides
+    autocast = torch.autocast(setup.device, dtype=torch.bfloat16, enabled=setup.precision == "bf16-mixed",
+                              cache_enabled=False)
     shards = ShardSet.open(Path(data_dir) / "shards", "train", tokenizer)
     windows = ShuffledWindows(shards, shape["block_size"], batch_size, seed)
     for step in range(steps):
@@ -200,10 +203,73 @@ def bare_run(data_dir, tokenizer, shape, batch_size, steps, warmup, seed, setup:
 
 
 def peak_flops(device: str) -> Optional[float]:
-    """Dense bf16 peak FLOP/s of the GPU (Lightning's table: H100/H200 SXM 989e12, A100 312e12); None on CPUs."""
+    """Dense bf16 peak FLOP/s of the GPU (lit_gpt_mini.flops: H100/H200 SXM 989e12, A100 312e12); None on CPUs."""
     if device != "cuda":
         return None
-    return get_available_flops(torch.device("cuda"), torch.bfloat16)
+    return device_peak_flops(torch.device("cuda"), torch.bfloat16)
+
+
+def report(name: str, side: str, run: Run, tokens_per_step: int, flops_per_token: int, peak: Optional[float],
+           context: dict) -> None:
+    """One side's row and its JSON lines, printed as soon as it is measured."""
+    tps = tokens_per_step / run.seconds_per_step
+    mfu = tps * flops_per_token / peak if peak else float("nan")
+    print(f"{name:24s} {side:24s} {run.seconds_per_step * 1e3:9.2f} ms/step {tps:11.0f} tok/s  MFU {mfu:6.1%}  "
+          f"peak {run.peak_memory_gb:6.2f} GB", flush=True)
+    case = f"{name}/{side}"
+    emit("train_throughput", case, "ms_per_step", round(run.seconds_per_step * 1e3, 3), **context)
+    emit("train_throughput", case, "tokens_per_s", round(tps, 1), **context)
+    if peak:
+        emit("train_throughput", case, "mfu", round(mfu, 4), **context)
+    if run.peak_memory_gb == run.peak_memory_gb:  # not NaN
+        emit("train_throughput", case, "peak_memory_gb", round(run.peak_memory_gb, 3), **context)
+
+
+def shape_data(name: str, shape: dict, text_path: str) -> tuple[str, Tokenizer]:
+    """Shards for a shape in a temporary directory, and their tokenizer."""
+    if name.startswith("shakespeare"):
+        text = Path(text_path).read_text(encoding="utf-8")
+        tokenizer = CharTokenizer.from_text(text)
+        tokens = tokenizer.encode_to_array(text)
+    else:  # GPT-2 vocabulary; the token values do not change the cost of a step
+        tokenizer = CharTokenizer([chr(0x100 + i) for i in range(50257)])
+        tokens = np.random.default_rng(0).integers(0, 50257, size=4_000_000).astype(np.uint16)
+    data_dir = tempfile.mkdtemp(prefix="bench-")
+    write_shards(Path(data_dir) / "shards", tokens, tokenizer)
+    return data_dir, tokenizer
+
+
+def cuda_main(args: argparse.Namespace, setup: Setup, context: dict) -> None:
+    """GPT-2 124M at T=1024 and one static batch size (the largest of --batch-size, halved, that fits)."""
+    peak = peak_flops("cuda")
+    shape = GPT2_124M_T1024
+    steps, warmup = args.steps or CUDA_STEPS, args.warmup if args.warmup is not None else CUDA_WARMUP
+    data_dir, tokenizer = shape_data("gpt2", shape, args.text)
+    flops_per_token = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, **shape)).flops_per_token()
+    batch_size = args.batch_size
+    while True:
+        try:
+            run_args = (data_dir, tokenizer, shape, batch_size, steps, warmup, 1337, setup)
+            bare = bare_run(*run_args)
+            break
+        except torch.cuda.OutOfMemoryError:
+            if batch_size == 1:
+                raise
+            print(f"B={batch_size} does not fit: trying {batch_size // 2}", flush=True)
+            batch_size //= 2
+            torch.cuda.empty_cache()
+    name = f"gpt2_124m_B{batch_size}_T1024"
+    tokens_per_step = batch_size * shape["block_size"]
+    report(name, "bare", bare, tokens_per_step, flops_per_token, peak, context)
+    lit = lightning_run(*run_args)
+    report(name, "lightning", lit, tokens_per_step, flops_per_token, peak, context)
+    print(f"{name:24s} {'lightning / bare':24s} {bare.seconds_per_step / lit.seconds_per_step:9.3f}", flush=True)
+    emit("train_throughput", name, "ratio_lightning_over_bare", round(bare.seconds_per_step / lit.seconds_per_step, 4),
+         **context)
+    if args.loss_outside:
+        outside = bare_run(*run_args, loss_in_graph=False)
+        report(name, "bare_loss_outside_graph", outside, tokens_per_step, flops_per_token, peak, context)
+    shutil.rmtree(data_dir)
 
 
 def main() -> None:
@@ -211,76 +277,47 @@ def main() -> None:
     default_text = Path(__file__).resolve().parents[2] / "shared/data/tinyshakespeare.txt"
     parser.add_argument("--text", default=str(default_text), help="Tiny Shakespeare (for the char shape)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--only", help="run one shape (see SHAPES and CUDA_SHAPES)")
+    parser.add_argument("--only", help="CPU: run one shape (see SHAPES)")
     parser.add_argument("--steps", type=int, help="steps per run (default per shape)")
     parser.add_argument("--warmup", type=int, help="untimed steps at the start of each run")
-    parser.add_argument("--rounds", type=int, help="alternating runs per side; the best counts (CPU 4, CUDA 1)")
-    parser.add_argument("--no-loss-outside", action="store_true", help="CUDA: skip the loss-outside-the-graph run")
+    parser.add_argument("--rounds", type=int, default=4, help="CPU: alternating runs per side; the best counts")
+    parser.add_argument("--batch-size", type=int, default=64, help="CUDA: the micro-batch (halved until it fits)")
+    parser.add_argument("--loss-outside", action="store_true", help="CUDA: also a run with the loss outside the graph")
     args = parser.parse_args()
     cuda = args.device == "cuda"
     if cuda and not torch.cuda.is_available():
         sys.exit("error: --device cuda but torch sees no CUDA device")
     setup = Setup("cuda", "bf16-mixed", True) if cuda else Setup("cpu", "32-true", False)
-    if cuda:
-        torch.set_float32_matmul_precision("high")
-    rounds = args.rounds or (1 if cuda else 4)
     device_name = torch.cuda.get_device_name() if cuda else f"CPU, {os.cpu_count()} cores"
     print(f"torch {torch.__version__}, lightning {L.__version__}, {device_name}, precision {setup.precision}, "
-          f"compile {setup.compile}")
-    peak = peak_flops(args.device)
-    results = []
-    for name, (shape, batch_size, steps, warmup) in (CUDA_SHAPES if cuda else SHAPES).items():
+          f"compile {setup.compile}", flush=True)
+    context = dict(device=device_name, precision=setup.precision, compile=setup.compile)
+    if cuda:
+        torch.set_float32_matmul_precision("high")
+        cuda_main(args, setup, context)
+        return
+    for name, (shape, batch_size, steps, warmup) in SHAPES.items():
         if args.only and name != args.only:
             continue
         steps, warmup = args.steps or steps, args.warmup if args.warmup is not None else warmup
-        if name.startswith("shakespeare"):
-            text = Path(args.text).read_text(encoding="utf-8")
-            tokenizer = CharTokenizer.from_text(text)
-            tokens = tokenizer.encode_to_array(text)
-        else:  # GPT-2 vocabulary; the token values do not change the cost of a step
-            tokenizer = CharTokenizer([chr(0x100 + i) for i in range(50257)])
-            tokens = np.random.default_rng(0).integers(0, 50257, size=4_000_000).astype(np.uint16)
-        data_dir = tempfile.mkdtemp(prefix="bench-")
-        write_shards(Path(data_dir) / "shards", tokens, tokenizer)
+        data_dir, tokenizer = shape_data(name, shape, args.text)
         run_args = (data_dir, tokenizer, shape, batch_size, steps, warmup, 1337, setup)
         bare: list[Run] = []
         lit: list[Run] = []
-        for r in range(rounds):
+        for r in range(args.rounds):
             # alternate which side goes first: a run is a little slower after another in the same process
             for side in (("bare", "lightning") if r % 2 == 0 else ("lightning", "bare")):
                 (bare if side == "bare" else lit).append((bare_run if side == "bare" else lightning_run)(*run_args))
             print(f"{name} round {r}: bare {bare[-1].seconds_per_step * 1e3:.2f} ms/it, "
                   f"lightning {lit[-1].seconds_per_step * 1e3:.2f} ms/it", flush=True)
-        outside = bare_run(*run_args, loss_in_graph=False) if cuda and not args.no_loss_outside else None
         shutil.rmtree(data_dir)
         tokens_per_step = batch_size * shape["block_size"]
         flops_per_token = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, **shape)).flops_per_token()
         b = min(bare, key=lambda run: run.seconds_per_step)
         li = min(lit, key=lambda run: run.seconds_per_step)
-        results.append((name, tokens_per_step, flops_per_token, b, li, outside))
-    print()
-    print(f"{'shape':24s} {'side':22s} {'ms/step':>9s} {'tokens/s':>11s} {'MFU':>6s} {'peak GB':>8s}")
-    for name, tokens_per_step, flops_per_token, b, li, outside in results:
-        sides = [("bare", b), ("lightning", li)] + ([("bare_loss_outside_graph", outside)] if outside else [])
-        for side, run in sides:
-            tps = tokens_per_step / run.seconds_per_step
-            mfu = tps * flops_per_token / peak if peak else float("nan")
-            print(f"{name:24s} {side:22s} {run.seconds_per_step * 1e3:9.2f} {tps:11.0f} {mfu:6.1%} "
-                  f"{run.peak_memory_gb:8.2f}")
-        print(f"{name:24s} {'lightning / bare':22s} {b.seconds_per_step / li.seconds_per_step:9.3f}")
-    print()
-    for name, tokens_per_step, flops_per_token, b, li, outside in results:
-        context = dict(device=device_name, precision=setup.precision, compile=setup.compile)
-        sides = [("bare", b), ("lightning", li)] + ([("bare_loss_outside_graph", outside)] if outside else [])
-        for side, run in sides:
-            case = f"{name}/{side}"
-            tps = tokens_per_step / run.seconds_per_step
-            emit("train_throughput", case, "ms_per_step", round(run.seconds_per_step * 1e3, 3), **context)
-            emit("train_throughput", case, "tokens_per_s", round(tps, 1), **context)
-            if peak:
-                emit("train_throughput", case, "mfu", round(tps * flops_per_token / peak, 4), **context)
-            if run.peak_memory_gb == run.peak_memory_gb:  # not NaN
-                emit("train_throughput", case, "peak_memory_gb", round(run.peak_memory_gb, 3), **context)
+        report(name, "bare", b, tokens_per_step, flops_per_token, None, context)
+        report(name, "lightning", li, tokens_per_step, flops_per_token, None, context)
+        print(f"{name:24s} {'lightning / bare':24s} {b.seconds_per_step / li.seconds_per_step:9.3f}", flush=True)
         emit("train_throughput", name, "ratio_lightning_over_bare",
              round(b.seconds_per_step / li.seconds_per_step, 4), **context)
 

@@ -21,12 +21,14 @@ downloads something.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import itertools
+import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Iterator, Literal, Optional
+from typing import IO, Any, Callable, ClassVar, Iterable, Iterator, Optional
 
 import lightning as L
 import numpy as np
@@ -35,10 +37,10 @@ from torch.utils.data import DataLoader, IterableDataset
 from tqdm import tqdm
 
 from data_modules.encode import TASK_CHARS, Encoder
-from data_modules.shards import ShardSet, ShardWriter, check_settings, read_manifest
+from data_modules.shards import MANIFEST, ShardSet, ShardWriter, check_settings, read_manifest
 from data_modules.windows import SequentialWindows, ShuffledWindows, split_windows
 from lit_gpt_mini.errors import ConfigError, DataError
-from lit_gpt_mini.files import sha256_of
+from lit_gpt_mini.files import sha256_of, storage_error
 from lit_gpt_mini.log import EVERY_RANK, get_logger
 from lit_gpt_mini.streams import batched
 from lit_gpt_mini.tokenizers import GPT2Tokenizer, Tokenizer, TokenizerRecipe
@@ -47,6 +49,7 @@ from lit_gpt_mini.tokenizers.recipe import load_or_build, load_tokenizer_file
 
 log = get_logger(__name__)
 _held: set[Path] = set()  # data directories whose lock this process holds (the lock is re-entrant)
+LOCK_FILE = ".prepare.lock"
 
 
 @contextlib.contextmanager
@@ -57,6 +60,8 @@ def exclusive_preparation(directory: Path) -> Iterator[None]:
     but nodes sharing a filesystem would write the same shards at once. The first to take the lock prepares;
     the others wait, then find the shards complete. Where the filesystem has no locks, preparation goes on
     unlocked (as before): run ``main.py prepare`` first there. A process that holds the lock may enter again.
+    A directory this process cannot write (a prepared dataset shared read-only) gets no lock file: complete,
+    it is read as it is; incomplete, the first write needed says so in one line.
     Its messages are this node's own (``EVERY_RANK``): only the waiting node knows it waits.
 
     Messages of the preparation: ``prepare_data`` runs on local rank 0 of every node, each node preparing its
@@ -65,56 +70,80 @@ def exclusive_preparation(directory: Path) -> Iterator[None]:
     about its input (skipped rows, missing articles, filter counts) is the same on every node and is printed
     once per job (global rank zero).
     """
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise storage_error(directory, e) from None
     key = directory.resolve()
     if key in _held:
         yield
         return
-    with open(directory / ".prepare.lock", "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info(f"Waiting for another process (or node) preparing {directory}", extra=EVERY_RANK)
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        except OSError as e:  # e.g. a network filesystem mounted without lock support
-            log.warning(f"cannot lock {directory} ({e}); preparing without a lock", extra=EVERY_RANK)
+    lock = _open_lock(directory / LOCK_FILE)
+    with lock if lock is not None else contextlib.nullcontext():
+        if lock is not None:
+            _take_lock(lock, directory)
         _held.add(key)
         try:
             yield
         finally:
             _held.discard(key)
-            try:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-            except OSError:
-                pass
+            if lock is not None:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+                except OSError:
+                    pass
+
+
+def _open_lock(path: Path) -> Optional[IO]:
+    # The lock file, open for writing; in a directory this process cannot write (a prepared dataset shared
+    # read-only, a read-only mount), the lock file a writer left, open for reading, or None: nothing is written
+    # there (a write found to be needed fails in atomic_write with one line), so no lock needs to be created.
+    try:
+        return open(path, "a")
+    except OSError as e:
+        if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise storage_error(path, e) from None
+    try:
+        return open(path)
+    except OSError:
+        return None
+
+
+def _take_lock(lock: IO, directory: Path) -> None:
+    # Exclusive to prepare; shared to only read a read-only directory (which still waits for a writer there).
+    mode = fcntl.LOCK_EX if lock.writable() else fcntl.LOCK_SH
+    try:
+        fcntl.flock(lock, mode | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log.info(f"Waiting for another process (or node) preparing {directory}", extra=EVERY_RANK)
+        fcntl.flock(lock, mode)
+    except OSError as e:  # e.g. a network filesystem mounted without lock support
+        log.warning(f"cannot lock {directory} ({e}); preparing without a lock", extra=EVERY_RANK)
 
 
 class TokenDataModule(L.LightningDataModule):
     """Base data module: a source's token shards served as windows of ``block_size + 1`` tokens.
 
-    These arguments are every source's (a source changes only some defaults):
+    These arguments are every source's (a source changes only some defaults). A source extends one of the two
+    kinds below, which differ in how they write the shards and hold out validation:
+    :class:`StreamedTokenDataModule` and :class:`InMemoryTokenDataModule`.
 
     Args:
         data_dir: Where this source downloads and caches its files; the tokenizer is saved as
             ``data_dir/tokenizer.json`` and the shards go to ``data_dir/shards``.
-        block_size: Tokens per training window (the model's context); must not exceed ``model.block_size``.
         batch_size: Windows per batch on each device (the micro-batch).
         seed: Seed of the training order; the same seed gives the same batches.
         num_workers: DataLoader worker processes; batches are identical for any number.
         tokenizer: How the tokenizer is made (``kind``: char, bpe or gpt2, and its settings); built once in
             ``prepare_data`` and reused while the recipe and the corpus stay the same. Each source has its own
             default kind and accepts all three.
-        val_fraction: Sources read whole before they are written (Shakespeare, Wikipedia, Discord): the last
-            ``val_fraction`` of the token stream is validation (``None``: 0.1). Streaming sources refuse it.
-        val_tokens: Streaming sources (FineWeb, Reddit): the first ``val_tokens`` tokens of the stream are
-            validation (``None``: the first shard). Sources read whole refuse it.
         num_proc: Processes that tokenize the documents and count the BPE's chunks; ``None``: every CPU core.
             The shards and the tokenizer are the same for any number.
+
+    The window length is the model's context (``model.block_size``), which the data learns from the model in
+    :meth:`connect`, the one exchange between the two.
     """
 
-    # How this source holds out validation: "fraction" (the tail of a stream it reads whole) or "tokens" (the
-    # head of a stream of unknown length).
-    split_by: ClassVar[Literal["fraction", "tokens"]] = "tokens"
     # What the documents look like, recorded in checkpoints (lit_gpt_mini.checkpoint.TEXT_FORMATS): "chat" where
     # they are conversations, a line `name: text` per message (main.py chat and serve then take turns).
     text_format: ClassVar[str] = "text"
@@ -122,59 +151,45 @@ class TokenDataModule(L.LightningDataModule):
     def __init__(
         self,
         data_dir: str = "data",
-        block_size: int = 256,
         batch_size: int = 12,
         seed: int = 1337,
         num_workers: int = 0,
         tokenizer: TokenizerRecipe = TokenizerRecipe("gpt2"),
-        val_fraction: Optional[float] = None,
-        val_tokens: Optional[int] = None,
         num_proc: Optional[int] = None,
     ) -> None:
         super().__init__()
-        if block_size < 1 or batch_size < 1:
-            raise DataError(f"block_size ({block_size}) and batch_size ({batch_size}) must be positive")
+        positive("batch_size", batch_size)
         if not 0 <= seed < 2**63:  # numpy's generators take non-negative seeds only
-            raise DataError(f"data.seed is {seed}; it must be a non-negative integer")
+            raise ConfigError(f"data.seed is {seed}; it must be a non-negative integer")
         if num_workers < 0:
-            raise DataError(f"data.num_workers is {num_workers}; it must be 0 (load in the main process) or more")
+            raise ConfigError(f"data.num_workers is {num_workers}; it must be 0 (load in the main process) or more")
         if not isinstance(tokenizer, TokenizerRecipe):
             raise ConfigError(f"data.tokenizer must be a tokenizer recipe (kind: char, bpe or gpt2), got {tokenizer!r}")
-        name = type(self).__name__
-        if self.split_by == "fraction":
-            if val_tokens is not None:
-                raise ConfigError(
-                    f"data.val_tokens does not apply to {name}, which reads its text whole and holds out its tail: "
-                    f"set data.val_fraction instead"
-                )
-            val_fraction = 0.1 if val_fraction is None else val_fraction
-            if not 0.0 < val_fraction < 1.0:
-                raise ConfigError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
-        else:
-            if val_fraction is not None:
-                raise ConfigError(
-                    f"data.val_fraction does not apply to {name}, which streams its documents (their total is "
-                    f"unknown): set data.val_tokens, the tokens held out from the start of the stream"
-                )
-            if val_tokens is not None and val_tokens < 1:
-                raise ConfigError(f"data.val_tokens must be positive, got {val_tokens}")
-        if num_proc is not None and num_proc < 1:
-            raise ConfigError(f"data.num_proc must be positive or null (every core), got {num_proc}")
+        if num_proc is not None:
+            positive("num_proc", num_proc, "or null (every core)")
         self.data_dir = Path(data_dir)
-        self.block_size = block_size
         self.batch_size = batch_size
         self.seed = seed
         self.num_workers = num_workers
         self.recipe = tokenizer
-        self.val_fraction = val_fraction
-        self.val_tokens = val_tokens
         self.num_proc = num_proc if num_proc is not None else max(1, os.cpu_count() or 1)
+        self.block_size: Optional[int] = None  # the model's context, given by connect()
         self._tokenizer: Optional[Tokenizer] = None
         self.train_shards: Optional[ShardSet] = None
         self.val_shards: Optional[ShardSet] = None
         # Training windows consumed so far by all ranks together; saved in checkpoints so that a resumed run
         # continues the stream where it stopped.
         self.train_windows_seen = 0
+
+    # --- the contract with the model ----------------------------------------------------------------------------
+
+    def connect(self, block_size: int) -> Tokenizer:
+        """The one exchange between data and model, made by the model's ``setup`` once the data is prepared: the
+        data takes the model's context length (windows of ``block_size + 1`` tokens: inputs and targets), and the
+        model takes the data's tokenizer (its vocabulary size is the model's; checkpoints carry the tokenizer)."""
+        positive("block_size", block_size, key="model.block_size")
+        self.block_size = block_size
+        return self.tokenizer
 
     # --- what a source provides ---------------------------------------------------------------------------------
 
@@ -191,14 +206,24 @@ class TokenDataModule(L.LightningDataModule):
         it): the saved tokenizer is reused only for the same corpus."""
         raise NotImplementedError
 
+    @property
+    def source(self) -> str:
+        """What the text comes from, in messages (a path, a dataset's name)."""
+        return type(self).__name__
+
+    def summary(self) -> dict[str, Any]:
+        """What the source has to say about the stream it gave (skipped rows by reason...), once it was read:
+        added to the shard manifest."""
+        return {}
+
     def shard_settings(self) -> dict[str, Any]:
         """What the shards were made from (a directory made otherwise is refused): the corpus, and the settings
-        that only change the shards (``max_tokens``)."""
+        that only change the shards."""
         return self.corpus()
 
     def write_shards(self) -> None:
-        """Write the shards with :attr:`tokenizer` (:meth:`write_documents` or :meth:`write_fraction`); return
-        at once when they are complete."""
+        """Write the shards with :attr:`tokenizer`; return at once when they are complete (the two kinds of
+        source below implement it, each in its one way)."""
         raise NotImplementedError
 
     # --- the preparation ----------------------------------------------------------------------------------------
@@ -217,7 +242,20 @@ class TokenDataModule(L.LightningDataModule):
             if built:
                 log.info(f"Tokenizer: {self._tokenizer.name} ({self._tokenizer.vocab_size:,} tokens) saved as "
                          f"{self.tokenizer_path}", extra=EVERY_RANK)
+            else:
+                self._check_shards_tokenizer()
             self.write_shards()
+
+    def _check_shards_tokenizer(self) -> None:
+        # The manifest records the tokenizer its shards were made with: a tokenizer file changed since then (an
+        # edit, a copy from another directory) is named here, not taken for shards of other settings.
+        manifest = read_manifest(self.shard_dir)
+        if manifest is not None and json.loads(json.dumps(self._tokenizer.to_dict())) != manifest["tokenizer"]:
+            raise DataError(
+                f"{self.tokenizer_path} is not the tokenizer the shards in {self.shard_dir} were made with (it was "
+                f"changed after they were written; {MANIFEST} holds the original): put the original file back, "
+                f"or delete {self.data_dir} and prepare again"
+            )
 
     def _settings(self, extra: Optional[dict[str, Any]] = None) -> dict[str, Any]:
         return {**self.shard_settings(), "tokenizer_recipe": self.recipe.identity(), **(extra or {})}
@@ -225,66 +263,6 @@ class TokenDataModule(L.LightningDataModule):
     def _tokenizer_entry(self) -> dict[str, Any]:
         # the manifest names the tokenizer file the shards were made with (relative to the shard directory)
         return {"file": os.path.relpath(self.tokenizer_path, self.shard_dir), "sha256": sha256_of(self.tokenizer_path)}
-
-    # --- shared machinery ---------------------------------------------------------------------------------------
-    # --- shared machinery ---------------------------------------------------------------------------------------
-
-    def write_documents(
-        self,
-        documents: Callable[[], Iterable[str]],
-        shard_size: int,
-        max_tokens: Optional[int],
-        source: str,
-        summary: Callable[[], dict[str, Any]] = dict,
-        empty: Callable[[], str] = lambda: "no documents",
-    ) -> Optional[dict[str, Any]]:
-        """Tokenize a stream of documents into shards (see :class:`~data_modules.shards.ShardWriter`), in
-        ``num_proc`` processes with a progress bar; resume an interrupted run; do nothing when already done. The
-        first ``val_tokens`` tokens (``None``: one shard) are validation.
-
-        ``documents`` makes the stream (called only when there is work); ``summary`` adds to the manifest once
-        the stream is read; ``empty`` says what was wrong when it had no document. Returns the manifest
-        (``None`` when the shards were already complete).
-        """
-        val_tokens = self.val_tokens if self.val_tokens is not None else shard_size
-        if max_tokens is not None and max_tokens <= val_tokens:
-            raise ConfigError(
-                f"data.max_tokens ({max_tokens}) leaves nothing to train on after the first {val_tokens} tokens for "
-                f"validation: raise max_tokens or lower val_tokens/shard_size"
-            )
-        with exclusive_preparation(self.data_dir):  # nodes sharing a filesystem prepare one at a time
-            writer = ShardWriter(self.shard_dir, self.tokenizer, shard_size, val_tokens, self._settings())
-            if writer.is_complete():
-                return None
-            next_doc, next_token = writer.resume()
-            # Documents before the resume point are read (to count them) but not tokenized again.
-            texts = itertools.islice(documents(), next_doc, None)
-            doc = next_doc
-            bar = tqdm(total=max_tokens, initial=writer.total_tokens, unit="tok", unit_scale=True,
-                       desc=f"Tokenizing {source}", file=sys.stderr, dynamic_ncols=True)
-            with bar, Encoder(self.num_proc, self.tokenizer) as encode:
-                for tokens, lengths in self._encoded(encode, texts):
-                    first = 0
-                    if doc == next_doc and next_token:  # resuming inside this document: skip what is written
-                        first, tokens, lengths = next_token, tokens[next_token:], lengths.copy()
-                        lengths[0] -= next_token
-                    before = writer.total_tokens
-                    done = writer.add_documents(doc, tokens, lengths, first, max_tokens)
-                    # documents taken so far, counting one that max_tokens cut in the middle
-                    doc = writer.position[0] + (writer.position[1] > 0) if done else doc + len(lengths)
-                    bar.update(writer.total_tokens - before)
-                    bar.set_postfix(docs=f"{doc:,}", refresh=False)
-                    if done:
-                        break
-            if doc == 0:
-                raise DataError(f"{source} gave {empty()}")
-            manifest = writer.finish({"documents": doc, "tokenizer_file": self._tokenizer_entry(), **summary()})
-            log.info(
-                f"Prepared {doc:,} documents from {source}: {manifest['tokens']['train']:,} training and "
-                f"{manifest['tokens']['val']:,} validation tokens in {len(manifest['shards'])} shards in {self.shard_dir}",
-                extra=EVERY_RANK,
-            )
-            return manifest
 
     def _encoded(self, encode: Callable, texts: Iterable[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         # A character alphabet learned from the first max_chars characters may lack one that comes later.
@@ -298,58 +276,7 @@ class TokenDataModule(L.LightningDataModule):
                 f"{self.recipe.max_chars} characters; raise or unset max_chars (or use kind bpe)"
             ) from None
 
-    def write_fraction(self, documents: Iterable[str], source: str, extra: dict[str, Any]) -> None:
-        """Write a source read whole (its token stream fits in memory): every document tokenized as the streaming
-        sources do (end-of-text first, ``num_proc`` processes, the tokenizer's dtype), the last ``val_fraction``
-        of the stream validation. Nothing is done when the shards are complete."""
-        with exclusive_preparation(self.data_dir):
-            if self._complete():
-                return
-            with Encoder(self.num_proc, self.tokenizer) as encode:
-                parts = [tokens for tokens, _ in self._encoded(encode, documents)]
-            stream = np.concatenate(parts) if parts else np.empty(0, dtype=self.tokenizer.dtype)
-            n_val = int(len(stream) * self.val_fraction)
-            if n_val == 0 or n_val == len(stream):
-                raise DataError(
-                    f"{len(stream)} tokens of {source} are too few to hold out val_fraction={self.val_fraction}"
-                )
-            self.write_splits(stream[len(stream) - n_val :], stream[: len(stream) - n_val], extra)
-
-    def write_splits(self, val: np.ndarray, train: np.ndarray, extra: dict[str, Any]) -> None:
-        """Write a small source's validation and training tokens as one shard each (unless already done).
-
-        For sources whose whole token stream fits in memory (a text file, a set of articles), split by a
-        fraction of the stream rather than by shard.
-        """
-        with exclusive_preparation(self.data_dir):
-            writer = self._splits_writer(len(val) + len(train), len(val))
-            if writer.is_complete():
-                return
-            self._write_parts(writer, [val, train], {"tokenizer_file": self._tokenizer_entry(), **extra})
-            log.info(f"Prepared {len(train):,} training and {len(val):,} validation tokens in {self.shard_dir}",
-                     extra=EVERY_RANK)
-
-    def _splits_writer(self, shard_size: int, val_tokens: int) -> ShardWriter:
-        return ShardWriter(self.shard_dir, self.tokenizer, shard_size=max(1, shard_size), val_tokens=max(1, val_tokens),
-                           settings=self._settings({"val_fraction": self.val_fraction}))
-
-    def _complete(self) -> bool:
-        # Whether the split shards are complete (their sizes are in the manifest's settings, not known yet here).
-        manifest = read_manifest(self.shard_dir)
-        if manifest is None:
-            return False
-        settings = manifest["settings"]
-        writer = self._splits_writer(settings.get("shard_size", 1), settings.get("val_tokens", 1))
-        return writer.is_complete()
-
-    @staticmethod
-    def _write_parts(writer: ShardWriter, parts: list[np.ndarray], extra: dict[str, Any]) -> None:
-        # The writer makes the stream's first val_tokens tokens validation: the validation part goes first.
-        next_part, next_token = writer.resume()
-        for part in range(next_part, len(parts)):
-            first = next_token if part == next_part else 0
-            writer.add(part, parts[part][first:], first)
-        writer.finish(extra)
+    # --- loading ------------------------------------------------------------------------------------------------
 
     @property
     def shard_dir(self) -> Path:
@@ -372,14 +299,9 @@ class TokenDataModule(L.LightningDataModule):
         return self._tokenizer
 
     @property
-    def vocab_size(self) -> int:
-        """The tokenizer's vocabulary size; the model takes it in its ``setup`` (known after the preparation)."""
-        return self.tokenizer.vocab_size
-
-    @property
     def train_tokens_seen(self) -> int:
         """Training tokens consumed so far, over all devices (logged as ``train/tokens``)."""
-        return self.train_windows_seen * self.block_size
+        return self.train_windows_seen * (self.block_size or 0)
 
     def setup(self, stage: str) -> None:
         """On every rank: load the tokenizer file (the same for all ranks) and open the shards."""
@@ -393,6 +315,11 @@ class TokenDataModule(L.LightningDataModule):
     def _rank_and_world(self) -> tuple[int, int]:
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _window(self) -> int:
+        if self.block_size is None:
+            raise ConfigError(f"{type(self).__name__} has no window length yet: connect(block_size) gives it the model's")
+        return self.block_size
 
     def _loader(self, dataset: IterableDataset) -> DataLoader:
         # The datasets yield whole batches, so the DataLoader does no batching (batch_size=None). Lightning
@@ -413,7 +340,7 @@ class TokenDataModule(L.LightningDataModule):
         return self._loader(
             ShuffledWindows(
                 self.train_shards,
-                self.block_size,
+                self._window(),
                 self.batch_size,
                 self.seed,
                 rank=rank,
@@ -424,7 +351,7 @@ class TokenDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         rank, world = self._rank_and_world()
-        return self._loader(SequentialWindows(self.val_shards, self.block_size, self.batch_size, rank, world))
+        return self._loader(SequentialWindows(self.val_shards, self._window(), self.batch_size, rank, world))
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
@@ -445,3 +372,148 @@ class TokenDataModule(L.LightningDataModule):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.train_windows_seen = int(state_dict["train_windows_seen"])
+
+
+class StreamedTokenDataModule(TokenDataModule):
+    """A source streamed once, of unknown length (FineWeb, Reddit dumps): its documents are tokenized as they
+    come into shards of ``shard_size`` tokens, and the head of the stream is validation.
+
+    Args:
+        val_tokens: The first ``val_tokens`` tokens of the stream are validation (``None``: the first shard).
+        shard_size: Tokens per shard file (100M: 200 MB as uint16).
+        max_tokens: Stop after this many tokens in all (``None``: the whole stream).
+
+    The other arguments are :class:`TokenDataModule`'s. The preparation resumes where an interrupted one
+    stopped, and gives the same shards.
+    """
+
+    def __init__(
+        self,
+        val_tokens: Optional[int] = None,
+        shard_size: int = 100_000_000,
+        max_tokens: Optional[int] = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        positive("shard_size", shard_size)
+        if val_tokens is not None:
+            positive("val_tokens", val_tokens, "or null (the first shard)")
+        held_out = shard_size if val_tokens is None else val_tokens
+        if max_tokens is not None and max_tokens <= held_out:
+            raise ConfigError(
+                f"data.max_tokens ({max_tokens}) leaves nothing to train on after the first {held_out} tokens for "
+                f"validation: raise max_tokens or lower val_tokens/shard_size"
+            )
+        self.val_tokens = val_tokens
+        self.shard_size = shard_size
+        self.max_tokens = max_tokens
+
+    def shard_settings(self) -> dict[str, Any]:
+        return {**self.corpus(), "max_tokens": self.max_tokens}
+
+    def empty(self) -> str:
+        """What was wrong when the stream gave no document at all."""
+        return "no documents"
+
+    def write_shards(self) -> Optional[dict[str, Any]]:
+        """Tokenize the stream into shards (see :class:`~data_modules.shards.ShardWriter`), in ``num_proc``
+        processes with a progress bar; resume an interrupted run; do nothing when already done. Returns the
+        manifest (``None`` when the shards were already complete)."""
+        val_tokens = self.val_tokens if self.val_tokens is not None else self.shard_size
+        with exclusive_preparation(self.data_dir):  # nodes sharing a filesystem prepare one at a time
+            writer = ShardWriter(self.shard_dir, self.tokenizer, self.shard_size, val_tokens, self._settings())
+            if writer.is_complete():
+                return None
+            next_doc, next_token = writer.resume()
+            # Documents before the resume point are read (to count them) but not tokenized again.
+            texts = itertools.islice(self.documents(), next_doc, None)
+            doc = next_doc
+            bar = tqdm(total=self.max_tokens, initial=writer.total_tokens, unit="tok", unit_scale=True,
+                       desc=f"Tokenizing {self.source}", file=sys.stderr, dynamic_ncols=True)
+            with bar, Encoder(self.num_proc, self.tokenizer) as encode:
+                for tokens, lengths in self._encoded(encode, texts):
+                    first = 0
+                    if doc == next_doc and next_token:  # resuming inside this document: skip what is written
+                        first, tokens, lengths = next_token, tokens[next_token:], lengths.copy()
+                        lengths[0] -= next_token
+                    before = writer.total_tokens
+                    done = writer.add_documents(doc, tokens, lengths, first, self.max_tokens)
+                    # documents taken so far, counting one that max_tokens cut in the middle
+                    doc = writer.position[0] + (writer.position[1] > 0) if done else doc + len(lengths)
+                    bar.update(writer.total_tokens - before)
+                    bar.set_postfix(docs=f"{doc:,}", refresh=False)
+                    if done:
+                        break
+            if doc == 0:
+                raise DataError(f"{self.source} gave {self.empty()}")
+            manifest = writer.finish({"documents": doc, "tokenizer_file": self._tokenizer_entry(), **self.summary()})
+            log.info(
+                f"Prepared {doc:,} documents from {self.source}: {manifest['tokens']['train']:,} training and "
+                f"{manifest['tokens']['val']:,} validation tokens in {len(manifest['shards'])} shards in {self.shard_dir}",
+                extra=EVERY_RANK,
+            )
+            return manifest
+
+
+class InMemoryTokenDataModule(TokenDataModule):
+    """A source read whole, whose token stream fits in memory (a text file, articles, chat exports): every
+    document tokenized (end-of-text first), and the tail of the stream is validation.
+
+    Args:
+        val_fraction: The last ``val_fraction`` of the token stream is validation.
+
+    The other arguments are :class:`TokenDataModule`'s.
+    """
+
+    def __init__(self, val_fraction: float = 0.1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not 0.0 < val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
+        self.val_fraction = val_fraction
+
+    def shard_settings(self) -> dict[str, Any]:
+        return {**self.corpus(), "val_fraction": self.val_fraction}
+
+    def write_shards(self) -> None:
+        """The whole token stream, its last ``val_fraction`` as one validation shard and the rest as one training
+        shard (tokenized in ``num_proc`` processes, in the tokenizer's dtype). Nothing is done when complete."""
+        with exclusive_preparation(self.data_dir):
+            if self._complete():
+                return
+            with Encoder(self.num_proc, self.tokenizer) as encode:
+                parts = [tokens for tokens, _ in self._encoded(encode, self.documents())]
+            stream = np.concatenate(parts) if parts else np.empty(0, dtype=self.tokenizer.dtype)
+            n_val = int(len(stream) * self.val_fraction)
+            if n_val == 0 or n_val == len(stream):
+                raise DataError(
+                    f"{len(stream)} tokens of {self.source} are too few to hold out val_fraction={self.val_fraction}"
+                )
+            val, train = stream[len(stream) - n_val :], stream[: len(stream) - n_val]
+            writer = self._writer(len(stream), n_val)
+            # the writer makes the stream's first val_tokens tokens validation: the validation part goes first
+            parts = [val, train]
+            next_part, next_token = writer.resume()
+            for part in range(next_part, len(parts)):
+                first = next_token if part == next_part else 0
+                writer.add(part, parts[part][first:], first)
+            writer.finish({"tokenizer_file": self._tokenizer_entry(), **self.summary()})
+            log.info(f"Prepared {len(train):,} training and {len(val):,} validation tokens in {self.shard_dir}",
+                     extra=EVERY_RANK)
+
+    def _writer(self, shard_size: int, val_tokens: int) -> ShardWriter:
+        return ShardWriter(self.shard_dir, self.tokenizer, shard_size=max(1, shard_size), val_tokens=max(1, val_tokens),
+                           settings=self._settings())
+
+    def _complete(self) -> bool:
+        # Whether the shards are complete (their sizes are in the manifest's settings, not known before tokenizing).
+        manifest = read_manifest(self.shard_dir)
+        if manifest is None:
+            return False
+        settings = manifest["settings"]
+        return self._writer(settings.get("shard_size", 1), settings.get("val_tokens", 1)).is_complete()
+
+
+def positive(name: str, value: int, alternative: str = "", key: Optional[str] = None) -> None:
+    """Refuse a count below 1, naming its config key (``data.<name>`` unless ``key`` says otherwise)."""
+    if value < 1:
+        raise ConfigError(f"{key or 'data.' + name} is {value}; it must be positive{' ' + alternative if alternative else ''}")

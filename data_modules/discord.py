@@ -24,12 +24,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
-from data_modules.base import TokenDataModule
+from data_modules.base import InMemoryTokenDataModule
 from data_modules.discord_api import API_URL, DiscordClient, RetryPolicy, check_api_url
 from data_modules.discord_messages import Message, MessageReader
 from data_modules.discord_render import conversations
 from lit_gpt_mini.errors import ConfigError, DataError
-from lit_gpt_mini.files import documents_sha256
+from lit_gpt_mini.files import atomic_write, documents_sha256, missing_path
 from lit_gpt_mini.log import get_logger
 from lit_gpt_mini.tokenizers import TokenizerRecipe
 
@@ -40,7 +40,7 @@ _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
 _SNOWFLAKE = re.compile(r"[0-9]{1,20}")  # Discord ids (ASCII digits: str.isdigit also takes "²", which int refuses)
 
 
-class DiscordDataModule(TokenDataModule):
+class DiscordDataModule(InMemoryTokenDataModule):
     """Discord conversations, tokenized with GPT-2's vocabulary or our own BPE.
 
     Args:
@@ -52,19 +52,19 @@ class DiscordDataModule(TokenDataModule):
         bot_token: The token is a bot's (sent as ``Bot <token>``); false for a user token.
         api_url: The API's base URL (https; the token is sent to its host only).
         api_max_wait: The longest single wait for a rate limit or a retry; a server asking for more ends the run.
-        api_max_total_wait: The longest total waiting while retrying one request before the run ends.
+        api_max_total_wait: The longest total waiting while retrying one request before the run ends (each wait is
+            logged with its reason and the next try; see :class:`~data_modules.discord_api.RetryPolicy`).
         max_messages: At most this many messages per channel on the first fetch (``None``: the whole history).
         conversation_gap_minutes: A silence longer than this starts a new conversation (document).
         anonymize_authors: Replace names by ``User1``, ``User2``... (in order of appearance, mentions too).
         keep_bots, keep_system: Keep bot messages / system events (joins, pins...).
         keep_attachment_only: Keep messages with no text (rendered as ``[attachment]``).
 
-    The other arguments are :class:`~data_modules.base.TokenDataModule`'s; the tokenizer's default kind here is
-    ``gpt2``, and ``val_fraction`` holds out the latest conversations. The messages are read whole (they are
+    The other arguments are :class:`~data_modules.base.InMemoryTokenDataModule`'s; the tokenizer's default kind
+    here is ``gpt2``, and ``val_fraction`` holds out the latest conversations. The messages are read whole (they are
     sorted and deduplicated by id) and the conversations stay in memory during the preparation.
     """
 
-    split_by = "fraction"
     text_format = "chat"
 
     def __init__(
@@ -75,8 +75,8 @@ class DiscordDataModule(TokenDataModule):
         token_env: str = "DISCORD_TOKEN",
         bot_token: bool = True,
         api_url: str = API_URL,
-        api_max_wait: float = 60.0,
-        api_max_total_wait: float = 600.0,
+        api_max_wait: float = RetryPolicy.max_wait,
+        api_max_total_wait: float = RetryPolicy.max_total_wait,
         max_messages: Optional[int] = None,
         conversation_gap_minutes: float = 60.0,
         anonymize_authors: bool = False,
@@ -84,12 +84,10 @@ class DiscordDataModule(TokenDataModule):
         keep_system: bool = False,
         keep_attachment_only: bool = False,
         tokenizer: TokenizerRecipe = TokenizerRecipe("gpt2"),
-        block_size: int = 1024,
         batch_size: int = 16,
         **kwargs: Any,
     ) -> None:
-        super().__init__(data_dir=data_dir, tokenizer=tokenizer, block_size=block_size, batch_size=batch_size,
-                         **kwargs)
+        super().__init__(data_dir=data_dir, tokenizer=tokenizer, batch_size=batch_size, **kwargs)
         if path is None and not channel_ids:
             raise ConfigError("DiscordDataModule needs data.path (exports) or data.channel_ids (to fetch)")
         if not _ENV_NAME.fullmatch(token_env):  # (the value is not echoed: it may be a token)
@@ -200,11 +198,9 @@ class DiscordDataModule(TokenDataModule):
                 new = new[: self.max_messages]
         if new:
             messages = sorted({str(m["id"]): m for m in messages + new}.values(), key=lambda m: int(m["id"]))
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".part")
             # ASCII escapes: a fetched message may hold a lone surrogate, which UTF-8 cannot encode
-            tmp.write_text("".join(json.dumps(m) + "\n" for m in messages), encoding="ascii")
-            tmp.replace(cache)
+            with atomic_write(cache, "w", encoding="ascii") as f:
+                f.write("".join(json.dumps(m) + "\n" for m in messages))
         log.info(f"Discord channel {channel}: {len(new)} new messages fetched, {len(messages)} in the cache")
         return messages
 
@@ -218,7 +214,7 @@ class DiscordDataModule(TokenDataModule):
         elif self.path.is_file():
             files = [self.path]
         else:
-            raise DataError(f"data.path {self.path} does not exist")
+            raise missing_path(self.path)
         if not files:
             raise DataError(f"{self.path} holds no .json or .csv exports")
         return files
@@ -275,9 +271,8 @@ class DiscordDataModule(TokenDataModule):
     def corpus(self) -> dict[str, Any]:
         return {"corpus_sha256": documents_sha256(self.conversations())}
 
-    def write_shards(self) -> None:
-        self.write_fraction(
-            self.documents(), "Discord text",
-            extra={"documents": len(self.conversations()), "messages": dict(self.counts),
-                   "messages_skipped": dict(self.reader.skipped)},
-        )
+    source = "Discord text"
+
+    def summary(self) -> dict[str, Any]:
+        return {"documents": len(self.conversations()), "messages": dict(self.counts),
+                "messages_skipped": dict(self.reader.skipped)}

@@ -36,7 +36,9 @@ class RetryPolicy:
     Args:
         max_wait: The longest single wait. A server asking for more (``retry_after: 86400``) ends the run
             with a message instead: waiting a day is never what the user wanted.
-        max_total_wait: The longest total waiting for one request; then the run ends with the last failure.
+        max_total_wait: The longest total waiting for one request; then the run ends with the last failure. With
+            the defaults a server that keeps failing (5xx, refused connections) is retried after 1, 2, 4 ... 32 s
+            and given up after 63 s of waiting (7 tries); a 429 asking for up to 60 s is waited out twice.
         max_tries: Tries of one request in all (also bounds servers that ask for no wait at all).
         backoff: The first wait when the server says nothing usable; doubled at each try.
         timeout: Seconds allowed for one try: connecting, each read, and the whole answer (a server that
@@ -45,7 +47,7 @@ class RetryPolicy:
     """
 
     max_wait: float = 60.0
-    max_total_wait: float = 600.0
+    max_total_wait: float = 120.0
     max_tries: int = 20
     backoff: float = 1.0
     timeout: float = 30.0
@@ -206,7 +208,11 @@ class DiscordClient:
                     f"gave up on {url} after {tries} tries and {waited:.1f} s of waiting (data.api_max_total_wait "
                     f"is {policy.max_total_wait:g} s); the last answer: {problem}"
                 )
-            self.say(f"Discord: {problem} for {url}; retrying in {wait:.2f} s")
+            at = time.strftime("%H:%M:%S", time.localtime(time.time() + wait))
+            self.say(
+                f"Discord: {problem} for {url}; try {tries + 1} of at most {policy.max_tries} in {wait:.1f} s (at "
+                f"{at}; {waited + wait:.1f} of data.api_max_total_wait={policy.max_total_wait:g} s of waiting)"
+            )
             policy.sleep(wait)
             waited += wait
 

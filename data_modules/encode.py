@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import multiprocessing
 from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 
-from lit_gpt_mini.streams import ordered_map
+from lit_gpt_mini.streams import ordered_map, process_pool
 from lit_gpt_mini.tokenizers import Tokenizer, tokenizer_from_dict
 
 TASK_CHARS = 1 << 20  # text per task sent to a tokenizer process: large enough to amortize the transfer
@@ -49,9 +48,7 @@ class Encoder:
 
     def __enter__(self):
         if self.num_proc > 1:
-            self.pool = multiprocessing.get_context("fork").Pool(
-                self.num_proc, initializer=_init_worker, initargs=(self.tokenizer.to_dict(),)
-            )
+            self.pool = process_pool(self.num_proc, _init_worker, (self.tokenizer.to_dict(),))
         return self.encode
 
     def encode(self, batches: Iterable[list[str]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:

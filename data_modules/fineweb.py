@@ -18,12 +18,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
-from torch.utils.data import DataLoader
 
-from data_modules.base import TokenDataModule
-from data_modules.hellaswag import HellaSwagDataModule
+from data_modules.base import StreamedTokenDataModule, positive
+from lit_gpt_mini.files import missing_path
 from data_modules.lines import DEFAULT_MAX_LINE_BYTES, capped_lines, line_cap_setting
-from lit_gpt_mini.errors import ConfigError, DataError
+from lit_gpt_mini.errors import DataError
 from lit_gpt_mini.log import get_logger
 from lit_gpt_mini.tokenizers import TokenizerRecipe
 
@@ -50,7 +49,7 @@ def local_files(path: Path) -> list[Path]:
     elif path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(LOCAL_SUFFIXES))
     else:
-        raise DataError(f"data.path {path} does not exist")
+        raise missing_path(path)
     unknown = [f for f in files if not f.name.endswith(LOCAL_SUFFIXES)]
     if unknown:
         raise DataError(f"{unknown[0]}: unknown file type; data.path takes {', '.join(LOCAL_SUFFIXES)} files")
@@ -190,7 +189,7 @@ class DocumentReader:
                 yield text
 
 
-class FineWebDataModule(TokenDataModule):
+class FineWebDataModule(StreamedTokenDataModule):
     """FineWeb-Edu, or any dataset of documents with a text field, by default tokenized with GPT-2's vocabulary.
 
     Args:
@@ -201,13 +200,9 @@ class FineWebDataModule(TokenDataModule):
         text_field: The field/column holding each document's text.
         max_line_bytes: A longer line of a local jsonl file is skipped and counted as too long, never held
             whole, so memory stays bounded whatever the file holds.
-        shard_size: Tokens per shard file (100M: 200 MB as uint16).
-        max_tokens: Stop after this many tokens in all (``None``: the whole dataset).
-        hellaswag: What ``test`` scores: HellaSwag accuracy with this data module, or (``None``) the loss on the
-            validation shards.
 
-    The other arguments are :class:`~data_modules.base.TokenDataModule`'s; the tokenizer's default kind here is
-    ``gpt2`` (a ``char`` or ``bpe`` recipe learns from the stream: set its ``max_chars`` for a large dataset).
+    The other arguments are :class:`~data_modules.base.StreamedTokenDataModule`'s; the tokenizer's default kind
+    here is ``gpt2`` (a ``char`` or ``bpe`` recipe learns from the stream: set its ``max_chars`` for a large dataset).
     Preparation writes into ``data_dir/shards``, resumes where an interrupted run stopped, and is skipped once
     complete; a directory prepared with other settings is refused (use another ``data_dir``).
     """
@@ -221,49 +216,19 @@ class FineWebDataModule(TokenDataModule):
         path: Optional[str] = None,
         text_field: str = "text",
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-        shard_size: int = 100_000_000,
-        max_tokens: Optional[int] = None,
-        hellaswag: Optional[HellaSwagDataModule] = None,
         tokenizer: TokenizerRecipe = TokenizerRecipe("gpt2"),
-        block_size: int = 1024,
         batch_size: int = 16,
         **kwargs: Any,
     ) -> None:
-        super().__init__(data_dir=data_dir, tokenizer=tokenizer, block_size=block_size, batch_size=batch_size,
-                         **kwargs)
-        if max_line_bytes < 1:
-            raise ConfigError(f"data.max_line_bytes must be positive, got {max_line_bytes}")
-        if shard_size < 1:
-            raise DataError(f"data.shard_size must be positive, got {shard_size}")
-        val_tokens = shard_size if self.val_tokens is None else self.val_tokens
-        if max_tokens is not None and max_tokens <= val_tokens:
-            raise DataError(
-                f"data.max_tokens ({max_tokens}) leaves nothing to train on after the first val_tokens "
-                f"({val_tokens}) tokens for validation: raise max_tokens or lower val_tokens/shard_size"
-            )
+        super().__init__(data_dir=data_dir, tokenizer=tokenizer, batch_size=batch_size, **kwargs)
+        positive("max_line_bytes", max_line_bytes)
         self.dataset = dataset
         self.name = name
         self.split = split
         self.path = Path(path) if path is not None else None
         self.text_field = text_field
         self.max_line_bytes = max_line_bytes
-        self.shard_size = shard_size
-        self.max_tokens = max_tokens
-        self.hellaswag = hellaswag
         self.reader = DocumentReader(text_field, max_line_bytes)
-
-    def _testing_hellaswag(self) -> bool:
-        return self.hellaswag is not None and self.trainer is not None and self.trainer.testing
-
-    def setup(self, stage: str) -> None:
-        if stage == "test" and self.hellaswag is not None:
-            return  # test scores HellaSwag: the token shards are not needed
-        super().setup(stage)
-
-    def test_dataloader(self) -> DataLoader:
-        if self.hellaswag is None:
-            return super().test_dataloader()
-        return self.hellaswag.loader(self.trainer)  # cut to the model's context, not data.block_size
 
     @property
     def source(self) -> str:
@@ -278,9 +243,6 @@ class FineWebDataModule(TokenDataModule):
             source = {"dataset": self.dataset, "name": self.name, "split": self.split}
         return {**source, "text_field": self.text_field, **line_cap_setting(self.max_line_bytes)}
 
-    def shard_settings(self) -> dict[str, Any]:
-        return {**self.corpus(), "max_tokens": self.max_tokens}
-
     def documents(self) -> Iterator[str]:
         if self.path is not None:
             return self.reader.files(local_files(self.path))
@@ -293,25 +255,16 @@ class FineWebDataModule(TokenDataModule):
             ) from None
         return self.reader.rows_of(rows, self.source)
 
-    def prepare_data(self) -> None:
-        if self._testing_hellaswag():
-            self.hellaswag.prepare_data()
-            return
-        super().prepare_data()
-        if self.hellaswag is not None and self.trainer is None:  # `main.py prepare`: HellaSwag too, on this node
-            self.hellaswag.prepare_data()
+    def summary(self) -> dict[str, Any]:
+        return {"rows_skipped": dict(self.reader.skipped)}
 
-    def write_shards(self) -> None:
-        reader = self.reader = DocumentReader(self.text_field, self.max_line_bytes)  # counts this pass only
-        manifest = self.write_documents(
-            self.documents,
-            shard_size=self.shard_size,
-            max_tokens=self.max_tokens,
-            source=self.source,
-            summary=lambda: {"rows_skipped": dict(reader.skipped)},
-            empty=lambda: f"no documents with a non-empty '{self.text_field}' ({reader.rows} rows read"
-            + (f"; skipped: {dict(reader.skipped)}" if reader.skipped else "")
-            + ")",
-        )
-        if manifest is not None and reader.skipped:
-            log.warning(f"skipped {sum(reader.skipped.values())} rows: {dict(reader.skipped)}")
+    def empty(self) -> str:
+        skipped = f"; skipped: {dict(self.reader.skipped)}" if self.reader.skipped else ""
+        return f"no documents with a non-empty '{self.text_field}' ({self.reader.rows} rows read{skipped})"
+
+    def write_shards(self) -> Optional[dict[str, Any]]:
+        self.reader = DocumentReader(self.text_field, self.max_line_bytes)  # counts this pass only
+        manifest = super().write_shards()
+        if manifest is not None and self.reader.skipped:
+            log.warning(f"skipped {sum(self.reader.skipped.values())} rows: {dict(self.reader.skipped)}")
+        return manifest

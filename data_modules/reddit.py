@@ -22,7 +22,8 @@ from typing import Any, Iterator, Optional
 import zstandard
 from tqdm import tqdm
 
-from data_modules.base import TokenDataModule
+from data_modules.base import StreamedTokenDataModule, positive
+from lit_gpt_mini.files import missing_path
 from data_modules.lines import DEFAULT_MAX_LINE_BYTES, capped_lines, line_cap_setting
 from lit_gpt_mini.errors import ConfigError, DataError
 from lit_gpt_mini.log import get_logger
@@ -101,7 +102,7 @@ def read_row(row: Any) -> Row:
                score=0 if score is None else score, created=_get(row, "created_utc", int, float))
 
 
-class RedditDataModule(TokenDataModule):
+class RedditDataModule(StreamedTokenDataModule):
     """Pushshift-style Reddit dumps as training text, by default tokenized with GPT-2's vocabulary.
 
     Args:
@@ -114,10 +115,9 @@ class RedditDataModule(TokenDataModule):
         bot_authors: Authors dropped besides those whose name ends in "bot".
         max_line_bytes: Longer lines (decompressed) are skipped and counted as too long, never held whole, so
             memory stays bounded whatever the file holds.
-        shard_size, max_tokens: As in :class:`~data_modules.fineweb.FineWebDataModule`.
 
-    The other arguments are :class:`~data_modules.base.TokenDataModule`'s; the tokenizer's default kind here is
-    ``gpt2``. A ``bpe`` (or ``char``) recipe learns from the kept text as it streams out of the dumps (which
+    The other arguments are :class:`~data_modules.base.StreamedTokenDataModule`'s; the tokenizer's default kind
+    here is ``gpt2``. A ``bpe`` (or ``char``) recipe learns from the kept text as it streams out of the dumps (which
     are then read a second time for the shards); set its ``max_chars`` for large dumps.
     """
 
@@ -132,15 +132,11 @@ class RedditDataModule(TokenDataModule):
         end_date: Optional[str] = None,
         bot_authors: Optional[list[str]] = None,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-        shard_size: int = 100_000_000,
-        max_tokens: Optional[int] = None,
         tokenizer: TokenizerRecipe = TokenizerRecipe("gpt2"),
-        block_size: int = 1024,
         batch_size: int = 16,
         **kwargs: Any,
     ) -> None:
-        super().__init__(data_dir=data_dir, tokenizer=tokenizer, block_size=block_size, batch_size=batch_size,
-                         **kwargs)
+        super().__init__(data_dir=data_dir, tokenizer=tokenizer, batch_size=batch_size, **kwargs)
         self.path = Path(path)
         self.subreddits = {s.lower().removeprefix("r/") for s in subreddits or []}
         self.min_score = min_score
@@ -149,13 +145,8 @@ class RedditDataModule(TokenDataModule):
         self.end = _date(end_date, "end_date")
         self.dates = (start_date, end_date)
         self.bot_authors = {a.lower() for a in (bot_authors if bot_authors is not None else ["AutoModerator"])}
-        if max_line_bytes < 1:
-            raise ConfigError(f"data.max_line_bytes must be positive, got {max_line_bytes}")
-        if shard_size < 1:
-            raise ConfigError(f"data.shard_size must be positive, got {shard_size}")
+        positive("max_line_bytes", max_line_bytes)
         self.max_line_bytes = max_line_bytes
-        self.shard_size = shard_size
-        self.max_tokens = max_tokens
         self.counts: Counter[str] = Counter()
 
     def files(self) -> list[Path]:
@@ -166,7 +157,7 @@ class RedditDataModule(TokenDataModule):
             if files:
                 return files
             raise DataError(f"{self.path} holds no .zst dumps")
-        raise DataError(f"data.path {self.path} does not exist")
+        raise missing_path(self.path)
 
     # --- reading ----------------------------------------------------------------------------------------------
 
@@ -283,18 +274,19 @@ class RedditDataModule(TokenDataModule):
                 "min_length": self.min_length, "dates": list(self.dates), "bots": sorted(self.bot_authors),
                 **line_cap_setting(self.max_line_bytes)}
 
-    def shard_settings(self) -> dict[str, Any]:
-        return {**self.corpus(), "max_tokens": self.max_tokens}
+    @property
+    def source(self) -> str:
+        return str(self.path)
 
-    def write_shards(self) -> None:
+    def summary(self) -> dict[str, Any]:
+        return {"rows": dict(self.counts)}
+
+    def empty(self) -> str:
+        return f"no row that passed the filters ({dict(self.counts) or 'no rows'})"
+
+    def write_shards(self) -> Optional[dict[str, Any]]:
         self.counts.clear()  # (a tokenizer that learned from the stream has read it once already)
-        self.write_documents(
-            self.documents,
-            shard_size=self.shard_size,
-            max_tokens=self.max_tokens,
-            source=str(self.path),
-            summary=lambda: {"rows": dict(self.counts)},
-            empty=lambda: f"no row that passed the filters ({dict(self.counts) or 'no rows'})",
-        )
+        manifest = super().write_shards()
         if self.counts:
             log.info(f"Reddit rows: {dict(self.counts)}")
+        return manifest

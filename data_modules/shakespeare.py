@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from data_modules.base import TokenDataModule
+from data_modules.base import InMemoryTokenDataModule
 from data_modules.download import download
-from lit_gpt_mini.files import sha256_of
-from lit_gpt_mini.errors import DataError
+from lit_gpt_mini.files import missing_path, sha256_of
+from lit_gpt_mini.errors import DataError, StorageError
 from lit_gpt_mini.tokenizers import TokenizerRecipe
 
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -16,7 +16,7 @@ SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 FILENAME = "tinyshakespeare.txt"
 
 
-class ShakespeareDataModule(TokenDataModule):
+class ShakespeareDataModule(InMemoryTokenDataModule):
     """Tiny Shakespeare (or any text file) as one document, by default as characters: the last ``val_fraction``
     of the text is validation, the rest training.
 
@@ -25,11 +25,9 @@ class ShakespeareDataModule(TokenDataModule):
         url: Where to download the text from when ``path`` is not given and ``data_dir`` has no copy yet.
         sha256: Expected checksum of the download; ``None`` skips the check (for a ``url`` of your own).
 
-    The other arguments are :class:`~data_modules.base.TokenDataModule`'s; the tokenizer's default kind here
-    is ``char``.
+    The other arguments are :class:`~data_modules.base.InMemoryTokenDataModule`'s; the tokenizer's default kind
+    here is ``char`` (one character a token: the split falls on the same character as a split of the text).
     """
-
-    split_by = "fraction"
 
     def __init__(
         self,
@@ -56,7 +54,7 @@ class ShakespeareDataModule(TokenDataModule):
             if self.path.is_dir():
                 raise DataError(f"data.path {self.path} is a directory: set it to the text file itself")
             if not self.path.is_file():
-                raise DataError(f"data.path {self.path} does not exist; fix the path, or remove it to download")
+                raise missing_path(self.path, fix="fix the path, or remove it to download")
             return
         dest = self.text_path
         if dest.is_file():
@@ -64,6 +62,8 @@ class ShakespeareDataModule(TokenDataModule):
             return
         try:
             download(self.url, dest)
+        except StorageError:  # the download was fine, the data directory could not take it: said as it is
+            raise
         except (OSError, ValueError) as e:  # ValueError: a data.url that is not a URL
             raise DataError(
                 f"could not download Tiny Shakespeare from {self.url}: {e}. Without internet, put the text at "
@@ -99,17 +99,9 @@ class ShakespeareDataModule(TokenDataModule):
     def corpus(self) -> dict[str, Any]:
         return {"text_sha256": sha256_of(self.text_path)}
 
-    def write_shards(self) -> None:
-        text = self.read_text()
-        n_val = int(len(text) * self.val_fraction)
-        if n_val == 0 or n_val == len(text):
-            raise DataError(
-                f"{self.text_path}: {len(text)} characters are too few to hold out val_fraction={self.val_fraction}"
-            )
-        # The split is by characters of the text (its last val_fraction), as the reference figures were made.
-        tokenizer = self.tokenizer
-        self.write_splits(
-            val=tokenizer.encode_to_array(text[len(text) - n_val :]),
-            train=tokenizer.encode_to_array(text[: len(text) - n_val]),
-            extra={"documents": 1},
-        )
+    @property
+    def source(self) -> str:
+        return str(self.text_path)
+
+    def summary(self) -> dict[str, Any]:
+        return {"documents": 1}

@@ -18,7 +18,10 @@ What is checked, and when. Every read (each process's ``setup``): the manifest's
 size), its size against its token count, and header against manifest (file, split, count, checksum) and the
 run's tokenizer: a few hundred bytes per shard. Once per change of the directory (``prepare_data``, rank 0):
 the full check, every shard re-hashed against its checksum and scanned for ids outside the vocabulary; it
-leaves ``verified.json`` (each shard's size and modification time) so the next run only compares those.
+leaves ``verified.json`` (each shard's size and modification time) so the next run only compares those. The
+first read of each shard in a process (:meth:`ShardSet.read`): the same re-hash, which catches a shard changed
+in place with its size and time kept; and every batch is checked for ids outside the vocabulary where the
+windows are cut (:mod:`data_modules.windows`).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from lit_gpt_mini.errors import DataError
+from lit_gpt_mini.errors import DataError, StorageError
 from lit_gpt_mini.files import atomic_write, write_json
 from lit_gpt_mini.tokenizers import Tokenizer
 from lit_gpt_mini.tokenizers.base import token_dtype
@@ -287,7 +290,7 @@ def verify_directory(directory: Path, manifest: Optional[dict[str, Any]] = None)
 def _record_verified(directory: Path, fingerprint: dict[str, list[int]]) -> None:
     try:
         write_json(directory / VERIFIED, fingerprint)
-    except OSError:
+    except StorageError:
         pass  # a read-only data directory: the full check runs again next time, nothing worse
 
 
@@ -324,6 +327,7 @@ class ShardSet:
         self.paths = paths
         self.headers = headers
         self.lengths = np.array([h.num_tokens for h in headers], dtype=np.int64)
+        self._hashed: set[int] = set()  # shards this process re-hashed (each DataLoader worker has its own)
 
     @classmethod
     def open(cls, directory: Path, split: str, tokenizer: Tokenizer) -> "ShardSet":
@@ -358,7 +362,16 @@ class ShardSet:
         return int(self.lengths.sum())
 
     def read(self, shard: int, starts: np.ndarray, length: int) -> np.ndarray:
-        """Windows ``tokens[s : s + length]`` of one shard for each start ``s``, as an (n, length) array."""
+        """Windows ``tokens[s : s + length]`` of one shard for each start ``s``, as an (n, length) array.
+
+        The first read of a shard in a process re-hashes it against its checksum: the full check of
+        ``prepare_data`` skips files whose size and modification time did not change, and this catches a shard
+        changed in place all the same (cost: README, "Errors in your input")."""
+        if shard not in self._hashed:
+            header = verify_checksum(self.paths[shard])
+            if header != self.headers[shard]:
+                raise DataError(f"{self.paths[shard]} changed while this run was reading it; {_redo(self.paths[shard])}")
+            self._hashed.add(shard)
         tokens = open_tokens(self.paths[shard], self.headers[shard])
         windows = np.array(tokens[starts[:, None] + np.arange(length)])
         del tokens  # unmaps the file: the pages leave this process's resident memory
@@ -404,7 +417,6 @@ class ShardWriter:
 
     def check_settings(self) -> None:
         """Refuse a directory holding shards prepared, or started, with other settings."""
-        self.directory.mkdir(parents=True, exist_ok=True)
         check_settings(self.directory, self.settings, every_key=True)
 
     def is_complete(self) -> bool:

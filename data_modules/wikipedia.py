@@ -19,10 +19,11 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+import httpx
 import wikipediaapi
 from tqdm import tqdm
 
-from data_modules.base import TokenDataModule
+from data_modules.base import InMemoryTokenDataModule
 from data_modules.shards import write_json
 from lit_gpt_mini.errors import ConfigError, DataError
 from lit_gpt_mini.files import documents_sha256
@@ -34,17 +35,55 @@ log = get_logger(__name__)
 USER_AGENT = "lit-gpt-mini/0.1 (trains a small GPT on a few articles; set data.user_agent to include your contact)"
 
 
-def make_client(language: str, user_agent: str, max_retries: int, retry_wait: float) -> wikipediaapi.Wikipedia:
+def make_client(
+    language: str, user_agent: str, max_retries: int, retry_wait: float, api_url: Optional[str] = None
+) -> wikipediaapi.Wikipedia:
     """The ``wikipedia-api`` client: this module's one network boundary. It retries failed requests
     ``max_retries`` times with exponential backoff from ``retry_wait`` seconds (and honours HTTP 429's
-    ``Retry-After``)."""
+    ``Retry-After``). With ``api_url`` its requests go to that MediaWiki API instead of Wikipedia's."""
+    extra = {"transport": _Endpoint(api_url)} if api_url else {}
     return wikipediaapi.Wikipedia(
         user_agent=user_agent,
         language=language,
         extract_format=wikipediaapi.ExtractFormat.WIKI,
         max_retries=max_retries,
         retry_wait=retry_wait,
+        **extra,
     )
+
+
+class _Endpoint(httpx.BaseTransport):
+    """Sends each request to another MediaWiki API endpoint, query unchanged (``wikipedia-api`` always builds
+    ``https://<language>.wikipedia.org/w/api.php`` itself)."""
+
+    def __init__(self, api_url: str) -> None:
+        self.url = httpx.URL(api_url)
+        self.transport = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        request.url = request.url.copy_with(scheme=self.url.scheme, host=self.url.host, port=self.url.port,
+                                            path=self.url.path)
+        request.headers["Host"] = self.url.netloc.decode("ascii")
+        return self.transport.handle_request(request)
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+def check_api_url(api_url: Optional[str]) -> None:
+    """A MediaWiki API URL is http(s) with a host (``https://wiki.example.org/w/api.php``)."""
+    if api_url is None:
+        return
+    try:
+        url = httpx.URL(api_url)
+        ok = url.scheme in ("http", "https") and bool(url.host)
+    except (httpx.InvalidURL, TypeError):
+        ok = False
+    if not ok:
+        raise ConfigError(
+            f"data.api_url {api_url!r} is not a MediaWiki API URL: give one like https://wiki.example.org/w/api.php, "
+            f"or null for Wikipedia"
+        )
 
 
 def _read_cache(path: Path, key: str) -> Optional[dict[str, Any]]:
@@ -65,12 +104,7 @@ def _read_cache(path: Path, key: str) -> Optional[dict[str, Any]]:
     return record
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, data)
-
-
-class WikipediaDataModule(TokenDataModule):
+class WikipediaDataModule(InMemoryTokenDataModule):
     """Wikipedia articles, by default tokenized with a byte-level BPE trained on them.
 
     Args:
@@ -84,13 +118,13 @@ class WikipediaDataModule(TokenDataModule):
         requests_per_second: At most this many article requests a second.
         max_retries: Retries of a failed request (with exponential backoff) before the article is reported as
             failed; a re-run fetches it again.
+        api_url: Another MediaWiki's API (``https://wiki.example.org/w/api.php``: a self-hosted wiki, a mirror);
+            ``None``: ``https://<language>.wikipedia.org/w/api.php``.
 
-    The other arguments are :class:`~data_modules.base.TokenDataModule`'s; the tokenizer's default kind here
-    is ``bpe``. Articles are cached in ``data_dir/articles``, the tokenizer is ``data_dir/tokenizer.json``,
+    The other arguments are :class:`~data_modules.base.InMemoryTokenDataModule`'s; the tokenizer's default
+    kind here is ``bpe``. Articles are cached in ``data_dir/articles``, the tokenizer is ``data_dir/tokenizer.json``,
     the shards are in ``data_dir/shards``.
     """
-
-    split_by = "fraction"
 
     def __init__(
         self,
@@ -103,6 +137,7 @@ class WikipediaDataModule(TokenDataModule):
         user_agent: str = USER_AGENT,
         requests_per_second: float = 1.0,
         max_retries: int = 3,
+        api_url: Optional[str] = None,
         tokenizer: TokenizerRecipe = TokenizerRecipe("bpe"),
         **kwargs: Any,
     ) -> None:
@@ -111,6 +146,7 @@ class WikipediaDataModule(TokenDataModule):
             raise ConfigError("WikipediaDataModule needs articles: set data.titles, data.titles_file or data.categories")
         if requests_per_second <= 0:
             raise ConfigError(f"data.requests_per_second must be positive, got {requests_per_second}")
+        check_api_url(api_url)
         self.titles = list(titles or [])
         self.titles_file = Path(titles_file) if titles_file else None
         self.categories = list(categories or [])
@@ -119,6 +155,10 @@ class WikipediaDataModule(TokenDataModule):
         self.user_agent = user_agent
         self.requests_per_second = requests_per_second
         self.max_retries = max_retries
+        self.api_url = api_url
+        # where the articles come from, in messages; and the wiki's name in cache file names (one cache per wiki)
+        self.site = httpx.URL(api_url).host if api_url else f"{language}.wikipedia.org"
+        self._wiki = language if api_url is None else hashlib.sha1(api_url.encode()).hexdigest()[:12]
         self._client: Optional[wikipediaapi.Wikipedia] = None
         self._last_request = 0.0
         self._articles: Optional[list[tuple[str, Path]]] = None
@@ -150,7 +190,7 @@ class WikipediaDataModule(TokenDataModule):
     @property
     def client(self) -> wikipediaapi.Wikipedia:
         if self._client is None:
-            self._client = make_client(self.language, self.user_agent, self.max_retries, 1.0)
+            self._client = make_client(self.language, self.user_agent, self.max_retries, 1.0, self.api_url)
         return self._client
 
     def _wait_turn(self) -> None:
@@ -163,7 +203,7 @@ class WikipediaDataModule(TokenDataModule):
     def category_titles(self, category: str) -> list[str]:
         """Article titles of a category (cached in ``data_dir/categories``)."""
         name = category if category.startswith("Category:") else f"Category:{category}"
-        path = self.data_dir / "categories" / f"{self.language}-{hashlib.sha1(name.encode()).hexdigest()[:16]}.json"
+        path = self.data_dir / "categories" / f"{self._wiki}-{hashlib.sha1(name.encode()).hexdigest()[:16]}.json"
         cached = _read_cache(path, "titles")
         if cached is not None:
             return cached["titles"]
@@ -171,16 +211,16 @@ class WikipediaDataModule(TokenDataModule):
         try:
             members = self.client.page(name).categorymembers
         except wikipediaapi.WikipediaException as e:
-            raise DataError(f"could not list {name} on {self.language}.wikipedia.org: {e}") from None
+            raise DataError(f"could not list {name} on {self.site}: {e}") from None
         titles = sorted(title for title, page in members.items() if page.namespace == 0)
         if not titles:
             log.info(f"{name}: no articles (missing or empty category)")
         titles = titles[: self.max_articles_per_category]
-        _write_json(path, {"category": name, "titles": titles})
+        write_json(path, {"category": name, "titles": titles})
         return titles
 
     def _article_path(self, title: str) -> Path:
-        key = hashlib.sha1(f"{self.language}:{title}".encode()).hexdigest()[:20]
+        key = hashlib.sha1(f"{self._wiki}:{title}".encode()).hexdigest()[:20]
         return self.data_dir / "articles" / f"{key}.json"
 
     def fetch_articles(self) -> list[tuple[str, Path]]:
@@ -205,7 +245,7 @@ class WikipediaDataModule(TokenDataModule):
                     log.warning(f"{title!r}: could not fetch it ({type(e).__name__}: {e}); a re-run tries again")
                     failed.append(title)
                     continue
-                _write_json(path, record)
+                write_json(path, record)
                 fetched += 1
             if record.get("missing"):
                 missing.append(title)
@@ -219,7 +259,7 @@ class WikipediaDataModule(TokenDataModule):
             if record["text"].strip():
                 articles.append((record["title"], path))
         if missing:
-            log.warning(f"{len(missing)} missing page(s) on {self.language}.wikipedia.org: {', '.join(map(repr, missing))}")
+            log.warning(f"{len(missing)} missing page(s) on {self.site}: {', '.join(map(repr, missing))}")
         log.info(f"Wikipedia: {len(articles)} articles ({fetched} fetched now, {len(titles) - fetched - len(failed)} "
                  f"from the cache in {self.data_dir / 'articles'})")
         if failed:
@@ -248,7 +288,8 @@ class WikipediaDataModule(TokenDataModule):
     def corpus(self) -> dict[str, Any]:
         return {"corpus_sha256": documents_sha256(self.documents())}
 
-    def write_shards(self) -> None:
+    source = "the Wikipedia articles"
+
+    def summary(self) -> dict[str, Any]:
         articles = self.fetch_articles()
-        self.write_fraction(self.documents(), "the Wikipedia articles",
-                            extra={"documents": len(articles), "titles": [title for title, _ in articles]})
+        return {"documents": len(articles), "titles": [title for title, _ in articles]}

@@ -49,6 +49,17 @@ def _read_windows(shards: ShardSet, shard_ids: np.ndarray, starts: np.ndarray, l
     for shard in np.unique(shard_ids):
         rows = shard_ids == shard
         out[rows] = shards.read(int(shard), starts[rows], length)
+    # An id past the vocabulary would index past the model's embedding: none leaves here, whatever happened
+    # to the file since it was checked (one max per batch: bench/shard_checks.py).
+    vocab_size = shards.headers[0].vocab_size
+    if out.size and int(out.max()) >= vocab_size:
+        row, column = np.argwhere(out >= vocab_size)[0]
+        path = shards.paths[int(shard_ids[row])]
+        raise DataError(
+            f"{path} holds token id {int(out[row, column])} at token {int(starts[row]) + int(column)}, outside the "
+            f"vocabulary of {vocab_size}: the shard was damaged after it was checked; delete it and run the "
+            f"preparation again (finished shards are kept)"
+        )
     return out
 
 
@@ -83,7 +94,7 @@ class ShuffledWindows(IterableDataset):
         self.windows_per_epoch = int(self.windows_per_shard.sum())
         if self.windows_per_epoch == 0:
             raise DataError(
-                f"data.block_size ({block_size}) is too large for the training data: a shard must hold "
+                f"model.block_size ({block_size}) is too large for the training data: a shard must hold "
                 f"2 * block_size tokens, and the largest holds {int(shards.lengths.max())}; use a smaller "
                 f"block_size, or more data or larger shards"
             )
@@ -155,7 +166,7 @@ class SequentialWindows(IterableDataset):
         self.windows_per_shard = np.maximum(shards.lengths - 1, 0) // block_size
         if self.windows_per_shard.sum() == 0:
             raise DataError(
-                f"data.block_size ({block_size}) is too large for the validation data: a shard must hold "
+                f"model.block_size ({block_size}) is too large for the validation data: a shard must hold "
                 f"block_size + 1 tokens, and the largest holds {int(shards.lengths.max())}; use a smaller "
                 f"block_size or more validation data"
             )

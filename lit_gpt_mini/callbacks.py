@@ -3,114 +3,147 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ThroughputMonitor
+from lightning.fabric.utilities.throughput import Throughput
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import FSDPStrategy
-from lightning.pytorch.utilities import rank_zero_only
 
 from lit_gpt_mini.errors import ConfigError, DivergenceError
+from lit_gpt_mini.flops import compute_dtype, peak_flops
 from lit_gpt_mini.log import get_logger
 
 log = get_logger(__name__)
 
 
-def _windows(batch: Any) -> int:
-    # token batches are (x, y); HellaSwag batches are dicts of (examples, 4, length) tensors
-    return batch["tokens"].size(0) if isinstance(batch, dict) else batch[0].size(0)
-
-
-def _tokens(batch: Any) -> int:
-    return batch["tokens"].numel() if isinstance(batch, dict) else batch[0].numel()
-
-
-class TokenThroughput(ThroughputMonitor):
-    """Lightning's ThroughputMonitor set up for token batches ``(x, y)`` of shape (B, T).
+class TokenThroughput(Callback):
+    """Training throughput of token batches ``(x, y)`` of shape (B, T), measured on Lightning's ``Throughput`` meter.
 
     Logs ``train/device/items_per_sec`` (tokens/s per device) and, with several devices, ``train/items_per_sec``
-    (all devices), with samples/s, batches/s, FLOP/s and, where the device's peak is known, ``train/device/mfu``. Lightning knows
-    the peak of common GPUs (A100, H100, ...); for any other device give ``peak_flops`` (FLOP/s of one device
-    at the training precision) to get MFU.
+    (all devices), with samples/s, batches/s, FLOP/s and, where the device's peak is known, ``train/device/mfu``.
+    :mod:`lit_gpt_mini.flops` knows the dense bf16 peak of the A100, H100 and H200, and Lightning that of other
+    common GPUs; for any other device give ``peak_flops`` (FLOP/s of one device at the training precision).
+    Time spent validating is left out.
 
     Args:
-        peak_flops: Peak FLOP/s of one device; ``None`` asks Lightning (which knows none for CPUs).
+        peak_flops: Peak FLOP/s of one device; ``None`` looks the device up (no figure for CPUs).
         window_size: Number of recent logged steps the rates are averaged over (at least 2). Training is timed
-            only on the steps the logger writes (``trainer.log_every_n_steps``), so that timing adds no CUDA
-            synchronization to the other steps.
+            only at the end of the optimizer steps the logger writes (``trainer.log_every_n_steps``), so timing adds
+            no CUDA synchronization to the other steps, and none to any micro-batch of gradient accumulation.
     """
 
     def __init__(self, peak_flops: Optional[float] = None, window_size: int = 5) -> None:
         if window_size < 2:  # a rate needs two points in time
             raise ConfigError(f"TokenThroughput's window_size is {window_size}; it must be at least 2")
-        super().__init__(batch_size_fn=_windows, length_fn=_tokens, window_size=window_size)
         self.peak_flops = peak_flops
+        self.window_size = window_size
+        self._meter: Optional[Throughput] = None
+        self._t0: Optional[float] = None  # when training started (moved on by validations); set on rank zero only
+        self._paused: Optional[float] = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
-        self._flops_since_update = 0
-        if self.peak_flops is not None:
-            self.available_flops = self.peak_flops
-            for throughput in self._throughputs.values():
-                throughput.available_flops = self.peak_flops
+        if stage != "fit":
+            return
+        peak = self.peak_flops
+        if peak is None:  # this project's table (the H200 too), then Lightning's
+            peak = peak_flops(trainer.strategy.root_device, compute_dtype(str(trainer.precision)))
+        self._meter = Throughput(available_flops=peak, world_size=trainer.world_size, window_size=self.window_size)
+        self._batches = self._samples = self._tokens = self._flops = 0
+        self._step = trainer.global_step
+        self._t0 = self._paused = None
 
-    @rank_zero_only
+    def _sync(self, trainer: L.Trainer) -> None:
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._meter is not None and trainer.is_global_zero:
+            self._sync(trainer)
+            self._t0 = time.perf_counter()
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._t0 is not None and not trainer.sanity_checking:
+            self._sync(trainer)
+            self._paused = time.perf_counter()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._paused is not None:  # the clock of training moves on by the time validation took
+            self._sync(trainer)
+            self._t0 += time.perf_counter() - self._paused
+            self._paused = None
+
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *args: Any
     ) -> None:
-        # Lightning's version synchronizes CUDA after every micro-batch to time it, which drains the GPU's queue
-        # each time. The rates are differences of cumulative counts, so timing only the micro-batches that end a
-        # logged optimizer step gives the same figures without a sync in between.
-        stage = trainer.state.stage
-        self._lengths[stage] += self.length_fn(batch)
-        self._samples[stage] += self.batch_size_fn(batch)
-        self._batches[stage] += 1
-        self._flops_since_update += pl_module.flops_per_batch
-        if trainer.fit_loop._should_accumulate() or not trainer._logger_connector.should_update_logs:
+        if self._t0 is None:  # not rank zero, or not fitting
             return
-        if trainer.strategy.root_device.type == "cuda":
-            torch.cuda.synchronize()
-        self._throughputs[stage].update(
-            time=time.perf_counter() - self._t0s[stage],
-            batches=self._batches[stage],
-            samples=self._samples[stage],
-            lengths=self._lengths[stage],
-            flops=self._flops_since_update,
-        )
-        self._flops_since_update = 0
-        self._compute(trainer)
+        self._batches += 1
+        self._samples += batch[0].size(0)
+        self._tokens += batch[0].numel()
+        self._flops += pl_module.flops_per_batch
+        if trainer.global_step == self._step:  # no optimizer step yet: a micro-batch of gradient accumulation
+            return
+        self._step = trainer.global_step
+        if trainer.global_step % trainer.log_every_n_steps:
+            return
+        self._sync(trainer)  # the rates are differences of cumulative counts: one sync per logged step is enough
+        self._meter.update(time=time.perf_counter() - self._t0, batches=self._batches, samples=self._samples,
+                           lengths=self._tokens, flops=self._flops)
+        self._flops = 0  # the meter takes the FLOPs since its last update
+        metrics = {f"train/{name}": value for name, value in self._meter.compute().items()}
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step - 1)  # the step train/loss of this step has
 
 
-def plan_accumulation(total_batch_tokens: int, batch_size: int, block_size: int, world_size: int) -> tuple[int, int]:
-    """``(micro_batch, accumulation)`` with ``micro_batch * block_size * world_size * accumulation ==
-    total_batch_tokens``: the largest micro-batch up to ``batch_size`` that divides the step evenly (fewest
-    accumulation steps, the most work per kernel launch). A ConfigError with the numbers when none does."""
+class LossProgressBar(TQDMProgressBar):
+    """Lightning's progress bar, showing the training loss of the last logged step.
+
+    The module reads its loss back on the steps the logger writes (``GPTModule.logged_loss``); a loss logged with
+    ``prog_bar=True`` would instead be read back after every micro-batch, each time a wait for the GPU.
+    """
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Union[int, str, float, dict[str, float]]]:
+        metrics = super().get_metrics(trainer, pl_module)
+        loss = getattr(pl_module, "logged_loss", None)
+        if loss is not None:
+            metrics["train/loss"] = round(loss, 3)
+        return metrics
+
+
+def plan_accumulation(total_batch_tokens: int, batch_size: int, block_size: int, world_size: int) -> int:
+    """The gradient accumulation that makes ``batch_size * block_size * world_size * accumulation ==
+    total_batch_tokens``, or a ConfigError with the numbers and the batch sizes that would divide evenly."""
     per_window_row = block_size * world_size  # tokens of one window on every device
-    if total_batch_tokens % per_window_row == 0:
-        windows = total_batch_tokens // per_window_row  # windows per device per optimizer step
-        for micro_batch in range(min(batch_size, windows), 0, -1):
-            if windows % micro_batch == 0:
-                return micro_batch, windows // micro_batch
-    raise ConfigError(
-        f"total_batch_tokens ({total_batch_tokens:,}) cannot be split evenly over data.block_size ({block_size}) x "
-        f"devices*nodes ({world_size}) = {per_window_row:,} tokens per window row: make total_batch_tokens a "
-        f"multiple of {per_window_row:,} (powers of two divide evenly)"
-    )
+    if total_batch_tokens % per_window_row:
+        raise ConfigError(
+            f"total_batch_tokens ({total_batch_tokens:,}) cannot be split evenly over model.block_size ({block_size}) "
+            f"x devices*nodes ({world_size}) = {per_window_row:,} tokens per window row: make total_batch_tokens a "
+            f"multiple of {per_window_row:,} (powers of two divide evenly)"
+        )
+    windows = total_batch_tokens // per_window_row  # windows per device per optimizer step
+    if windows % batch_size:
+        fits = [b for b in range(min(batch_size, windows), 0, -1) if windows % b == 0][:3]
+        raise ConfigError(
+            f"data.batch_size ({batch_size}) does not divide the {windows} windows each of {world_size} device(s) "
+            f"takes per step of {total_batch_tokens:,} tokens: set data.batch_size to {' or '.join(map(str, fits))}"
+        )
+    return windows // batch_size
 
 
 class GradientAccumulation(Callback):
     """Reaches a fixed number of tokens per optimizer step, whatever the hardware, by gradient accumulation.
 
-    ``total_batch_tokens = micro_batch * data.block_size * world_size * accumulate_grad_batches``, where
-    ``world_size = trainer.devices * trainer.num_nodes``. The micro-batch is ``data.batch_size`` when that
-    divides evenly, otherwise the largest smaller one that does (logged), so one recipe runs unchanged on one
-    GPU or on 64: 524,288 tokens at T=1024 and ``batch_size: 64`` is 64 x 8 accumulation steps on one GPU,
-    64 x 1 on eight, and 32 x 1 on sixteen.
+    ``total_batch_tokens = data.batch_size * model.block_size * world_size * accumulate_grad_batches``, where
+    ``world_size = trainer.devices * trainer.num_nodes``: 524,288 tokens at T=1024 and ``batch_size: 64`` is
+    64 x 8 accumulation steps on one GPU, 64 x 1 on eight. A batch size that does not divide evenly (64 on
+    sixteen GPUs: 32 windows each) is refused with the sizes that would.
 
     Lightning counts ``trainer.val_check_interval`` (an int) in micro-batches but ``max_steps``,
     ``log_every_n_steps`` and checkpoint intervals in optimizer steps. With this callback an int
@@ -131,15 +164,8 @@ class GradientAccumulation(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        data = trainer.datamodule
-        batch_size, block_size, world = data.batch_size, data.block_size, trainer.world_size
-        micro_batch, self.accumulate = plan_accumulation(self.total_batch_tokens, batch_size, block_size, world)
-        if micro_batch != batch_size:
-            log.info(
-                f"data.batch_size {batch_size} does not divide {self.total_batch_tokens:,} tokens per step over "
-                f"{world} devices evenly: using micro-batches of {micro_batch}"
-            )
-            data.batch_size = micro_batch  # before the training DataLoader is made
+        batch_size, block_size, world = trainer.datamodule.batch_size, pl_module.hparams.block_size, trainer.world_size
+        self.accumulate = plan_accumulation(self.total_batch_tokens, batch_size, block_size, world)
         if trainer.accumulate_grad_batches not in (1, self.accumulate):
             raise ConfigError(
                 f"trainer.accumulate_grad_batches ({trainer.accumulate_grad_batches}) conflicts with "
@@ -152,92 +178,9 @@ class GradientAccumulation(Callback):
         if self._val_check_steps is not None:
             trainer.val_check_interval = self._val_check_steps * self.accumulate
         log.info(
-            f"Gradient accumulation: {self.total_batch_tokens:,} tokens per step = {micro_batch} x {block_size} "
+            f"Gradient accumulation: {self.total_batch_tokens:,} tokens per step = {batch_size} x {block_size} "
             f"tokens x {world} devices x {self.accumulate} micro-batches"
         )
-
-
-class HellaSwagEval(Callback):
-    """Scores HellaSwag every ``every_n_steps`` optimizer steps of training and logs ``hellaswag/acc`` and
-    ``hellaswag/acc_norm`` (next to ``val/loss``), with the data module's ``hellaswag`` settings.
-
-    Each rank scores its share of the examples (no padding, no repeats); the counts are summed over ranks.
-
-    Args:
-        every_n_steps: Optimizer steps between evaluations.
-    """
-
-    def __init__(self, every_n_steps: int = 250) -> None:
-        if every_n_steps < 1:
-            raise ConfigError(f"every_n_steps must be positive, got {every_n_steps}")
-        self.every_n_steps = every_n_steps
-        self._last_step = -1
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage != "fit":
-            return
-        data = trainer.datamodule
-        if getattr(data, "hellaswag", None) is None:
-            raise ConfigError("the HellaSwagEval callback needs data.hellaswag (a HellaSwagDataModule) in the config")
-        if data.tokenizer.kind != "gpt2":
-            raise ConfigError(f"HellaSwag is scored with GPT-2's vocabulary; this data uses a {data.tokenizer.kind} tokenizer")
-        if self.prepares_here(trainer.local_rank, trainer.global_rank, getattr(data, "prepare_data_per_node", True)):
-            data.hellaswag.prepare_data()
-        trainer.strategy.barrier()
-        # every rank checks its node has the data now, rather than failing at the first evaluation
-        data.hellaswag.batches(pl_module.config.block_size, trainer.global_rank, trainer.world_size)
-
-    @staticmethod
-    def prepares_here(local_rank: int, global_rank: int, per_node: bool) -> bool:
-        """Whether this process downloads and tokenizes HellaSwag: the first of each node, as Lightning's own
-        ``prepare_data`` (nodes need no shared filesystem), or the first of all with
-        ``data.prepare_data_per_node: false`` (a shared filesystem)."""
-        return local_rank == 0 if per_node else global_rank == 0
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        # Called after every micro-batch; global_step moves once per optimizer step.
-        step = trainer.global_step
-        if step % self.every_n_steps or step == self._last_step:
-            return
-        self._last_step = step
-        acc, acc_norm = self.evaluate(trainer, pl_module)
-        # Straight to the loggers, once: self.log from a batch hook would repeat the value at every log step.
-        if trainer.is_global_zero:
-            for logger in trainer.loggers:
-                logger.log_metrics({"hellaswag/acc": acc.item(), "hellaswag/acc_norm": acc_norm.item()}, step=step)
-
-    @staticmethod
-    def evaluate(trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[torch.Tensor, torch.Tensor]:
-        """``acc`` and ``acc_norm`` over all ranks' examples. The counts stay on the device until the reduction."""
-        model = pl_module.model
-        was_training = model.training
-        model.eval()
-        device = pl_module.device
-        right = torch.zeros(2, device=device)  # by acc, by acc_norm
-        scored = 0
-        batches = trainer.datamodule.hellaswag.batches(
-            pl_module.config.block_size, trainer.global_rank, trainer.world_size, pin_memory=device.type == "cuda"
-        )
-        for batch in batches:
-            # from pinned memory the copy is asynchronous: it overlaps the previous batch's compute
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            # no_grad outside the wrapper too: DDP's forward must not expect a backward
-            with torch.no_grad(), trainer.precision_plugin.forward_context():
-                correct, correct_norm = _call_wrapped(trainer, pl_module, "hellaswag_step", batch)
-            right += torch.stack((correct.sum(), correct_norm.sum()))
-            scored += len(batch["labels"])
-        model.train(was_training)
-        counts = trainer.strategy.reduce(torch.cat((torch.tensor([float(scored)], device=device), right)), reduce_op="sum")
-        return counts[1] / counts[0], counts[2] / counts[0]
-
-
-def _call_wrapped(trainer: L.Trainer, pl_module: L.LightningModule, method: str, *args: Any) -> Any:
-    # Lightning's own path for test_step: through the strategy's wrapper (DDP, FSDP), whose forward FSDP needs
-    # to gather the sharded weights, redirected to the module's method.
-    wrapper = trainer.strategy.model
-    if wrapper is None or wrapper is pl_module:
-        return getattr(pl_module, method)(*args)
-    return trainer.strategy._forward_redirection(wrapper, pl_module, method, *args)
 
 
 class SampleText(Callback):
@@ -350,8 +293,77 @@ class StopOnNonFinite(Callback):
             )
 
 
+def _duration(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.1f} s"
+
+
+class RunTimeEstimate(Callback):
+    """Says within the first minutes of training how long an optimizer step and the whole run will take, when
+    that is long: a GPU-sized recipe started on a laptop says so instead of running for weeks.
+
+    Times the second micro-batch of the run (the first one also compiles and sets up), multiplies by the
+    micro-batches of an optimizer step and by the steps left to ``trainer.max_steps``, and warns (once) when one
+    step would take longer than ``step_seconds`` or the run longer than ``run_hours``. On a CPU the warning also
+    names what to change (a CPU-sized recipe; ``32-true``, often faster there than ``bf16-mixed``).
+
+    Args:
+        step_seconds: Warn when one optimizer step is estimated to take longer than this.
+        run_hours: Warn when the rest of the run is estimated to take longer than this.
+    """
+
+    def __init__(self, step_seconds: float = 120.0, run_hours: float = 24.0) -> None:
+        if not (step_seconds > 0 and run_hours > 0):
+            raise ConfigError(f"RunTimeEstimate's step_seconds ({step_seconds}) and run_hours ({run_hours}) must be positive")
+        self.step_seconds = step_seconds
+        self.run_hours = run_hours
+        self._micro_batches = 0
+        self._t0: Optional[float] = None
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self._micro_batches += 1
+        if self._micro_batches == 2:
+            self._sync(trainer)
+            self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if self._micro_batches != 2 or self._t0 is None:
+            return
+        self._sync(trainer)
+        micro_batch = time.perf_counter() - self._t0
+        self._t0 = None
+        step = micro_batch * trainer.accumulate_grad_batches
+        steps_left = trainer.max_steps - trainer.global_step if trainer.max_steps and trainer.max_steps > 0 else 0
+        run = step * steps_left
+        if step <= self.step_seconds and run <= self.run_hours * 3600:
+            return
+        device = trainer.strategy.root_device
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type.upper()
+        advice = ""
+        if device.type == "cpu":
+            advice = (" On a CPU, train a CPU-sized recipe (configs/*_cpu.yaml)"
+                      + (", or try --trainer.precision 32-true (bench/cpu_precision.py compares the two on this CPU)"
+                         if trainer.precision != "32-true" else "")
+                      + ".")
+        log.warning(
+            f"one optimizer step ({trainer.accumulate_grad_batches} micro-batches) will take about {_duration(step)} "
+            f"on this {name} in {trainer.precision} (measured: {_duration(micro_batch)} a micro-batch), so the "
+            f"{steps_left:,} steps left to trainer.max_steps about {_duration(run)}.{advice}"
+        )
+
+    @staticmethod
+    def _sync(trainer: L.Trainer) -> None:
+        # once per run: the timed micro-batch must have finished on the device, not only been queued
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()
+
+
 class FinalModelCheckpoint(ModelCheckpoint):
-    """Lightning's ``ModelCheckpoint`` that also writes ``last.ckpt`` at the end of training.
+    """Lightning's ``ModelCheckpoint`` that also writes ``last.ckpt`` at the end of training, and by default
+    keeps its files in ``<logger save_dir>/<logger name>/checkpoints`` (``out/<recipe>/checkpoints``), beside the
+    run's TensorBoard versions rather than inside one of them.
 
     Lightning saves on its interval (``every_n_train_steps``, or after validations) and, at the end, only if
     it never saved: with 19,073 steps and a checkpoint every 2,500, ``last.ckpt`` would hold step 17,500.
@@ -359,19 +371,35 @@ class FinalModelCheckpoint(ModelCheckpoint):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._last_path = ""
+        self._last_path_step: Optional[int] = None
+        self._trainer_ref: Optional[L.Trainer] = None
         super().__init__(*args, **kwargs)
-        self._last_saved_step: Optional[int] = None
 
-    def _save_last_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, torch.Tensor]) -> None:
-        super()._save_last_checkpoint(trainer, monitor_candidates)
-        if self.save_last:
-            self._last_saved_step = trainer.global_step
+    # Lightning records each save of last.ckpt in last_model_path: noting the step there tells whether the final
+    # step was saved, through public names only.
+    @property
+    def last_model_path(self) -> str:
+        return self._last_path
+
+    @last_model_path.setter
+    def last_model_path(self, path: str) -> None:
+        self._last_path = path
+        self._last_path_step = self._trainer_ref.global_step if (path and self._trainer_ref is not None) else None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._trainer_ref = trainer
+        if self.dirpath is None and trainer.logger is not None and trainer.logger.save_dir is not None:
+            self.dirpath = os.path.join(trainer.logger.save_dir, str(trainer.logger.name), "checkpoints")
+        super().setup(trainer, pl_module, stage)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
-        if self.save_last and trainer.global_step > 0 and self._last_saved_step != trainer.global_step:
-            if not trainer.fast_dev_run:
-                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if (self.save_last and trainer.global_step > 0 and self._last_path_step != trainer.global_step
+                and not trainer.fast_dev_run):
+            path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
+            self.last_model_path = path  # before saving: it is part of the saved state
+            trainer.save_checkpoint(path, self.save_weights_only)
 
 
 def _random_state() -> dict[str, Any]:

@@ -11,7 +11,9 @@ that any other module (the LightningModule included) can import it without an im
 
 from __future__ import annotations
 
+import json
 import pickle
+import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
@@ -32,6 +34,10 @@ PTH_FORMAT = "lit-gpt-mini model"  # the "format" field of a .pth written by mai
 LIGHTNING_ALIASES = ("last", "best", "hpc", "registry")
 # GPT-2 (and HF) store these as Conv1D weights, (in, out): the transpose of our nn.Linear's (out, in).
 HF_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+# Why a pickle of other objects is refused. torch's own message advises weights_only=False, i.e. running whatever
+# code the file holds: never the right advice for a file of unknown origin, so it is never passed on.
+_UNSAFE = ("it holds Python objects other than tensors and plain types, which are never loaded (they could run "
+           "code)")
 
 
 def load_file(path: str | Path, device: str = "cpu", mmap: bool = False) -> Any:
@@ -41,15 +47,13 @@ def load_file(path: str | Path, device: str = "cpu", mmap: bool = False) -> Any:
         raise CheckpointError(f"checkpoint {path} does not exist")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} is a directory, not a checkpoint file")
+    # torch maps only its zip format into memory; any other file (an old format, or no checkpoint at all) is read
+    # plainly, so that what is said is about the file, not torch's advice to save it again with other options.
+    mmap = mmap and zipfile.is_zipfile(path)
     try:
         return torch.load(path, map_location=device, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError:
-        # torch's own message advises weights_only=False, i.e. running whatever code the file holds: never
-        # the right advice for a file of unknown origin, so it is not passed on.
-        raise CheckpointError(
-            f"{path} could not be loaded as a checkpoint: it holds Python objects other than tensors and plain "
-            f"types, which are never loaded (they could run code); lit-gpt-mini writes none"
-        ) from None
+        raise CheckpointError(f"{path} could not be loaded as a checkpoint: {_UNSAFE}; lit-gpt-mini writes none") from None
     except Exception as e:  # not a zip/pickle at all, truncated, unreadable...
         reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
         if "weights_only" in reason:
@@ -101,6 +105,17 @@ def _tokenizer_from(path: Path, data: Any) -> Tokenizer:
         raise CheckpointError(f"{path}: its tokenizer cannot be rebuilt ({type(e).__name__}: {e})") from None
 
 
+def _check_vocabulary(path: Path, config: GPTConfig, tokenizer: Tokenizer) -> None:
+    # The model predicts ids below its vocab_size and the tokenizer decodes ids below its own: a model trained
+    # on data always has the data's vocabulary, so any other pair was put together or edited by hand.
+    if tokenizer.vocab_size != config.vocab_size:
+        raise CheckpointError(
+            f"{path}: its tokenizer has {tokenizer.vocab_size} tokens but its model predicts {config.vocab_size}: the "
+            f"tokenizer is not the one the model was trained with (the file was edited or put together); use the "
+            f"checkpoint as training wrote it"
+        )
+
+
 def _model_from(path: Path, config: GPTConfig, state: dict[str, Any], device: str) -> GPT:
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise CheckpointError(f"{path}: its weights are not a mapping of names to tensors")
@@ -150,8 +165,7 @@ def _checked_training(path: Path, ckpt: Any) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a lit-gpt-mini checkpoint: it has no {', '.join(missing)}")
     if not isinstance(ckpt["state_dict"], dict):
         raise CheckpointError(f"{path}: its state_dict is a {type(ckpt['state_dict']).__name__}, not a mapping")
-    _config_from(path, ckpt["hyper_parameters"])
-    _tokenizer_from(path, ckpt[TOKENIZER_KEY])
+    _check_vocabulary(path, _config_from(path, ckpt["hyper_parameters"]), _tokenizer_from(path, ckpt[TOKENIZER_KEY]))
     return ckpt
 
 
@@ -197,6 +211,7 @@ def _from_export(path: Path, data: Any, device: str) -> tuple[GPT, Tokenizer, st
         raise CheckpointError(f"{path}: its state_dict is a {type(data['state_dict']).__name__}, not a mapping")
     config = _config_from(path, data["config"])
     tokenizer = _tokenizer_from(path, data["tokenizer"])
+    _check_vocabulary(path, config, tokenizer)
     return _model_from(path, config, data["state_dict"], device), tokenizer, _text_format(path, data)
 
 
@@ -223,15 +238,8 @@ def load_model(path: str | Path, device: str = "cpu") -> LoadedModel:
     path = Path(path)
     data = load_file(path, device)
     if isinstance(data, dict) and data.get("format") == PTH_FORMAT:
-        loaded = LoadedModel(*_from_export(path, data, device))
-    else:
-        loaded = LoadedModel(*_from_training(path, _checked_training(path, data), device))
-    if loaded.tokenizer.vocab_size != loaded.model.config.vocab_size:  # it would sample ids it cannot decode
-        raise CheckpointError(
-            f"{path}: its tokenizer has {loaded.tokenizer.vocab_size} tokens but its model "
-            f"{loaded.model.config.vocab_size}: the file is damaged or was edited"
-        )
-    return loaded
+        return LoadedModel(*_from_export(path, data, device))
+    return LoadedModel(*_from_training(path, _checked_training(path, data), device))
 
 
 def load_pth(path: str | Path) -> tuple[GPT, dict]:
@@ -260,19 +268,33 @@ def transformers_module():
 
 
 def import_hf(source: str) -> GPT:
-    """GPT-2 weights from a Hugging Face model id (``gpt2``, ``gpt2-medium``, ...) or local directory."""
+    """GPT-2 weights from a local Hugging Face directory or a model id on the hub (``gpt2``, ``gpt2-medium``...).
+
+    A directory is read here: ``config.json``, then ``model.safetensors`` (or its shards) when present, else
+    ``pytorch_model.bin`` with ``weights_only=True`` (a pickle holding anything but tensors is refused in one
+    line, never with torch's advice to load it unsafely). A hub id goes through ``transformers``, which does
+    the same (and whose refusal is said the same way)."""
     transformers = transformers_module()
-    try:
-        hf = transformers.GPT2LMHeadModel.from_pretrained(source)
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"could not load GPT-2 weights from {source!r}: {e}") from None
-    c = hf.config
+    if Path(source).is_dir():
+        config, weights = _read_hf_dir(Path(source), transformers)
+    else:
+        try:
+            hf = transformers.GPT2LMHeadModel.from_pretrained(source)
+        except pickle.UnpicklingError:
+            raise CheckpointError(f"could not load GPT-2 weights from {source!r}: {_UNSAFE}") from None
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"could not load GPT-2 weights from {source!r}: {e}") from None
+        config, weights = hf.config, hf.state_dict()
+    c = config
     if c.activation_function not in ("gelu_new", "gelu_pytorch_tanh"):
         raise CheckpointError(f"{source}: activation {c.activation_function!r} is not GPT-2's tanh GELU")
     model = GPT(GPTConfig(vocab_size=c.vocab_size, block_size=c.n_positions, n_layer=c.n_layer, n_head=c.n_head,
                           n_embd=c.n_embd, dropout=0.0, bias=True))
     state = model.state_dict()
-    for name, tensor in hf.state_dict().items():
+    missing = set(state) - {"lm_head.weight"}  # the head is tied to wte
+    for name, tensor in weights.items():
+        if not name.startswith(("transformer.", "lm_head.")):  # saved from GPT2Model rather than the LM head model
+            name = "transformer." + name
         if name.endswith((".attn.bias", ".attn.masked_bias")) or name == "lm_head.weight":
             continue
         if name.endswith(HF_TRANSPOSED):
@@ -284,8 +306,44 @@ def import_hf(source: str) -> GPT:
         if name not in state or state[name].shape != tensor.shape:
             raise CheckpointError(f"{source}: unexpected weight {name} {tuple(tensor.shape)}")
         state[name] = tensor
+        missing.discard(name)
+    if missing:
+        raise CheckpointError(f"{source}: no weights for {', '.join(sorted(missing)[:3])}: the model is incomplete")
     model.load_state_dict(state)
     return model.eval()
+
+
+def _read_hf_dir(directory: Path, transformers) -> tuple[Any, dict[str, torch.Tensor]]:
+    """The configuration and weights of a Hugging Face model directory, safetensors first."""
+    try:
+        config = transformers.GPT2Config.from_pretrained(directory)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"could not load GPT-2 weights from {directory}: {' '.join(str(e).split())[:300]}") from None
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            names = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise CheckpointError(f"{index} is not a safetensors index ({type(e).__name__}: {e})") from None
+        files = [directory / Path(name).name for name in names]
+    elif (directory / "model.safetensors").is_file():
+        files = [directory / "model.safetensors"]
+    elif (directory / "pytorch_model.bin").is_file():
+        weights = load_file(directory / "pytorch_model.bin")  # weights_only: tensors and plain types
+        if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+            raise CheckpointError(f"{directory / 'pytorch_model.bin'} is not a mapping of names to tensors")
+        return config, weights
+    else:
+        raise CheckpointError(f"{directory} holds no weights (model.safetensors or pytorch_model.bin)")
+    from safetensors.torch import load_file as load_safetensors
+
+    weights = {}
+    for file in files:
+        try:
+            weights.update(load_safetensors(str(file)))
+        except Exception as e:  # missing, truncated, not safetensors: whatever it is, one line naming the file
+            raise CheckpointError(f"{file} could not be loaded ({type(e).__name__}: {e}): the file is damaged") from None
+    return config, weights
 
 
 __all__ = [

@@ -10,11 +10,13 @@ user's input end in one line on stderr, not a traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import inspect
 import re
 import sys
+import typing
 import warnings
 from argparse import ArgumentError
 from pathlib import Path
@@ -27,10 +29,10 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
 
 from data_modules.base import TokenDataModule
-from lit_gpt_mini.checkpoint import TOKENIZER_KEY, check_ckpt_path, read_training_checkpoint
+from lit_gpt_mini.checkpoint import check_ckpt_path
 from lit_gpt_mini.errors import ConfigError, ParseError, UserError
 from lit_gpt_mini.lit_module import GPTModule
-from lit_gpt_mini.log import get_logger
+from lit_gpt_mini.log import get_logger, global_rank
 
 log = get_logger(__name__)
 
@@ -38,8 +40,8 @@ log = get_logger(__name__)
 COMMANDS = {
     "fit": "Train a model from a config (--config), or resume a run (--ckpt_path).",
     "validate": "Compute a checkpoint's validation loss on a config's data.",
-    "test": "Score a checkpoint: HellaSwag accuracy without a config (GPT-2 vocabulary), else its test loss "
-    "on a config's data.",
+    "test": "Compute a checkpoint's test loss on a config's data.",
+    "eval": "Score a checkpoint on a benchmark (HellaSwag: GPT-2 vocabulary), on any number of devices.",
     "generate": "Sample text from a checkpoint.",
     "chat": "Talk to a checkpoint in the terminal: turns for a conversation model, else a continuation loop.",
     "serve": "Serve a checkpoint over HTTP: OpenAI-compatible completions and chat, and a playground page.",
@@ -51,8 +53,7 @@ PLAIN_COMMANDS = ("generate", "chat", "serve", "export")  # lit_gpt_mini.<comman
 
 
 class GPTCLI(LightningCLI):
-    """LightningCLI over any :class:`GPTModule` and any :class:`TokenDataModule`, chosen by ``class_path`` (or,
-    for ``test --ckpt_path`` alone, the checkpoint's model and :class:`~data_modules.hellaswag.HellaSwagDataModule`)."""
+    """LightningCLI over any :class:`GPTModule` and any :class:`TokenDataModule`, chosen by ``class_path``."""
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -88,6 +89,16 @@ class GPTCLI(LightningCLI):
         if self.subcommand is not None:
             check_trainer_args(config.get("trainer"))
 
+    def _run_subcommand(self, subcommand: str) -> None:
+        # Lightning answers Ctrl-C by tearing the run down and exiting with status 1: say instead where it stopped
+        # and how to go on, in main()'s one line.
+        try:
+            super()._run_subcommand(subcommand)
+        except SystemExit as e:
+            if not isinstance(e.__context__, KeyboardInterrupt):
+                raise
+            raise Interrupted(_where_it_stopped(self.trainer, subcommand, self.config[subcommand].get("ckpt_path"))) from None
+
     def _parse_ckpt_path(self) -> None:
         # Lightning loads --ckpt_path here (to re-parse the model's hyperparameters), then again to restore:
         # a missing or wrong file is refused first, in one line.
@@ -95,6 +106,22 @@ class GPTCLI(LightningCLI):
         if subcommand:
             check_ckpt_path(self.config[subcommand].get("ckpt_path"), training=subcommand == "fit")
         super()._parse_ckpt_path()
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run, with where it stopped and how to go on (printed by :func:`main`)."""
+
+
+def _where_it_stopped(trainer: Any, subcommand: str, ckpt_path: Optional[str]) -> str:
+    if subcommand != "fit":
+        return f": nothing was changed; run the same command again to {subcommand} from the start"
+    saved = [getattr(cb, name, "") for cb in trainer.checkpoint_callbacks for name in ("last_model_path", "best_model_path")]
+    saved = [Path(path) for path in saved + [ckpt_path] if path and Path(path).is_file()]
+    if not saved:
+        return (f" at step {trainer.global_step}, before any checkpoint was written: run the same command again to "
+                f"start over (a data preparation resumes where it stopped)")
+    last = max(saved, key=lambda path: path.stat().st_mtime)
+    return f" at step {trainer.global_step}; the last checkpoint is {last}: resume with --ckpt_path {last}"
 
 
 def check_trainer_args(trainer: Any) -> None:
@@ -151,6 +178,11 @@ def main(args: Optional[list[str]] = None) -> Optional[GPTCLI]:
         if argv and argv[0] == "prepare":
             prepare(argv[1:])
             return None
+        if argv and argv[0] == "eval":
+            from lit_gpt_mini.evals.command import main as eval_main
+
+            eval_main(argv[1:])
+            return None
         if not argv or argv[0] in ("-h", "--help"):
             print(usage())
             if not argv:
@@ -161,18 +193,22 @@ def main(args: Optional[list[str]] = None) -> Optional[GPTCLI]:
             hint = f"did you mean {close[0]}? " if close else ""
             raise ParseError(f"main.py has no command {argv[0]!r}: {hint}the commands are {', '.join(COMMANDS)} "
                              f"(python main.py --help describes them)")
-        data_class = TokenDataModule
-        if _scores_hellaswag(argv):
-            data_class, argv = _hellaswag_test_args(argv)
         return GPTCLI(
             GPTModule,
-            data_class,
+            TokenDataModule,
             subclass_mode_model=True,
-            subclass_mode_data=data_class is TokenDataModule,
+            subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"prog": "main.py", **{name: {"description": COMMANDS[name]} for name in TRAINER_COMMANDS}},
             args=argv,
         )
+    except KeyboardInterrupt as e:  # Ctrl-C: finished files are whole (written atomically), so a re-run resumes
+        if global_rank() == 0:
+            how = str(e) or {
+                "prepare": ": run the same command again to resume the preparation (finished shards are kept)",
+            }.get(argv[0] if argv else "", ": nothing was saved; run the same command again")
+            print(f"error: interrupted (Ctrl-C){how}", file=sys.stderr)
+        sys.exit(130)
     except ArgumentError as e:  # jsonargparse's, raised with exit_on_error=False
         print(f"error: {_parse_error_line(str(e), argv)}", file=sys.stderr)
         sys.exit(2)
@@ -185,7 +221,7 @@ def main(args: Optional[list[str]] = None) -> Optional[GPTCLI]:
         if isinstance(user_error, ParseError):
             print(f"error: {user_error}", file=sys.stderr)
             sys.exit(2)
-        sys.exit(f"error: {user_error}")
+        sys.exit(f"error: {_one_line(user_error)}")
 
 
 def _plain_command(name: str) -> Callable[[list[str]], None]:
@@ -208,49 +244,6 @@ def usage() -> str:
     lines += [f"  {name:<{width}}  {description}" for name, description in COMMANDS.items()]
     lines += ["", "python main.py <command> --help shows a command's options."]
     return "\n".join(lines)
-
-
-def _option(argv: list[str], *names: str) -> Optional[str]:
-    # The value of the last --name VALUE or --name=VALUE (the last one wins, as in argparse); None if absent.
-    value = None
-    for i, arg in enumerate(argv):
-        for name in names:
-            if arg == name and i + 1 < len(argv):
-                value = argv[i + 1]
-            elif arg.startswith(name + "="):
-                value = arg.split("=", 1)[1]
-    return value
-
-
-def _scores_hellaswag(argv: list[str]) -> bool:
-    """``test --ckpt_path X`` with neither a config nor a data class: HellaSwag, for GPT-2-vocabulary models."""
-    return (
-        argv[0] == "test"
-        and _option(argv, "--ckpt_path") is not None
-        and _option(argv, "--config", "-c") is None
-        and _option(argv, "--data", "--data.class_path") is None
-    )
-
-
-def _hellaswag_test_args(argv: list[str]) -> tuple[type, list[str]]:
-    """The data class and arguments of ``test --ckpt_path X`` without a config: the model is the checkpoint's
-    (Lightning re-reads its hyperparameters), the data :class:`~data_modules.hellaswag.HellaSwagDataModule`
-    with its defaults (``--data.path``, ``--data.data_dir``, ``--data.limit``... still apply)."""
-    from data_modules.hellaswag import HellaSwagDataModule
-
-    ckpt_path = _option(argv, "--ckpt_path")
-    ckpt = read_training_checkpoint(ckpt_path, mmap=True)
-    tokenizer = ckpt[TOKENIZER_KEY]
-    if tokenizer.get("kind") != "gpt2":
-        raise ConfigError(
-            f"{ckpt_path} has a {tokenizer.get('kind')} tokenizer: HellaSwag, what test scores without a config, "
-            f"needs GPT-2's vocabulary; to get its test loss, pass --config with the data the model was trained on"
-        )
-    args = list(argv)
-    if _option(argv, "--model", "--model.class_path") is None:
-        class_path = ckpt["hyper_parameters"].get("_class_path", f"{GPTModule.__module__}.{GPTModule.__name__}")
-        args[1:1] = ["--model", class_path]
-    return HellaSwagDataModule, args
 
 
 def _config_files(argv: list[str]) -> list[str]:
@@ -296,6 +289,8 @@ def _parse_error_line(message: str, argv: list[str]) -> str:
     for line in (raw.strip().lstrip("- ").strip() for raw in message.splitlines()):
         if not line or line.startswith(("Does not validate", "Subtypes:", "Errors:", "Given value", "Expected a <class 'NoneType'>")):
             continue
+        if detail is not None:
+            break  # what follows restates the first problem (jsonargparse nests it once more)
         nested = re.match(r'Parser key "([^"]+)":?\s*(.*)', line)
         if nested:
             keys.append(nested.group(1))
@@ -308,13 +303,18 @@ def _parse_error_line(message: str, argv: list[str]) -> str:
             continue
         detail = detail or line
     detail = detail or message.strip().splitlines()[0]
-    files = _config_files(argv)
-    where = f" (in {', '.join(files)})" if files else ""
+    given_value = re.search(r"^\s*Given value: (?!NestedArg)(.*)$", message, re.MULTILINE)
+    if detail.startswith("Expected a") and "Got value" not in detail and given_value:  # an Optional's message
+        detail = f"{detail}. Got value: {given_value.group(1)}"
+    where = _source_of(".".join(keys), argv)
     help_hint = f" (main.py {argv[0]} --help lists every option)" if argv and not argv[0].startswith("-") else ""
+    given = re.match(r"Unable to load config '(.*)'", detail)
+    if given and keys:  # a value where a group of settings belongs (tokenizer: bpe)
+        return _group_expected(".".join(keys), class_path, given.group(1), where) + help_hint
     required = re.match(r"the following arguments are required: (.+)", detail)
     if required and argv and argv[0] in TRAINER_COMMANDS:  # a command run without a config
         missing = [key.split(".", 1)[-1] for key in required.group(1).split(", ")]
-        alone = " (or only --ckpt_path: HellaSwag)" if argv[0] == "test" else ""
+        alone = " (HellaSwag: main.py eval --ckpt_path X)" if argv[0] == "test" else ""
         return f"{argv[0]} needs {' and '.join(missing)}: give --config <yaml>{alone}{help_hint}"
     unknown = re.match(r"Option '([^']+)' is not accepted", detail)
     if unknown:  # a key inside a class_path's init_args
@@ -340,9 +340,80 @@ def _parse_error_line(message: str, argv: list[str]) -> str:
     if unknown:
         close = difflib.get_close_matches(name, valid, n=1)
         suggestion = f": did you mean {'.'.join(keys + close)}?" if close else ""
+        moved = MOVED.get(".".join(keys + [name]))
+        if moved:
+            suggestion = f": {moved}"
+        where = _source_of(".".join(keys + [name]), argv)
         return f"unknown key {'.'.join(keys + [name])}{where}{suggestion}{help_hint}"
     return f"{'.'.join(keys) + ': ' if keys else ''}{detail}{where}{help_hint}"
 
+
+def _source_of(key: str, argv: list[str]) -> str:
+    """Where the refused value of ``key`` came from, as " (in FILE)" or " (on the command line)": the last of the
+    ``--config`` files and options that sets it or a section above it (the parser applies them in order). All
+    the config files when none is found to."""
+    def plain(name: str) -> list[str]:
+        return [part for part in name.split(".") if part and part != "init_args"]
+
+    wanted = plain(key)
+    source = None
+    for i, arg in enumerate(argv):
+        if arg in ("--config", "-c") and i + 1 < len(argv) or arg.startswith("--config="):
+            name = argv[i + 1] if "=" not in arg else arg.split("=", 1)[1]
+            if _yaml_sets(name, wanted):
+                source = f"in {name}"
+        elif arg.startswith("--") and not arg.startswith("--config"):
+            given = plain(arg[2:].split("=", 1)[0])
+            shorter = min(len(given), len(wanted))
+            # (a lone --data or --model names a class, not settings)
+            if (len(given) > 1 or given == wanted) and given[:shorter] == wanted[:shorter]:
+                source = "on the command line"
+    if source is None:
+        files = _config_files(argv)
+        return f" (in {', '.join(files)})" if files else ""
+    return f" ({source})"
+
+
+def _yaml_sets(config: str, key: list[str]) -> bool:
+    # Whether a --config file (or inline YAML) sets the key, or a section above it, with or without init_args.
+    try:
+        path = Path(config)
+        node = yaml.safe_load(path.read_text(encoding="utf-8-sig") if path.is_file() else config)
+    except (OSError, ValueError, yaml.YAMLError):
+        return False
+    for part in key:
+        if not isinstance(node, dict):
+            return True  # a value where a section of settings belongs
+        if part not in node and isinstance(node.get("init_args"), dict):
+            node = node["init_args"]
+        if part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _group_expected(key: str, class_path: Optional[str], value: str, where: str) -> str:
+    """What to say when a plain value is given for ``key``, a group of settings (a dataclass argument)."""
+    names: list[str] = []
+    module, _, name = (class_path or "").rpartition(".")
+    try:
+        target = getattr(importlib.import_module(module), name)
+        for cls in target.__mro__:
+            hint = typing.get_type_hints(cls.__init__).get(key.rsplit(".", 1)[-1]) if "__init__" in vars(cls) else None
+            if hint is not None:
+                names = [f.name for f in dataclasses.fields(hint)] if dataclasses.is_dataclass(hint) else []
+                break
+    except (ImportError, AttributeError, ValueError, TypeError, NameError):
+        pass
+    settings = f" ({', '.join(names)})" if names else ""
+    example = f": e.g. --{key}.{names[0]} {value}" if names else ""
+    return f"{key} takes a mapping of its settings{settings} or a YAML file of them, not {value!r}{where}{example}"
+
+
+# Keys that older configs hold, and where their value is declared now.
+MOVED = {
+    "data.block_size": "the window length is the model's context, model.block_size (declared once, for both)",
+}
 
 _TOP_LEVEL = ["trainer", "model", "data", "ckpt_path", "seed_everything", "optimizer", "lr_scheduler", "config",
               "float32_matmul_precision"]
@@ -391,6 +462,15 @@ def prepare(args: list[str]) -> TokenDataModule:
     data.prepare_data()
     log.info(f"{type(data).__name__}: data ready in {data.shard_dir} (tokenizer: {data.tokenizer_path})")
     return data
+
+
+def _one_line(error: UserError) -> str:
+    # An error raised in a DataLoader worker reaches here re-raised by torch with the worker's traceback as its
+    # message; its last line is the original: "lit_gpt_mini.errors.DataError: <message>".
+    text = str(error)
+    if "\nOriginal Traceback" in text:
+        text = text.rstrip().splitlines()[-1].split(": ", 1)[-1]
+    return text
 
 
 def _find_user_error(exc: Optional[BaseException]) -> Optional[UserError]:

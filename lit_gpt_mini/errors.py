@@ -21,5 +21,9 @@ class ParseError(ConfigError):
     """A command line or config file that cannot be parsed; the CLI exits with status 2, like argparse."""
 
 
+class StorageError(UserError):
+    """A file that could not be written: a read-only directory, a full disk, a file size limit."""
+
+
 class DivergenceError(UserError):
     """Training diverged: a loss is NaN or infinite (usually a learning rate too high for the model)."""

@@ -16,11 +16,12 @@ from typing import Any, Literal, Optional
 import lightning as L
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 import torch
-from torchmetrics import MeanMetric, SumMetric
+from torchmetrics import MeanMetric
 
-from lit_gpt_mini import hellaswag
 from lit_gpt_mini.checkpoint import TEXT_FORMAT_KEY, TOKENIZER_KEY
 from lit_gpt_mini.errors import ConfigError
+from lit_gpt_mini.evals.hellaswag import evaluate_batch
+from lit_gpt_mini.lightning_private import unscale_for_clipping
 from lit_gpt_mini.model import GPT, GPTConfig, KVCache
 from lit_gpt_mini.muon import MuonAdamW
 from lit_gpt_mini.optim import matrix_names, muon_param_groups, param_groups, warmup_cosine_lr
@@ -34,7 +35,8 @@ class GPTModule(L.LightningModule):
         vocab_size: Size of the tokenizer's vocabulary; ``None`` (the usual): the data's, taken in ``setup`` once
             the data is prepared (and then recorded in the checkpoint's hyperparameters). A number is checked
             against the data's.
-        block_size: Context length (the longest sequence the model can see).
+        block_size: Context length (the longest sequence the model can see), and the length of the training and
+            validation windows, which the data takes from here (``setup``).
         n_layer, n_head, n_embd, dropout, bias: The model's shape, as in :class:`~lit_gpt_mini.model.GPTConfig`.
         learning_rate: Peak learning rate, reached after ``warmup_steps``.
         min_lr: Learning rate at the end of the cosine decay.
@@ -89,9 +91,9 @@ class GPTModule(L.LightningModule):
         self.save_hyperparameters()
         self._shape = dict(block_size=block_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd, dropout=dropout,
                            bias=bias)
-        # The shape is checked now; the vocabulary may be the data's, known only in setup (see `config`).
+        # The shape is checked now; the vocabulary is the data's unless given, known in setup (see there).
         shape = GPTConfig(vocab_size=1 if vocab_size is None else vocab_size, **self._shape)
-        self._config: Optional[GPTConfig] = shape if vocab_size is not None else None
+        self.config: Optional[GPTConfig] = shape if vocab_size is not None else None
         if optimizer not in ("adamw", "muon"):
             raise ConfigError(f"model.optimizer must be 'adamw' or 'muon', got {optimizer!r}")
         check_optimizer_args(learning_rate=learning_rate, min_lr=min_lr, warmup_steps=warmup_steps,
@@ -104,19 +106,20 @@ class GPTModule(L.LightningModule):
         # (nan_strategy="disable" would also keep it, but torchmetrics then ignores the token weights.)
         self.val_loss = MeanMetric(nan_strategy=math.nan)
         self.test_loss = MeanMetric(nan_strategy=math.nan)
-        # HellaSwag: the fraction of examples each method gets right (DDP sums right answers and examples).
-        self.hellaswag_acc = MeanMetric()
-        self.hellaswag_acc_norm = MeanMetric()
-        self.hellaswag_examples = SumMetric()  # how many were scored: all of them, once, however many devices
         self.flops_per_batch = 0  # read by the throughput callback for MFU; set per batch
+        self._flops_cache: dict[int, int] = {}
         self._step_loss: Optional[torch.Tensor] = None
         self._step_micro_batches = 0
+        self._grad_norm: Optional[torch.Tensor] = None  # this optimizer step's, where logging computed it
+        self.logged_loss: Optional[float] = None  # the training loss of the last logged step, for the progress bar
 
     def configure_model(self) -> None:
         # Called by the Trainer after setup (which learned the vocabulary) and before a checkpoint's weights are
         # restored; may run more than once.
         if self.model is not None:
             return
+        if self.config is None:
+            raise ConfigError("the model's vocabulary size is unknown: set model.vocab_size, or train it with a data module")
         self.model = GPT(self.config)
         self._matrices = matrix_names(self.model)  # before FSDP flattens the parameters it shards
         if self.hparams.init_from:
@@ -148,49 +151,30 @@ class GPTModule(L.LightningModule):
         self.model.load_state_dict(pretrained.state_dict())
 
     def setup(self, stage: str) -> None:
-        # Runs on every rank after the data module's setup loaded the tokenizer, before configure_model.
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
-        data_tokenizer = getattr(datamodule, "tokenizer", None) if datamodule is not None else None
-        if data_tokenizer is None:
-            return
-        # (HellaSwag data has no window of its own: it cuts each example to the model's context.)
-        block_size = getattr(datamodule, "block_size", None)
-        if block_size is not None and block_size > self.config.block_size:
+        # Runs on every rank after the data module's setup (the data is prepared), before configure_model: the one
+        # exchange with the data. It takes this model's context length; the model takes its tokenizer, and with it
+        # the vocabulary size it is built for (recorded in the hyperparameters, so a checkpoint rebuilds it).
+        datamodule = self.trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "connect"):
+            raise ConfigError("the model needs a data module to learn its vocabulary from: give --config with a data section")
+        tokenizer = datamodule.connect(self.hparams.block_size)
+        if self.hparams.vocab_size is not None and tokenizer.vocab_size != self.hparams.vocab_size:
             raise ConfigError(
-                f"data.block_size ({block_size}) is larger than model.block_size "
-                f"({self.config.block_size}), the longest context the model has positions for"
-            )
-        if data_tokenizer.vocab_size != self.config.vocab_size:
-            raise ConfigError(
-                f"model.vocab_size is {self.config.vocab_size} (set in the config, or recorded in the --ckpt_path "
-                f"checkpoint) but the data's tokenizer has {data_tokenizer.vocab_size} tokens: the model was made "
+                f"model.vocab_size is {self.hparams.vocab_size} (set in the config, or recorded in the --ckpt_path "
+                f"checkpoint) but the data's tokenizer has {tokenizer.vocab_size} tokens: the model was made "
                 f"for other data or another tokenizer (leave model.vocab_size null to take the data's)"
             )
-        self.tokenizer = data_tokenizer
+        self.tokenizer = tokenizer
+        self.hparams.vocab_size = tokenizer.vocab_size
+        self.config = GPTConfig(vocab_size=tokenizer.vocab_size, **self._shape)
         self.text_format = getattr(datamodule, "text_format", "text")
 
-    @property
-    def config(self) -> GPTConfig:
-        """The model's shape. With ``vocab_size: null`` the vocabulary is the data's: taken from the Trainer's
-        data module the first time it is needed (its setup loaded the tokenizer; callbacks' setup and this
-        module's run after it, ``configure_model`` later) and recorded in the hyperparameters, so the
-        checkpoint rebuilds the same model."""
-        if self._config is None:
-            datamodule = self.trainer.datamodule if self._trainer is not None else None
-            if datamodule is None or not hasattr(type(datamodule), "tokenizer"):
-                raise ConfigError(
-                    "model.vocab_size is null (the data's) but there is no data module to take it from: set "
-                    "model.vocab_size"
-                )
-            vocab_size = datamodule.tokenizer.vocab_size
-            self._config = GPTConfig(vocab_size=vocab_size, **self._shape)
-            self.hparams["vocab_size"] = vocab_size
-        return self._config
-
-    @functools.lru_cache(maxsize=8)
     def _flops_per_token(self, seq_len: int) -> int:
-        # counting parameters walks the whole model: do it once per sequence length
-        return self.model.flops_per_token(seq_len)
+        # counting parameters walks the whole model: once per sequence length, cached on this module (a cache on
+        # the class, as functools.lru_cache on a method, would keep every module alive with its trainer)
+        if seq_len not in self._flops_cache:
+            self._flops_cache[seq_len] = self.model.flops_per_token(seq_len)
+        return self._flops_cache[seq_len]
 
     def forward(
         self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None, cache: Optional[KVCache] = None
@@ -218,23 +202,26 @@ class GPTModule(L.LightningModule):
         # Once per optimizer step, after gradient accumulation and the DDP all-reduce, before clipping. Lightning's
         # self.log costs ~0.5 ms a call on a CPU (1-3% of a small model's step) and the norm costs a pass over the
         # gradients: both only happen on the steps the logger writes (every trainer.log_every_n_steps).
-        if self.trainer._logger_connector.should_update_logs:
+        unscale_for_clipping(self.trainer.precision_plugin, optimizer)
+        self._grad_norm = None
+        if (self.trainer.global_step + 1) % self.trainer.log_every_n_steps == 0:  # the steps the logger writes
             loss = self._step_loss / self._step_micro_batches
             self.log("train/loss", loss, sync_dist=True)
             # Not prog_bar=True: Lightning reads progress-bar metrics after every micro-batch, a host-device sync
-            # each time. The progress bar gets the value read here, on the logged steps only.
-            self.trainer._logger_connector._progress_bar_metrics["train/loss"] = (
-                self.trainer.strategy.reduce(loss.detach(), reduce_op="mean").item()
-            )
-            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-            norm = torch.nn.utils.get_total_norm(grads)
-            if isinstance(self.trainer.strategy, FSDPStrategy):  # each rank holds a shard of the gradients
-                norm = self.trainer.strategy.reduce(norm.square(), reduce_op="sum").sqrt()
-            self.log("train/grad_norm", norm)
+            # each time. The progress bar (callbacks.LossProgressBar) shows the value read here, on these steps only.
+            self.logged_loss = self.trainer.strategy.reduce(loss.detach(), reduce_op="mean").item()
+            self._grad_norm = self._gradient_norm()
+            self.log("train/grad_norm", self._grad_norm)  # before clipping
             tokens_seen = getattr(self.trainer.datamodule, "train_tokens_seen", None)
             if tokens_seen is not None:
                 self.log("train/tokens", float(tokens_seen))
         self._step_loss, self._step_micro_batches = None, 0
+
+    def _gradient_norm(self) -> torch.Tensor:
+        norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
+        if isinstance(self.trainer.strategy, FSDPStrategy):  # each rank holds a shard of the gradients
+            norm = self.trainer.strategy.reduce(norm.square(), reduce_op="sum").sqrt()
+        return norm
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         loss = self._loss(batch)
@@ -242,18 +229,7 @@ class GPTModule(L.LightningModule):
         self.val_loss.update(loss, weight=batch[1].numel())
         self.log("val/loss", self.val_loss, prog_bar=True)
 
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        if isinstance(batch, dict):  # HellaSwag examples (see data_modules.hellaswag)
-            tokens = batch["tokens"]
-            self.flops_per_batch = self._flops_per_token(tokens.size(-1)) * tokens.numel() // 3  # forward only
-            correct, correct_norm = self.hellaswag_step(batch)
-            self.hellaswag_acc.update(correct.float())
-            self.hellaswag_acc_norm.update(correct_norm.float())
-            self.log("test/hellaswag_acc", self.hellaswag_acc)
-            self.log("test/hellaswag_acc_norm", self.hellaswag_acc_norm)
-            self.hellaswag_examples.update(len(correct))
-            self.log("test/hellaswag_examples", self.hellaswag_examples)
-            return
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         loss = self._loss(batch)
         self.test_loss.update(loss, weight=batch[1].numel())
         self.log("test/loss", self.test_loss)
@@ -261,10 +237,10 @@ class GPTModule(L.LightningModule):
     def hellaswag_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Whether ``acc`` and ``acc_norm`` pick the right ending of each example of a HellaSwag batch.
 
-        Call it through the strategy's wrapped module (``test_step`` is; HellaSwagEval redirects to it), never
-        on the bare model from outside: under FSDP the weights are only whole inside the wrapper's forward.
+        The ``HellaSwagEval`` callback calls it through the strategy's wrapped module, as Lightning calls the
+        steps: under FSDP the weights are only whole inside the wrapper's forward.
         """
-        return hellaswag.evaluate_batch(self.model, batch)
+        return evaluate_batch(self.model, batch)
 
     # --- optimization -------------------------------------------------------------------------------------------
 
@@ -274,16 +250,20 @@ class GPTModule(L.LightningModule):
         gradient_clip_val: Optional[float] = None,
         gradient_clip_algorithm: Optional[str] = None,
     ) -> None:
-        if gradient_clip_val and isinstance(self.trainer.strategy, FSDPStrategy):
-            if gradient_clip_algorithm not in (None, "norm"):
-                raise ConfigError(
-                    f"trainer.gradient_clip_algorithm {gradient_clip_algorithm!r} is not supported with FSDP: use 'norm'"
-                )
-            # Lightning's FSDP precision plugin refuses norm clipping: the norm is over every rank's shard, which
-            # the FSDP root's own clip_grad_norm_ computes (one all-reduce).
-            self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)
+        # Clipping here rather than through Lightning's precision plugins, which refuse it in two cases this project
+        # runs: mixed precision with an optimizer that unscales inside its step (fused AdamW; see
+        # unscale_for_clipping) and FSDP's norm clipping. The gradients are unscaled by now under every precision.
+        if not gradient_clip_val:
             return
-        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        if gradient_clip_algorithm == "value":  # elementwise: the same on whole tensors and on FSDP's shards
+            torch.nn.utils.clip_grad_value_(self.parameters(), gradient_clip_val)
+        elif isinstance(self.trainer.strategy, FSDPStrategy):
+            # the norm is over every rank's shard: the FSDP root's clip_grad_norm_ computes it (one all-reduce)
+            self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)
+        else:
+            params = [p for p in self.model.parameters() if p.grad is not None]
+            norm = self._grad_norm if self._grad_norm is not None else self._gradient_norm()  # one pass, not two
+            torch.nn.utils.clip_grads_with_norm_(params, gradient_clip_val, norm)
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams

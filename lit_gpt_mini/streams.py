@@ -3,6 +3,9 @@ order with a bounded number of tasks in flight, so an endless stream never piles
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.pool
+import signal
 from collections import deque
 from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar
 
@@ -43,3 +46,18 @@ def ordered_map(
             yield pending.popleft().get()
     while pending:
         yield pending.popleft().get()
+
+
+def process_pool(
+    num_proc: int, initializer: Optional[Callable[..., None]] = None, initargs: tuple = ()
+) -> multiprocessing.pool.Pool:
+    """A pool of ``num_proc`` forked processes for :func:`ordered_map`. Its workers ignore Ctrl-C: a terminal
+    sends it to every process of the job, and only the main process answers it (it ends the pool and says, in
+    one line, how to resume), not each worker with a traceback of its own."""
+    return multiprocessing.get_context("fork").Pool(num_proc, initializer=_start_worker, initargs=(initializer, initargs))
+
+
+def _start_worker(initializer: Optional[Callable[..., None]], initargs: tuple) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if initializer is not None:
+        initializer(*initargs)

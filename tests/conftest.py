@@ -19,6 +19,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True)
+def _float32_matmul_precision():
+    """Each test leaves torch's fp32 matmul precision as it found it: the CLI sets it (CUDA), and a TF32 setting
+    left behind would loosen a later test's fp32 comparison. Only ``torch.set_float32_matmul_precision`` is used:
+    the legacy ``torch.backends.cuda.matmul.allow_tf32`` flag mixed with it makes the getter raise."""
+    import torch
+
+    before = torch.get_float32_matmul_precision()
+    yield
+    torch.set_float32_matmul_precision(before)
+
+
 @pytest.fixture(scope="session")
 def shakespeare_path() -> Path:
     """The real Tiny Shakespeare (1,115,394 bytes); never committed, read from ../shared/data."""
@@ -75,12 +87,53 @@ def http_server(tmp_path):
     server.shutdown()
 
 
+class HttpxServer:
+    """A real HTTP server on 127.0.0.1 (a free port) answering each request with an httpx handler's response
+    (``request -> httpx.Response``, as ``httpx.MockTransport`` takes), for clients that must go over a socket."""
+
+    def __init__(self, handler) -> None:
+        import httpx
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                request = httpx.Request("GET", f"http://{self.headers['Host']}{self.path}", headers=dict(self.headers))
+                response = handler(request)
+                body = response.read()
+                self.send_response(response.status_code)
+                for key, value in response.headers.items():
+                    if key.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def serve_httpx(handler) -> HttpxServer:
+    """Start an :class:`HttpxServer`; the caller closes it."""
+    return HttpxServer(handler)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``gpu`` need CUDA: skipped (with the reason shown) on machines without it, like CI's."""
+    """Tests marked ``gpu`` need CUDA: skipped (with the reason shown) on machines without it, like CI's. With
+    ``LIT_GPT_MINI_REQUIRE_GPU=1`` (bench/gpu_check.sh) a machine without CUDA is an error instead: a GPU check
+    whose every test was skipped must not pass."""
     import torch
 
     if torch.cuda.is_available():
         return
+    if os.environ.get("LIT_GPT_MINI_REQUIRE_GPU") == "1" and any("gpu" in item.keywords for item in items):
+        raise pytest.UsageError("LIT_GPT_MINI_REQUIRE_GPU=1 but torch sees no CUDA device: the gpu tests cannot run")
     skip = pytest.mark.skip(reason="needs a CUDA device (run by bench/gpu_check.sh)")
     for item in items:
         if "gpu" in item.keywords:
@@ -117,7 +170,7 @@ def chat_checkpoint(tmp_path_factory, shakespeare_path) -> Path:
     torch.set_num_threads(1)  # (see single_thread)
     try:
         main(["fit", "--config", str(CONFIGS / "discord_cpu.yaml"), "--data.path", "export.json",
-              "--data.tokenizer.vocab_size", "512", "--data.block_size", "64", "--data.batch_size", "8", "--model.block_size", "64",
+              "--data.tokenizer.vocab_size", "512", "--data.batch_size", "8", "--model.block_size", "64",
               "--model.n_layer", "2", "--model.n_head", "2", "--model.n_embd", "64", "--trainer.max_steps", "200",
               "--trainer.val_check_interval", "200", "--trainer.limit_val_batches", "2"])
     finally:

@@ -23,6 +23,8 @@ from data_modules.shards import read_manifest
 from lit_gpt_mini.cli import main
 from lit_gpt_mini.errors import DataError
 
+from .helpers import write_checkpoint
+
 TOKEN = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GaBcDe.secret-token-value-that-must-not-leak"
 TOKEN_SHAPED = "MTIzNDU2Nzg5MDEyMzQ1Njc4GaBcDe_secretTokenValue"  # letters, digits and _ only: looks like a name
 
@@ -31,9 +33,14 @@ def prepare(tmp_path: Path, data: dict[str, Any], capfd) -> tuple[int, str, str]
     """``main.py prepare`` on a config holding ``data``: (exit status, the error line or "", all of stderr)."""
     config = tmp_path / "config.yaml"
     config.write_text(json.dumps({"data": data}))  # JSON is YAML
+    return run_main(["prepare", "--config", str(config)], capfd)
+
+
+def run_main(args: list[str], capfd) -> tuple[int, str, str]:
+    """``main.py`` with ``args``: (exit status, the error line or "", all of stderr), and no traceback."""
     status, error = 0, ""
     try:
-        main(["prepare", "--config", str(config)])
+        main(args)
     except SystemExit as e:
         status, error = (1, str(e.code)) if isinstance(e.code, str) else (e.code or 0, "")
     captured = capfd.readouterr()
@@ -46,7 +53,7 @@ def prepare(tmp_path: Path, data: dict[str, Any], capfd) -> tuple[int, str, str]
 
 def discord_data(tmp_path: Path, **init_args) -> dict[str, Any]:
     return {"class_path": "data_modules.discord.DiscordDataModule",
-            "init_args": {"data_dir": str(tmp_path / "data"), "block_size": 8, "batch_size": 2, **init_args}}
+            "init_args": {"data_dir": str(tmp_path / "data"), "batch_size": 2, **init_args}}
 
 
 def msg(i: int, content: Any = None, **fields) -> dict[str, Any]:
@@ -257,7 +264,7 @@ def test_a_permanent_429_ends_within_the_bound(tmp_path, capfd, monkeypatch, ser
     assert time.monotonic() - start < 3  # 0.5 s of waiting in all, plus the requests
     assert status == 1 and f"gave up on {api.url()}/channels/77/messages?limit=100 after" in error
     assert "data.api_max_total_wait is 0.5 s); the last answer: HTTP 429" in error
-    assert len(api.requests) >= 2 and "retrying in" in err
+    assert len(api.requests) >= 2 and "try 2 of at most 20 in" in err
 
 
 def test_a_day_long_retry_after_is_not_obeyed(tmp_path, capfd, monkeypatch, servers):
@@ -266,6 +273,51 @@ def test_a_day_long_retry_after_is_not_obeyed(tmp_path, capfd, monkeypatch, serv
     status, error, _ = api_prepare(tmp_path, capfd, monkeypatch, api.url())
     assert time.monotonic() - start < 3 and len(api.requests) == 1
     assert status == 1 and "Discord asks to wait 86400 s" in error and "longer than data.api_max_wait (0.2 s)" in error
+
+
+def refused(servers) -> str:
+    dead = servers(lambda path, headers: answer(200, []))
+    dead.close()
+    return dead.url()
+
+
+# (case, the API's URL (a server that always fails), the reason each wait gives)
+ALWAYS_FAILING = [
+    ("HTTP 503", lambda servers: servers(lambda path, headers: answer(503, b"busy")).url(), "HTTP 503: busy"),
+    ("HTTP 429 without retry_after", lambda servers: servers(lambda path, headers: answer(429, {})).url(), "HTTP 429"),
+    ("refused connections", refused, "could not reach it (ConnectError"),
+]
+
+
+@pytest.mark.parametrize("case, start, reason", ALWAYS_FAILING, ids=[c[0] for c in ALWAYS_FAILING])
+def test_each_wait_for_a_failing_api_is_said_as_it_happens(tmp_path, capfd, monkeypatch, servers, case, start, reason):
+    url = start(servers)
+    status, error, err = api_prepare(tmp_path, capfd, monkeypatch, url, api_max_wait=0.05, api_max_total_wait=0.12)
+    waits = [line for line in err.splitlines() if line.startswith("warning: Discord:")]
+    assert status == 1 and "gave up" in error and len(waits) == 2, err  # 0.05 + 0.05, then 0.15 > 0.12
+    for number, line in enumerate(waits, start=2):
+        assert reason in line and f"; try {number} of at most 20 in 0.1 s (at " in line, line
+    assert "0.1 of data.api_max_total_wait=0.12 s of waiting)" in waits[1]
+
+
+def test_the_default_total_wait_gives_up_on_a_dead_api_within_two_minutes():
+    import inspect
+
+    import yaml
+
+    from data_modules.discord import DiscordDataModule
+
+    default = inspect.signature(DiscordDataModule.__init__).parameters["api_max_total_wait"].default
+    config = yaml.safe_load((Path(__file__).parents[1] / "configs" / "gpt2_discord.yaml").read_text())
+    assert config["data"]["init_args"]["api_max_total_wait"] == default == 120  # one default, as shipped
+    waits: list[float] = []
+    said: list[str] = []
+    policy = RetryPolicy(max_total_wait=default, sleep=waits.append)
+    with DiscordClient("http://127.0.0.1:9/api", TOKEN, True, "$T", policy, say=said.append) as client:
+        client._send = lambda url: (503, {}, b"")  # noqa: SLF001 (the network boundary of one try)
+        with pytest.raises(DataError, match=r"after 7 tries and 63.0 s of waiting"):
+            client.get_json("http://127.0.0.1:9/api/x")
+    assert waits == [1, 2, 4, 8, 16, 32] and len(said) == len(waits)
 
 
 def test_5xx_then_success_is_retried(tmp_path, capfd, monkeypatch, servers):
@@ -381,7 +433,7 @@ def test_the_retry_policy_waits_are_capped_with_a_fake_clock():
 def reddit_data(tmp_path: Path, path: Path, **init_args) -> dict[str, Any]:
     return {"class_path": "data_modules.reddit.RedditDataModule",
             "init_args": {"path": str(path), "data_dir": str(tmp_path / "data"), "min_score": 1, "min_length": 5,
-                          "shard_size": 5000, "val_tokens": 100, "block_size": 8, "batch_size": 2, **init_args}}
+                          "shard_size": 5000, "val_tokens": 100, "batch_size": 2, **init_args}}
 
 
 def reddit_row(i: int, **fields) -> bytes:
@@ -487,7 +539,7 @@ def test_a_zst_holding_one_huge_line_is_read_in_bounded_memory(tmp_path, capfd):
 def fineweb_data(tmp_path: Path, path: Path, **init_args) -> dict[str, Any]:
     return {"class_path": "data_modules.fineweb.FineWebDataModule",
             "init_args": {"path": str(path), "data_dir": str(tmp_path / "data"), "shard_size": 5000, "val_tokens": 100,
-                          "num_proc": 1, "block_size": 8, "batch_size": 2, **init_args}}
+                          "num_proc": 1, "batch_size": 2, **init_args}}
 
 
 GOOD_DOCS = [json.dumps({"text": f"document {i} has a few words"}).encode() for i in range(20)]
@@ -625,6 +677,48 @@ def test_a_bad_shakespeare_path_is_one_error_line(tmp_path, capfd, case, make, s
     status, error, _ = prepare(tmp_path, {"class_path": "data_modules.shakespeare.ShakespeareDataModule", "init_args": {
         "data_dir": str(tmp_path / "data"), "path": str(path)}}, capfd)
     assert status == 1 and str(path) in error and says in error
+
+
+# (source, its data section with data.path at a pipe)
+PIPES = [
+    ("Shakespeare", lambda tmp_path, path: {"class_path": "data_modules.shakespeare.ShakespeareDataModule",
+                                            "init_args": {"data_dir": str(tmp_path / "data"), "path": str(path)}}),
+    ("FineWeb", lambda tmp_path, path: fineweb_data(tmp_path, path)),
+    ("Reddit", lambda tmp_path, path: reddit_data(tmp_path, path)),
+    ("Discord", lambda tmp_path, path: discord_data(tmp_path, path=str(path))),
+]
+
+
+@pytest.mark.parametrize("source, data", PIPES, ids=[c[0] for c in PIPES])
+def test_a_pipe_as_data_path_is_named_as_one(tmp_path, capfd, source, data):
+    # what `--data.path <(cat file)` gives: /dev/fd/63, a pipe, which can be read only once
+    import os
+
+    pipe = tmp_path / "fd63"
+    os.mkfifo(pipe)
+    try:
+        status, error, _ = prepare(tmp_path, data(tmp_path, pipe), capfd)
+    finally:  # had anything opened the pipe to read, it would wait for a writer: release it
+        os.close(os.open(pipe, os.O_RDONLY | os.O_NONBLOCK))
+    assert status == 1 and f"data.path {pipe} is a pipe, not a file" in error and "save it to a file first" in error
+
+
+# (case, the four endings of the second example)
+UNDECIDABLE_HELLASWAG = [
+    ("four empty endings", ["", "", "", ""]),
+    ("four identical endings", ["walks away."] * 4),
+]
+
+
+@pytest.mark.parametrize("case, endings", UNDECIDABLE_HELLASWAG, ids=[c[0] for c in UNDECIDABLE_HELLASWAG])
+def test_a_hellaswag_row_that_cannot_be_decided_is_refused_by_line(tmp_path, capfd, case, endings):
+    rows = [{"ctx": "A man", "endings": ["sits.", "runs.", "eats.", "sleeps."], "label": 1},
+            {"ctx": "A woman", "endings": endings, "label": 2}]
+    (tmp_path / "h.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    ckpt = write_checkpoint(tmp_path / "gpt2.ckpt", "gpt2")
+    status, error, _ = run_main(["eval", "--ckpt_path", ckpt, "--hellaswag.path", str(tmp_path / "h.jsonl"),
+                                 "--hellaswag.data_dir", str(tmp_path / "hellaswag")], capfd)
+    assert status == 1 and f"{tmp_path / 'h.jsonl'}:2: its 4 endings are identical" in error
 
 
 def test_a_download_url_that_is_not_a_url_is_one_error_line(tmp_path, capfd):

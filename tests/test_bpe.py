@@ -126,7 +126,7 @@ def test_bpe_shakespeare_config_fits_and_samples_through_the_cli(tmp_path, monke
 
     monkeypatch.chdir(tmp_path)
     args = ["fit", "--config", str(CONFIGS / "bpe_shakespeare.yaml"), "--data.path", str(shakespeare_path),
-            "--data.tokenizer.vocab_size", "512", "--data.block_size", "32", "--model.block_size", "32",
+            "--data.tokenizer.vocab_size", "512", "--model.block_size", "32",
             "--model.n_layer", "1", "--trainer.max_steps", "6", "--trainer.val_check_interval", "3",
             "--trainer.limit_val_batches", "2"]
     cli = main(args)

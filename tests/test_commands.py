@@ -6,15 +6,12 @@ from __future__ import annotations
 import re
 
 import pytest
-import torch
 
 from lit_gpt_mini.cli import COMMANDS, GPTCLI, main
-from lit_gpt_mini.model import GPT, GPTConfig
 
-from .conftest import CONFIGS, ROOT, write_jsonl
-from .test_hellaswag import write_examples
+from .conftest import CONFIGS, ROOT
 
-ALL = ["fit", "validate", "test", "generate", "chat", "serve", "export", "prepare"]
+ALL = ["fit", "validate", "test", "eval", "generate", "chat", "serve", "export", "prepare"]
 
 
 def exit_of(args):
@@ -64,8 +61,8 @@ def test_the_trainer_commands_describe_themselves_and_predict_is_gone(capsys):
 def test_an_unknown_command_is_one_error_line(command, hint, capsys):
     assert exit_of([command, "--config", "x.yaml"]) == 2
     err = capsys.readouterr().err
-    assert err == (f"error: main.py has no command '{command}': {hint}the commands are fit, validate, test, generate, "
-                   f"chat, serve, export, prepare (python main.py --help describes them)\n")
+    assert err == (f"error: main.py has no command '{command}': {hint}the commands are fit, validate, test, eval, "
+                   f"generate, chat, serve, export, prepare (python main.py --help describes them)\n")
 
 
 @pytest.mark.parametrize("args, message", [
@@ -87,64 +84,10 @@ def test_an_abbreviated_option_is_an_error_not_the_option_it_begins(args, messag
 # --- test --ckpt_path X without a config -----------------------------------------------------------------------
 
 
-@pytest.fixture
-def gpt2_checkpoint(tmp_path, monkeypatch, shakespeare_docs):
-    """A 2-step run of the tiny GPT-2 config (GPT-2's vocabulary) and 23 HellaSwag-format examples on disk."""
-    monkeypatch.chdir(tmp_path)
-    corpus = write_jsonl(tmp_path / "corpus.jsonl", shakespeare_docs[:1000])
-    main(["fit", "--config", str(CONFIGS / "debug_gpt2.yaml"), "--data.path", str(corpus), "--trainer.max_steps", "2",
-          "--trainer.val_check_interval", "2"])
-    return "out/debug_gpt2/checkpoints/last.ckpt", write_examples(tmp_path / "hs.jsonl", 23)
-
-
-def test_test_without_a_config_scores_hellaswag_with_the_checkpoints_model(gpt2_checkpoint, capsys):
-    from data_modules.hellaswag import HellaSwagDataModule
-
-    ckpt, examples = gpt2_checkpoint
-    cli = main(["test", "--ckpt_path", ckpt, "--data.path", str(examples)])
-    assert type(cli.datamodule) is HellaSwagDataModule and cli.datamodule.file == examples
-    assert type(cli.model).__name__ == "GPT2"  # the checkpoint's class and shape, with no config given
-    assert (cli.model.config.n_layer, cli.model.config.n_embd, cli.model.config.vocab_size) == (2, 32, 50257)
-    metrics = cli.trainer.callback_metrics
-    assert metrics["test/hellaswag_examples"].item() == 23
-    acc = metrics["test/hellaswag_acc"].item()
-    assert 0 <= acc <= 1 and 0 <= metrics["test/hellaswag_acc_norm"].item() <= 1
-    assert "test/hellaswag_acc" in capsys.readouterr().out  # Lightning's results table
-    # The same as the config's way of scoring HellaSwag (the data module inside the training data's).
-    with_config = main(["test", "--config", str(CONFIGS / "debug_gpt2.yaml"), "--ckpt_path", ckpt,
-                        "--data.hellaswag", "data_modules.hellaswag.HellaSwagDataModule",
-                        "--data.hellaswag.path", str(examples)])
-    assert with_config.trainer.callback_metrics["test/hellaswag_acc"].item() == pytest.approx(acc)
-
-
-def write_char_checkpoint(path):
-    """A checkpoint laid out as Lightning writes one (hyperparameters, ``model.``-prefixed weights) with this
-    project's tokenizer entry, for a char model."""
-    chars = "\n !',-.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-    config = dict(vocab_size=len(chars), block_size=16, n_layer=1, n_head=2, n_embd=16)
-    model = GPT(GPTConfig(**config))
-    torch.save({"hyper_parameters": {"_class_path": "lit_gpt_mini.lit_module.CharGPT", **config},
-                "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-                "tokenizer": {"kind": "char", "chars": chars}}, path)
-    return str(path)
-
-
-def test_test_without_a_config_refuses_another_vocabulary_in_one_line(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    ckpt = write_char_checkpoint(tmp_path / "char.ckpt")
-    with pytest.raises(SystemExit) as e:
-        main(["test", "--ckpt_path", ckpt])
-    assert str(e.value) == (
-        f"error: {ckpt} has a char tokenizer: HellaSwag, what test scores without a config, needs GPT-2's "
-        f"vocabulary; to get its test loss, pass --config with the data the model was trained on"
-    )
-    assert not (tmp_path / "data").exists()  # refused before anything was downloaded or written
-
-
-def test_test_without_a_config_names_a_missing_checkpoint(tmp_path, monkeypatch):
+def test_eval_names_a_missing_checkpoint(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as e:
-        main(["test", "--ckpt_path", "missing.ckpt"])
+        main(["eval", "--ckpt_path", "missing.ckpt"])
     assert str(e.value) == "error: checkpoint missing.ckpt does not exist"
 
 

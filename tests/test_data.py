@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader
 from data_modules.windows import SequentialWindows, ShuffledWindows, split_windows
 from data_modules.shakespeare import SHA256, ShakespeareDataModule
 from data_modules.shards import ShardSet, ShardWriter
-from lit_gpt_mini.errors import DataError
+from lit_gpt_mini.errors import ConfigError, DataError
 from lit_gpt_mini.tokenizers import CharTokenizer
 
 # 3000 distinct symbols: a token's id is its position in the stream, so a window shows where it came from.
@@ -109,9 +109,9 @@ def test_sequential_windows_cover_the_split_once_across_ranks(tmp_path, workers)
 
 def test_too_short_shards_are_refused(tmp_path):
     sets = make_shards(tmp_path / "s", [20, 20], val_tokens=20)
-    with pytest.raises(DataError, match=r"data.block_size \(16\) is too large for the training data"):
+    with pytest.raises(DataError, match=r"model.block_size \(16\) is too large for the training data"):
         ShuffledWindows(sets["train"], block_size=16, batch_size=2, seed=0)
-    with pytest.raises(DataError, match=r"data.block_size \(20\) is too large for the validation data"):
+    with pytest.raises(DataError, match=r"model.block_size \(20\) is too large for the validation data"):
         SequentialWindows(sets["val"], block_size=20, batch_size=2)
 
 
@@ -121,16 +121,16 @@ def test_too_short_shards_are_refused(tmp_path):
 def test_download_verifies_checksum_and_is_then_reused(tmp_path, http_server, shakespeare_path):
     root, base = http_server
     (root / "input.txt").write_bytes(shakespeare_path.read_bytes())
-    dm = ShakespeareDataModule(data_dir=str(tmp_path / "data"), url=f"{base}/input.txt", block_size=64)
+    dm = ShakespeareDataModule(data_dir=str(tmp_path / "data"), url=f"{base}/input.txt")
     dm.prepare_data()
     dest = tmp_path / "data" / "tinyshakespeare.txt"
     assert dest.read_bytes() == shakespeare_path.read_bytes()
     assert not list(dest.parent.glob("*.part"))  # no temporary file left behind
     (root / "input.txt").unlink()  # a second run must not download again
-    dm2 = ShakespeareDataModule(data_dir=str(tmp_path / "data"), url=f"{base}/input.txt", block_size=64)
+    dm2 = ShakespeareDataModule(data_dir=str(tmp_path / "data"), url=f"{base}/input.txt")
     dm2.prepare_data()
     dm2.setup("fit")
-    assert dm2.vocab_size == 65
+    assert dm2.tokenizer.vocab_size == 65
     assert dm2.train_shards.num_tokens + dm2.val_shards.num_tokens == 1_115_394
     assert dm2.val_shards.num_tokens == 111_539  # the last 10%
     val = dm2.val_shards.read(0, np.array([0]), 111_539)[0]
@@ -162,7 +162,7 @@ def test_failed_download_says_how_to_work_offline(tmp_path, http_server):
 
 
 def test_local_path_is_used_without_checksum(small_text):
-    dm = ShakespeareDataModule(data_dir=str(small_text.parent / "data"), path=str(small_text), block_size=16)
+    dm = ShakespeareDataModule(data_dir=str(small_text.parent / "data"), path=str(small_text))
     dm.prepare_data()
     dm.setup("fit")
     assert dm.tokenizer.decode(dm.train_shards.read(0, np.array([0]), 7)[0].tolist()) == "Line 0:"
@@ -187,11 +187,25 @@ def test_missing_local_file_is_named(tmp_path):
 
 
 def test_block_size_larger_than_the_data_is_refused(small_text):
-    dm = ShakespeareDataModule(data_dir=str(small_text.parent / "data"), path=str(small_text), block_size=4096)
+    dm = ShakespeareDataModule(data_dir=str(small_text.parent / "data"), path=str(small_text))
     dm.prepare_data()
     dm.setup("fit")
-    with pytest.raises(DataError, match=r"block_size \(4096\) is too large for the validation data"):
+    dm.connect(4096)  # the model's context
+    with pytest.raises(DataError, match=r"model.block_size \(4096\) is too large for the validation data"):
         dm.val_dataloader()
+
+
+def test_the_data_takes_the_model_context_and_gives_its_tokenizer(small_text):
+    dm = ShakespeareDataModule(data_dir=str(small_text.parent / "data"), path=str(small_text), batch_size=3)
+    dm.prepare_data()
+    dm.setup("fit")
+    with pytest.raises(ConfigError, match="no window length yet"):
+        dm.train_dataloader()
+    assert dm.connect(16) is dm.tokenizer and dm.tokenizer.vocab_size == 41
+    x, y = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    assert x.shape == y.shape == (3, 16) and torch.equal(x[:, 1:], y[:, :-1])
+    with pytest.raises(ConfigError, match=r"model.block_size is 0; it must be positive"):
+        dm.connect(0)
 
 
 def test_another_text_in_the_same_data_dir_is_refused_not_mixed(tmp_path, small_text, shakespeare_path):
@@ -201,9 +215,9 @@ def test_another_text_in_the_same_data_dir_is_refused_not_mixed(tmp_path, small_
 
 
 def test_datamodule_state_round_trip(small_text):
-    dm = ShakespeareDataModule(path=str(small_text), block_size=16)
+    dm = ShakespeareDataModule(path=str(small_text))
     dm.train_windows_seen = 42
-    other = ShakespeareDataModule(path=str(small_text), block_size=16)
+    other = ShakespeareDataModule(path=str(small_text))
     other.load_state_dict(dm.state_dict())
     assert other.train_windows_seen == 42
 

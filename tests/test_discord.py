@@ -170,7 +170,7 @@ trainer:
       init_args: {dirpath: out/gpt2_discord/checkpoints, save_last: true}
 """)
     cli = main(["fit", "--config", str(CONFIGS / "gpt2_discord.yaml"), "--config", "small.yaml",
-                "--data.channel_ids", "[77]", "--data.api_url", fake_api, "--data.block_size", "32",
+                "--data.channel_ids", "[77]", "--data.api_url", fake_api,
                 "--data.batch_size", "4", "--data.num_workers", "0", "--model.block_size", "32", "--model.n_layer", "1",
                 "--model.n_head", "2", "--model.n_embd", "32", "--model.compile", "false", "--trainer.accelerator", "cpu",
                 "--trainer.devices", "1", "--trainer.precision", "32-true", "--trainer.max_steps", "2",

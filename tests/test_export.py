@@ -47,9 +47,10 @@ def test_exported_model_loads_in_transformers_with_the_same_logits(tmp_path):
 def test_pth_round_trip_is_weights_only(tmp_path):
     torch.manual_seed(2)
     ours = GPT(GPTConfig(vocab_size=65, block_size=16, n_layer=1, n_head=2, n_embd=16)).eval()
-    save_pth(ours, {"kind": "char", "chars": "ab"}, tmp_path / "m.pth")
+    chars = "".join(chr(32 + i) for i in range(65))  # the model's 65 tokens
+    save_pth(ours, {"kind": "char", "chars": chars}, tmp_path / "m.pth")
     data = torch.load(tmp_path / "m.pth", weights_only=True)  # the documented snippet's first line
-    assert data["tokenizer"] == {"kind": "char", "chars": "ab"}
+    assert data["tokenizer"] == {"kind": "char", "chars": chars}
     loaded, _ = load_pth(tmp_path / "m.pth")
     x = torch.randint(0, 65, (1, 16))
     torch.testing.assert_close(loaded(x), ours(x))

@@ -19,12 +19,12 @@ import torch
 
 from data_modules.fineweb import FineWebDataModule
 from data_modules.shards import HEADER_BYTES, read_manifest
-from lit_gpt_mini.errors import DataError
+from lit_gpt_mini.errors import ConfigError, DataError
 from tests.conftest import ROOT, write_jsonl
 
 
 def module(tmp_path: Path, directory: str = "data", **kwargs) -> FineWebDataModule:
-    kwargs = {"shard_size": 20_000, "val_tokens": 5_000, "num_proc": 1, "block_size": 32, "batch_size": 4, **kwargs}
+    kwargs = {"shard_size": 20_000, "val_tokens": 5_000, "num_proc": 1, "batch_size": 4, **kwargs}
     return FineWebDataModule(data_dir=str(tmp_path / directory), **kwargs)
 
 
@@ -53,6 +53,7 @@ def test_documents_become_eot_separated_gpt2_tokens(tmp_path, gpt2_tokenizer):
     assert manifest["documents"] == 1200 and manifest["tokens"]["val"] == 1000
     assert manifest["tokenizer"] == {"kind": "gpt2"}
     dm.setup("fit")
+    dm.connect(32)  # the model's context
     windows = next(iter(dm.train_dataloader()))
     assert windows.shape == (4, 33) and windows.dtype == torch.uint16 and int(windows.long().max()) <= 50256
 
@@ -154,7 +155,7 @@ def test_unusable_data_is_a_clear_error(tmp_path, setup, message):
 def test_bad_settings_are_refused(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         module(tmp_path, path=str(tmp_path / "missing.jsonl")).prepare_data()
-    with pytest.raises(DataError, match="max_tokens .1000. leaves nothing to train on"):
+    with pytest.raises(ConfigError, match="max_tokens .1000. leaves nothing to train on"):
         module(tmp_path, max_tokens=1000)
     with pytest.raises(DataError, match="could not stream .*no-such-dataset.*set data.path"):
         module(tmp_path, dataset=str(tmp_path / "no-such-dataset"), name=None).prepare_data()

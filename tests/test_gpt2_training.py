@@ -84,9 +84,10 @@ def test_resumed_run_sees_the_same_batches_and_ends_with_the_same_model(tmp_path
 
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 def test_ddp_on_two_cpu_processes_splits_the_batch_between_ranks(tmp_path, corpus, optimizer):
-    # Same 256-token step on 2 processes: no accumulation, each rank takes half of every global batch.
+    # Same 256-token step on 2 processes: no accumulation, each rank takes half of every global batch. In
+    # bf16-mixed, clipped at every step (the norm is above 0.05 throughout): one device and DDP clip alike.
     common = ["fit", "--config", DEBUG, "--data.path", str(corpus), "--trainer.limit_val_batches", "1.0", RECORD,
-              "--model.optimizer", optimizer]
+              "--model.optimizer", optimizer, "--trainer.precision", "bf16-mixed", "--trainer.gradient_clip_val", "0.05"]
     single = subprocess.run([sys.executable, str(ROOT / "main.py"), *common], cwd=tmp_path, capture_output=True,
                             text=True, timeout=600)
     assert single.returncode == 0, single.stderr[-3000:]
@@ -111,8 +112,9 @@ def test_ddp_on_two_cpu_processes_splits_the_batch_between_ranks(tmp_path, corpu
     b = torch.load(tmp_path / "ddp/out/debug_gpt2/checkpoints/last.ckpt", weights_only=True)["state_dict"]
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
-    val = [scalars(d / "out/debug_gpt2/version_0")["val/loss"][-1][1] for d in (tmp_path, tmp_path / "ddp")]
-    assert val[0] == pytest.approx(val[1], abs=1e-4)
+    runs = [scalars(d / "out/debug_gpt2/version_0") for d in (tmp_path, tmp_path / "ddp")]
+    assert runs[0]["val/loss"][-1][1] == pytest.approx(runs[1]["val/loss"][-1][1], abs=1e-4)
+    assert min(value for run in runs for _, value in run["train/grad_norm"]) > 0.05  # every logged step clipped
     # each rank's random generators are in the checkpoint, for an exact resume with dropout
     states = torch.load(tmp_path / "ddp/out/debug_gpt2/checkpoints/last.ckpt", weights_only=True)["callbacks"]["RandomState"]
     assert len(states["states"]) == 2
@@ -133,12 +135,12 @@ def test_a_total_batch_that_does_not_divide_is_one_clear_error(tmp_path, corpus)
     # 256 tokens per step cannot be cut into whole 24-token windows
     result = subprocess.run(
         [sys.executable, str(ROOT / "main.py"), "fit", "--config", DEBUG, "--data.path", str(corpus),
-         "--data.block_size", "24"],
+         "--model.block_size", "24"],
         cwd=tmp_path, capture_output=True, text=True,
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
-        "error: total_batch_tokens (256) cannot be split evenly over data.block_size (24) x devices*nodes (1) = 24 "
+        "error: total_batch_tokens (256) cannot be split evenly over model.block_size (24) x devices*nodes (1) = 24 "
         "tokens per window row: make total_batch_tokens a multiple of 24 (powers of two divide evenly)"
     )
 

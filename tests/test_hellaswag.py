@@ -6,7 +6,6 @@ import json
 import os
 import math
 import random
-import re
 import subprocess
 import sys
 
@@ -15,7 +14,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.nn import functional as F
 
-from lit_gpt_mini import hellaswag
+from lit_gpt_mini.evals import hellaswag
+from lit_gpt_mini.evals.hellaswag import HellaSwag
 from lit_gpt_mini.cli import main
 from lit_gpt_mini.errors import ConfigError, DataError
 from lit_gpt_mini.model import GPT, GPTConfig
@@ -152,121 +152,125 @@ def test_bad_lines_are_named_with_their_line_number(tmp_path, line, message):
         hellaswag.read_examples(tmp_path / "h.jsonl")
 
 
-def test_a_bad_row_is_one_error_line_from_the_cli(tmp_path, monkeypatch, capsys):
+def test_a_bad_row_is_one_error_line_from_the_eval_command(trained, monkeypatch):
+    tmp_path, ckpt, _ = trained
     (tmp_path / "h.jsonl").write_text(json.dumps({**GOOD, "label": True}) + "\n")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit:
-        main(["test", "--config", DEBUG, "--data.hellaswag", "data_modules.hellaswag.HellaSwagDataModule",
-              "--data.hellaswag.path", "h.jsonl"])
+        main(["eval", "--ckpt_path", str(ckpt), "--hellaswag.path", "h.jsonl"])
     assert str(exit.value) == "error: h.jsonl:1: 'label' must be an integer 0 to 3, got True"
 
 
 @pytest.mark.parametrize("key, value", [("examples_per_batch", 0), ("limit", 0)])
 def test_batch_settings_below_one_are_refused_with_their_key(key, value):
-    from data_modules.hellaswag import HellaSwagDataModule
-
     with pytest.raises(ConfigError, match=rf"hellaswag\.{key} must be at least 1.*, got 0"):
-        HellaSwagDataModule(**{key: value})
+        HellaSwag(**{key: value})
 
 
 @pytest.fixture
-def trained(tmp_path, shakespeare_docs):
-    """A tiny GPT-2-vocabulary checkpoint (8 steps of debug_gpt2) and 23 HellaSwag-format examples."""
+def trained(tmp_path, shakespeare_docs, monkeypatch):
+    """A tiny GPT-2-vocabulary checkpoint (8 steps of debug_gpt2; HellaSwag scored every 4 steps) and 23
+    HellaSwag-format examples."""
     corpus = write_jsonl(tmp_path / "corpus.jsonl", shakespeare_docs[:2000])
     examples = write_examples(tmp_path / "hs.jsonl", 23)
-    args = ["--config", DEBUG, "--data.path", str(corpus), "--data.hellaswag", "data_modules.hellaswag.HellaSwagDataModule",
-            "--data.hellaswag.path", str(examples), "--data.hellaswag.examples_per_batch", "4"]
-    return tmp_path, args
-
-
-def test_callback_logs_during_fit_and_test_reports_both_metrics(trained, monkeypatch, capsys):
-    tmp_path, args = trained
     monkeypatch.chdir(tmp_path)
-    main(["fit", *args, "--trainer.callbacks+=lit_gpt_mini.callbacks.HellaSwagEval", "--trainer.callbacks.every_n_steps", "4"])
+    main(["fit", "--config", DEBUG, "--data.path", str(corpus), *CALLBACK, "--trainer.callbacks.path", str(examples),
+          "--trainer.callbacks.examples_per_batch", "4"])
+    return tmp_path, tmp_path / "out/debug_gpt2/checkpoints/last.ckpt", examples
+
+
+CALLBACK = ["--trainer.callbacks+=lit_gpt_mini.evals.callback.HellaSwagEval", "--trainer.callbacks.every_n_steps", "4"]
+
+
+def eval_figures(cwd, ckpt, examples, *extra) -> dict:
+    """``main.py eval`` in a process of its own, its figures from ``--out``."""
+    out = cwd / f"eval{len(list(cwd.glob('eval*.json')))}.json"
+    run = subprocess.run([sys.executable, str(ROOT / "main.py"), "eval", "--ckpt_path", str(ckpt), "--hellaswag.path",
+                          str(examples), "--hellaswag.examples_per_batch", "4", "--out", str(out), *extra],
+                         cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return json.loads(out.read_text())
+
+
+def test_the_callback_logs_during_fit_and_eval_reports_both_metrics(trained, capsys):
+    tmp_path, ckpt, examples = trained
     (events,) = (tmp_path / "out/debug_gpt2").glob("version_0/events.*")
     acc = EventAccumulator(str(events))
     acc.Reload()
     assert [e.step for e in acc.Scalars("hellaswag/acc")] == [0, 4, 8]
     assert [e.step for e in acc.Scalars("hellaswag/acc_norm")] == [0, 4, 8]
-    cli = main(["test", *args, "--ckpt_path", "out/debug_gpt2/checkpoints/last.ckpt"])
-    metrics = cli.trainer.callback_metrics
-    assert metrics["test/hellaswag_examples"].item() == 23
-    assert 0 <= metrics["test/hellaswag_acc"].item() <= 1 and 0 <= metrics["test/hellaswag_acc_norm"].item() <= 1
-    out = capsys.readouterr().out
-    assert "test/hellaswag_acc " in out and "test/hellaswag_acc_norm" in out  # Lightning's results table
-    # the callback's last evaluation (step 8) scored the same model the test restored
-    assert acc.Scalars("hellaswag/acc")[-1].value == pytest.approx(metrics["test/hellaswag_acc"].item())
+    main(["eval", "--ckpt_path", str(ckpt), "--hellaswag.path", str(examples), "--out", "figures.json"])
+    figures = json.loads((tmp_path / "figures.json").read_text())
+    assert figures["examples"] == 23 and 0 <= figures["acc"] <= 1 and 0 <= figures["acc_norm"] <= 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"hellaswag: acc {figures['acc']:.4f}, acc_norm {figures['acc_norm']:.4f} over 23 examples")
+    # the callback's last evaluation (step 8) scored the model the checkpoint holds
+    assert acc.Scalars("hellaswag/acc")[-1].value == pytest.approx(figures["acc"])
+    assert acc.Scalars("hellaswag/acc_norm")[-1].value == pytest.approx(figures["acc_norm"])
 
 
-def test_two_ddp_processes_score_each_of_an_odd_number_of_examples_once(trained):
-    tmp_path, args = trained
-    fit = subprocess.run([sys.executable, str(ROOT / "main.py"), "fit", *args], cwd=tmp_path, capture_output=True, text=True)
-    assert fit.returncode == 0, fit.stderr[-2000:]
-    results = []
-    for extra in ([], ["--trainer.devices", "2", "--trainer.strategy", "ddp"]):
-        run = subprocess.run([sys.executable, str(ROOT / "main.py"), "test", *args, *extra,
-                              "--ckpt_path", "out/debug_gpt2/checkpoints/last.ckpt"],
-                             cwd=tmp_path, capture_output=True, text=True, timeout=600)
-        assert run.returncode == 0, run.stderr[-2000:]
-        # Lightning's results table, plain or drawn with rich's box characters
-        table = dict(re.findall(r"(test/hellaswag_\w+)[\s│|]+([0-9.]+)", run.stdout))
-        results.append(table)
-    assert results[0]["test/hellaswag_examples"] == results[1]["test/hellaswag_examples"] == "23.0"
-    assert results[0] == results[1]
+def test_two_processes_score_each_of_an_odd_number_of_examples_once(trained):
+    tmp_path, ckpt, examples = trained
+    one = eval_figures(tmp_path, ckpt, examples, "--accelerator", "cpu")
+    two = eval_figures(tmp_path, ckpt, examples, "--accelerator", "cpu", "--devices", "2")
+    assert one == two and two["examples"] == 23
 
 
-def test_a_checkpoint_without_gpt2_vocabulary_is_refused(tmp_path, trained, shakespeare_path):
-    _, args = trained
-    run = subprocess.run([sys.executable, str(ROOT / "main.py"), "fit", "--config", str(CONFIGS / "debug_char.yaml"),
-                          "--data.path", str(shakespeare_path), "--trainer.max_steps", "1"], cwd=tmp_path, capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr[-2000:]
-    run = subprocess.run([sys.executable, str(ROOT / "main.py"), "test", *args,
-                          "--ckpt_path", "out/debug_char/checkpoints/last.ckpt"], cwd=tmp_path, capture_output=True, text=True)
-    assert run.returncode == 1 and "Traceback" not in run.stderr
-    # the checkpoint's hyperparameters hold the vocabulary it was trained with: 65 characters
-    last = run.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: model.vocab_size is 65 ") and "the data's tokenizer has 50257 tokens" in last
+def test_a_checkpoint_without_gpt2_vocabulary_is_refused(tmp_path, monkeypatch):
+    from .helpers import write_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    write_checkpoint(tmp_path / "char.ckpt", "char")
+    with pytest.raises(SystemExit) as exit:
+        main(["eval", "--ckpt_path", "char.ckpt"])
+    assert str(exit.value) == (
+        "error: char.ckpt has a char tokenizer: hellaswag is scored with GPT-2's "
+        "vocabulary, so only a model trained on GPT-2 tokens (data.tokenizer.kind: gpt2) can be scored on it")
+    assert not (tmp_path / "data/hellaswag").exists()  # refused before anything was downloaded
+
+
+def test_test_is_the_test_loss_and_points_to_eval_without_a_config(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        main(["test", "--ckpt_path", "x.ckpt"])
+    assert "HellaSwag: main.py eval --ckpt_path X" in capsys.readouterr().err
 
 
 def test_the_validation_file_is_downloaded_once(tmp_path, http_server, monkeypatch):
-    from data_modules import hellaswag as hellaswag_data
-
     root, base = http_server
     write_examples(root / "hellaswag_val.jsonl", 7)
-    monkeypatch.setattr(hellaswag_data, "URL", base + "/hellaswag_{split}.jsonl")
-    dm = hellaswag_data.HellaSwagDataModule(data_dir=str(tmp_path / "hs"))
-    dm.prepare_data()
+    monkeypatch.setattr(hellaswag, "URL", base + "/hellaswag_{split}.jsonl")
+    data = HellaSwag(data_dir=str(tmp_path / "hs"))
+    data.prepare()
     (root / "hellaswag_val.jsonl").unlink()
-    dm.prepare_data()  # cached: no second download
-    assert len(dm.examples) == 7 and len(list(dm.batches(64, rank=1, world_size=2))) == 1  # examples 1, 3, 5
+    data.prepare()  # cached: no second download
+    assert len(hellaswag.read_examples(data.file)) == 7
+    assert len(list(data.batches(64, rank=1, world_size=2))) == 1  # examples 1, 3, 5
     with pytest.raises(DataError, match="could not download HellaSwag.*put the file at"):
-        hellaswag_data.HellaSwagDataModule(data_dir=str(tmp_path / "other")).prepare_data()
+        HellaSwag(data_dir=str(tmp_path / "other")).prepare()
 
 
 def test_the_train_split_becomes_training_text_for_the_fineweb_module(tmp_path):
     from data_modules.fineweb import FineWebDataModule
-    from data_modules.hellaswag import main as hellaswag_main
 
     source = write_examples(tmp_path / "hellaswag_train.jsonl", 300)
-    hellaswag_main(["--split", "train", "--path", str(source), "--out", str(tmp_path / "text.jsonl")])
+    hellaswag.main(["--split", "train", "--path", str(source), "--out", str(tmp_path / "text.jsonl")])
     first = json.loads((tmp_path / "text.jsonl").read_text().splitlines()[0])
     example = hellaswag.read_examples(source)[0]
     assert first == {"text": example.context + " " + example.endings[example.label]}
     dm = FineWebDataModule(data_dir=str(tmp_path / "d"), path=str(tmp_path / "text.jsonl"), shard_size=2000,
-                           val_tokens=500, num_proc=1, block_size=16, batch_size=2)
+                           val_tokens=500, num_proc=1, batch_size=2)
     dm.prepare_data()
     dm.setup("fit")
     assert dm.train_shards.num_tokens > 1000
 
 
 def test_token_ids_are_cached_once_and_follow_the_file(tmp_path, monkeypatch):
-    from data_modules.hellaswag import HellaSwagDataModule
-
     source = write_examples(tmp_path / "h.jsonl", 9, empty_every=4)
-    first = HellaSwagDataModule(data_dir=str(tmp_path / "cache"), path=str(source), examples_per_batch=4)
-    with pytest.raises(DataError, match=r"token ids .* are missing .* prepare the data on every node"):
+    first = HellaSwag(data_dir=str(tmp_path / "cache"), path=str(source), examples_per_batch=4)
+    with pytest.raises(DataError, match=r"token ids .* are missing .* each node prepares its own copy"):
         first.batches(64)
-    first.prepare_data()
+    first.prepare()
     (cache,) = (tmp_path / "cache").glob("h.*.gpt2.npz")
     want = first.batches(64, rank=1, world_size=2)
 
@@ -274,54 +278,42 @@ def test_token_ids_are_cached_once_and_follow_the_file(tmp_path, monkeypatch):
         raise AssertionError("tokenized again")
 
     monkeypatch.setattr(hellaswag, "tokenize", no_tokenizing)
-    again = HellaSwagDataModule(data_dir=str(tmp_path / "cache"), path=str(source), examples_per_batch=4)
-    again.prepare_data()  # finds the cache
+    again = HellaSwag(data_dir=str(tmp_path / "cache"), path=str(source), examples_per_batch=4)
+    again.prepare()  # finds the cache
     got = again.batches(64, rank=1, world_size=2)
     assert [b["labels"].tolist() for b in got] == [b["labels"].tolist() for b in want]
     assert all(torch.equal(g[k], w[k]) for g, w in zip(got, want) for k in w)
     assert [len(b["labels"]) for b in got] == [4]  # examples 1, 3, 5 and 7: one batch
     monkeypatch.undo()
     write_examples(source, 9, seed=1)  # another file at the same path: another cache, never the stale one
-    changed = HellaSwagDataModule(data_dir=str(tmp_path / "cache"), path=str(source))
-    changed.prepare_data()
+    HellaSwag(data_dir=str(tmp_path / "cache"), path=str(source)).prepare()
     assert len(list((tmp_path / "cache").glob("h.*.gpt2.npz"))) == 2 and cache.is_file()
 
 
 def test_batches_are_sorted_by_length_and_shard_exactly(tmp_path):
-    from data_modules.hellaswag import HellaSwagDataModule
-
-    dm = HellaSwagDataModule(data_dir=str(tmp_path), path=str(write_examples(tmp_path / "h.jsonl", 23)), examples_per_batch=3)
-    dm.prepare_data()
-    lengths = [b["tokens"].size(1) for b in dm.batches(64)]
+    data = HellaSwag(data_dir=str(tmp_path), path=str(write_examples(tmp_path / "h.jsonl", 23)), examples_per_batch=3)
+    data.prepare()
+    lengths = [b["tokens"].size(1) for b in data.batches(64)]
     assert lengths == sorted(lengths)
-    shares = [sum(len(b["labels"]) for b in dm.batches(64, rank, 3)) for rank in range(3)]
+    shares = [sum(len(b["labels"]) for b in data.batches(64, rank, 3)) for rank in range(3)]
     assert shares == [8, 8, 7]
 
 
-def test_test_cuts_to_the_model_context_not_the_training_window(tmp_path):
-    from types import SimpleNamespace
-
-    from data_modules.fineweb import FineWebDataModule
-    from data_modules.hellaswag import HellaSwagDataModule
-
-    hs = HellaSwagDataModule(data_dir=str(tmp_path), path=str(write_examples(tmp_path / "h.jsonl", 12, long_every=2)))
-    hs.prepare_data()
-    data = FineWebDataModule(data_dir=str(tmp_path / "fw"), path=str(tmp_path / "unused.jsonl"), hellaswag=hs, block_size=16)
-    data.trainer = SimpleNamespace(global_rank=0, world_size=1, testing=True, lightning_module=SimpleNamespace(
-        config=GPTConfig(vocab_size=50257, block_size=64)), strategy=SimpleNamespace(root_device=torch.device("cpu")))
-    loaded = list(data.test_dataloader())
+def test_examples_are_cut_to_the_model_context(tmp_path):
+    data = HellaSwag(data_dir=str(tmp_path), path=str(write_examples(tmp_path / "h.jsonl", 12, long_every=2)))
+    data.prepare()
     # long candidates fill the model's 64 positions (the last token of an ending, at 63, is not fed)
-    assert max(b["pos"].max().item() for b in loaded) == 62
-    assert all(torch.equal(a["tokens"], b["tokens"]) for a, b in zip(loaded, hs.batches(64)))
+    assert max(b["pos"].max().item() for b in data.batches(64)) == 62
 
 
-def test_the_callback_scores_through_the_strategy_wrapper():
+def test_the_callback_scores_through_the_strategy_wrapper(tmp_path):
     """Like FSDP, the wrapper only makes the weights usable inside its own forward: scoring must go through it."""
+    from contextlib import nullcontext
     from types import SimpleNamespace
 
     from lightning.pytorch.strategies.strategy import _ForwardRedirection
 
-    from lit_gpt_mini.callbacks import _call_wrapped
+    from lit_gpt_mini.evals.callback import HellaSwagEval
     from lit_gpt_mini.lit_module import GPT2
 
     module = GPT2(vocab_size=50257, block_size=64, n_layer=1, n_head=2, n_embd=32)
@@ -343,18 +335,22 @@ def test_the_callback_scores_through_the_strategy_wrapper():
     seen = []
     original = module.model.hidden_states
     module.model.hidden_states = lambda *a: (seen.append(wrapper.inside), original(*a))[1]
-    trainer = SimpleNamespace(strategy=SimpleNamespace(model=wrapper, _forward_redirection=_ForwardRedirection()))
-    example = hellaswag.TokenizedExample((5, 6, 7), ((1, 2), (3,), (4, 4, 4), (9,)), 2)
-    batch = hellaswag.collate([hellaswag.pack(example, 64)])
-    got = _call_wrapped(trainer, module, "hellaswag_step", batch)
-    assert seen == [True]
-    assert [g.tolist() for g in got] == [d.tolist() for d in hellaswag.evaluate_batch(module.model, batch)]
+    strategy = SimpleNamespace(model=wrapper, _forward_redirection=_ForwardRedirection(), reduce=lambda t, reduce_op: t)
+    trainer = SimpleNamespace(strategy=strategy, global_rank=0, world_size=1,
+                              precision_plugin=SimpleNamespace(forward_context=nullcontext))
+    callback = HellaSwagEval(every_n_steps=1, data_dir=str(tmp_path), path=str(write_examples(tmp_path / "h.jsonl", 5)))
+    callback.task.prepare()
+    got = callback.evaluate(trainer, module)
+    assert seen and all(seen)
+    right = [hellaswag.evaluate_batch(module.model, b) for b in callback.task.batches(64)]
+    assert got == {"examples": 5, "acc": sum(r[0].sum().item() for r in right) / 5,
+                   "acc_norm": sum(r[1].sum().item() for r in right) / 5}
 
 
 @pytest.mark.parametrize("local, global_, per_node, prepares", [
     (0, 0, True, True), (0, 2, True, True), (1, 1, True, False), (0, 2, False, False), (0, 0, False, True)])
 def test_hellaswag_is_prepared_by_the_first_process_of_each_node(local, global_, per_node, prepares):
-    from lit_gpt_mini.callbacks import HellaSwagEval
+    from lit_gpt_mini.evals.callback import HellaSwagEval
 
     assert HellaSwagEval.prepares_here(local, global_, per_node) is prepares
 
@@ -369,11 +365,11 @@ def test_two_nodes_without_a_shared_filesystem_each_download_and_tokenize(tmp_pa
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    script = ("import sys; import data_modules.hellaswag as h; h.URL = sys.argv[1]; "
+    script = ("import sys; import lit_gpt_mini.evals.hellaswag as h; h.URL = sys.argv[1]; "
               "from lit_gpt_mini.cli import main; main(sys.argv[2:])")
-    args = ["fit", "--config", DEBUG, "--data.path", "corpus.jsonl", "--data.hellaswag", "data_modules.hellaswag.HellaSwagDataModule",
-            "--trainer.strategy", "ddp", "--trainer.num_nodes", "2", "--trainer.max_steps", "4",
-            "--trainer.callbacks+=lit_gpt_mini.callbacks.HellaSwagEval", "--trainer.callbacks.every_n_steps", "2"]
+    args = ["fit", "--config", DEBUG, "--data.path", "corpus.jsonl", "--trainer.strategy", "ddp",
+            "--trainer.num_nodes", "2", "--trainer.max_steps", "4",
+            "--trainer.callbacks+=lit_gpt_mini.evals.callback.HellaSwagEval", "--trainer.callbacks.every_n_steps", "2"]
     runs = []
     for node in (0, 1):
         (tmp_path / f"node{node}").mkdir()
@@ -393,12 +389,3 @@ def test_two_nodes_without_a_shared_filesystem_each_download_and_tokenize(tmp_pa
     acc.Reload()
     # no accumulation at world size 2: the first batch ends at step 1; DDP training goes on after an evaluation
     assert [e.step for e in acc.Scalars("hellaswag/acc")] == [2, 4]
-
-
-def test_the_prepare_command_prepares_hellaswag_too(tmp_path, monkeypatch, shakespeare_docs):
-    monkeypatch.chdir(tmp_path)
-    write_jsonl(tmp_path / "corpus.jsonl", shakespeare_docs[:300])
-    write_examples(tmp_path / "h.jsonl", 5)
-    main(["prepare", "--config", DEBUG, "--data.path", "corpus.jsonl", "--data.hellaswag", "data_modules.hellaswag.HellaSwagDataModule",
-          "--data.hellaswag.path", "h.jsonl", "--data.hellaswag.data_dir", "hs"])
-    assert len(list((tmp_path / "hs").glob("h.*.gpt2.npz"))) == 1

@@ -43,13 +43,14 @@ def _fit_and_count(tmp_path, monkeypatch, shakespeare_path, accumulate: int, ext
             "--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar", "true",
             "--trainer.enable_checkpointing", "false",
             "--trainer.callbacks", "lightning.pytorch.callbacks.LearningRateMonitor",
+            "--trainer.callbacks+=lit_gpt_mini.callbacks.LossProgressBar",
             "--trainer.callbacks+=lit_gpt_mini.callbacks.TokenThroughput",
             "--trainer.callbacks.init_args.window_size", "2",
             "--trainer.callbacks+=lit_gpt_mini.callbacks.StopOnNonFinite",
             "--trainer.callbacks.init_args.every_n_steps", "2", *extra,
         ])
     # the progress bar still shows the loss (read on the logged steps)
-    assert isinstance(cli.trainer.progress_bar_metrics["train/loss"], float)
+    assert isinstance(cli.trainer.progress_bar_callback.get_metrics(cli.trainer, cli.model)["train/loss"], float)
     return counter.reads + syncs
 
 

@@ -25,14 +25,14 @@ def test_a_resume_on_another_device_count_is_a_warning_from_rank_zero_only(capsy
 
 
 def test_gradient_accumulation_says_how_it_splits_a_step(capsys):
-    data = types.SimpleNamespace(batch_size=6, block_size=32)
+    data = types.SimpleNamespace(batch_size=4)
+    model = types.SimpleNamespace(hparams=types.SimpleNamespace(block_size=32))
     trainer = types.SimpleNamespace(datamodule=data, world_size=1, accumulate_grad_batches=1, val_check_interval=1.0)
-    GradientAccumulation(total_batch_tokens=256).setup(trainer, None, "fit")
+    GradientAccumulation(total_batch_tokens=256).setup(trainer, model, "fit")
     assert capsys.readouterr().err.splitlines() == [
-        "data.batch_size 6 does not divide 256 tokens per step over 1 devices evenly: using micro-batches of 4",
         "Gradient accumulation: 256 tokens per step = 4 x 32 tokens x 1 devices x 2 micro-batches",
     ]
-    assert (data.batch_size, trainer.accumulate_grad_batches) == (4, 2)
+    assert (data.batch_size, trainer.accumulate_grad_batches) == (4, 2)  # the data's batch size is the data's
 
 
 def test_export_says_where_it_wrote(tmp_path, capsys, monkeypatch):

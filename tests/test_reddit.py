@@ -1,4 +1,4 @@
-"""Reddit dumps: streamed .zst NDJSON, filters, malformed and truncated files, shards, a tiny fit via the CLI."""
+"""Reddit dumps: streamed .zst NDJSON, filters, malformed and truncated files, shards (training: tests/test_recipes.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from lit_gpt_mini.errors import ConfigError, DataError
 from lit_gpt_mini.tokenizers import TokenizerRecipe
 
 from .conftest import CONFIGS
+
 
 DAY = 86400
 JAN1 = 1672531200  # 2023-01-01 UTC
@@ -45,7 +46,7 @@ def write_zst(path, items, extra_lines=(), level=3):
 def module(tmp_path, path, **kwargs):
     defaults = dict(data_dir=str(tmp_path / "data"), subreddits=["python"], min_score=1, min_length=20,
                     start_date="2023-01-01", end_date="2023-02-01", shard_size=20_000, val_tokens=2_000,
-                    block_size=32, batch_size=4)
+                    batch_size=4)
     return RedditDataModule(path=str(path), **{**defaults, **kwargs})
 
 
@@ -82,7 +83,8 @@ def test_prepare_writes_shards_with_gpt2_or_our_bpe(tmp_path, shakespeare_docs):
     bpe = module(tmp_path, dump, data_dir=str(tmp_path / "bpe"), tokenizer=TokenizerRecipe("bpe", vocab_size=400))
     bpe.prepare_data()
     bpe.setup("fit")
-    assert bpe.vocab_size == 400 and read_manifest(bpe.shard_dir)["tokenizer"]["kind"] == "bpe"
+    bpe.connect(32)
+    assert bpe.tokenizer.vocab_size == 400 and read_manifest(bpe.shard_dir)["tokenizer"]["kind"] == "bpe"
     windows = next(iter(bpe.train_dataloader()))
     assert windows.shape == (4, 33) and int(windows.long().max()) < 400
 
@@ -95,28 +97,6 @@ def test_bad_input_is_clear(tmp_path):
     dump = write_zst(tmp_path / "RC.zst", rows([]))
     with pytest.raises(DataError, match="gave no row that passed the filters"):
         module(tmp_path, dump, subreddits=["nothing_here"]).prepare_data()
-
-
-def test_tiny_fit_through_the_cli_with_the_reddit_config(tmp_path, monkeypatch, shakespeare_docs):
-    dump = write_zst(tmp_path / "RC.zst", rows(shakespeare_docs[:2000]))
-    monkeypatch.chdir(tmp_path)
-    # the recipe's callbacks with a 256-token step (a list in a config cannot be edited from the command line)
-    (tmp_path / "small.yaml").write_text("""
-trainer:
-  callbacks:
-    - class_path: lit_gpt_mini.callbacks.GradientAccumulation
-      init_args: {total_batch_tokens: 256}
-    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
-      init_args: {dirpath: out/gpt2_reddit/checkpoints, save_last: true}
-""")
-    cli = main(["fit", "--config", str(CONFIGS / "gpt2_reddit.yaml"), "--config", "small.yaml", "--data.path", str(dump),
-                "--data.val_tokens", "2000", "--data.block_size", "32", "--data.batch_size", "4", "--data.num_workers", "0",
-                "--model.block_size", "32", "--model.n_layer", "1", "--model.n_head", "2", "--model.n_embd", "32",
-                "--model.compile", "false", "--trainer.accelerator", "cpu", "--trainer.devices", "1",
-                "--trainer.precision", "32-true", "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
-                "--trainer.limit_val_batches", "2", "--trainer.enable_progress_bar", "false"])
-    assert cli.trainer.global_step == 2 and cli.trainer.accumulate_grad_batches == 2
-    assert torch.load(tmp_path / "out/gpt2_reddit/checkpoints/last.ckpt", weights_only=True)["tokenizer"] == {"kind": "gpt2"}
 
 
 def test_the_laptop_chat_recipe_trains_on_reddit_with_its_data_section_swapped(tmp_path, monkeypatch, shakespeare_docs):
@@ -133,7 +113,6 @@ data:
     tokenizer: {{kind: bpe, vocab_size: 512, pattern: gpt4}}
     val_tokens: 2000
     shard_size: 50000
-    block_size: 32
     batch_size: 4
 """)
     cli = main(["fit", "--config", str(CONFIGS / "discord_cpu.yaml"), "--config", "reddit_data.yaml",

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from data_modules.base import TokenDataModule
+from data_modules.base import StreamedTokenDataModule
 from data_modules.discord import DiscordDataModule
 from data_modules.fineweb import FineWebDataModule
 from data_modules.reddit import RedditDataModule
@@ -32,8 +32,15 @@ def test_recipe_caps_the_stream_deterministically_and_checks_its_values():
     assert list(first_chars(iter(["abc", "defg"]), None)) == ["abc", "defg"]
     assert TokenizerRecipe("char", max_chars=2).build(["ab", "cd"]) == CharTokenizer(["a", "b"])
     # what changes the tokenizer, and only that
-    assert TokenizerRecipe("gpt2", vocab_size=5).identity() == TokenizerRecipe("gpt2").identity() == {"kind": "gpt2"}
+    assert TokenizerRecipe("gpt2").identity() == {"kind": "gpt2"}
     assert TokenizerRecipe("bpe", vocab_size=300).identity() != TokenizerRecipe("bpe", vocab_size=301).identity()
+    assert TokenizerRecipe("bpe").identity() == {"kind": "bpe", "vocab_size": 4096, "pattern": "gpt4", "max_chars": None}
+    # a setting of the BPE is refused by the kinds that have no BPE to set up
+    for kind, key in [("gpt2", "vocab_size"), ("char", "vocab_size"), ("gpt2", "pattern"), ("char", "pattern")]:
+        with pytest.raises(ConfigError, match=rf"data.tokenizer.{key} sets up a BPE, but data.tokenizer.kind is {kind}"):
+            TokenizerRecipe(kind, **{key: 1024 if key == "vocab_size" else "gpt2"})
+    with pytest.raises(ConfigError, match="gpt2 learns nothing"):
+        TokenizerRecipe("gpt2", max_chars=10)
     with pytest.raises(ConfigError, match="vocab_size is 100"):
         TokenizerRecipe("bpe", vocab_size=100)
     with pytest.raises(ConfigError, match="max_chars must be positive"):
@@ -61,7 +68,7 @@ def _no_training(*args, **kwargs):
 
 def test_saved_tokenizer_is_reused_rebuilt_for_a_new_recipe_and_named_when_damaged(tmp_path, small_text, monkeypatch):
     def module(vocab_size):
-        return ShakespeareDataModule(data_dir=str(tmp_path / "d"), path=str(small_text), block_size=8, batch_size=2,
+        return ShakespeareDataModule(data_dir=str(tmp_path / "d"), path=str(small_text), batch_size=2,
                                      tokenizer=TokenizerRecipe("bpe", vocab_size=vocab_size), num_proc=1)
 
     first = module(300)
@@ -89,7 +96,7 @@ def test_saved_tokenizer_is_reused_rebuilt_for_a_new_recipe_and_named_when_damag
     changed = module(320)
     changed.prepare_data()
     changed.setup("fit")
-    assert changed.vocab_size == 320 and json.loads(path.read_text())["recipe"]["vocab_size"] == 320
+    assert changed.tokenizer.vocab_size == 320 and json.loads(path.read_text())["recipe"]["vocab_size"] == 320
 
     # a damaged file: one error naming it, from setup (every rank) and from the preparation
     path.write_text('{"format": "lit-gpt-mini tokenizer", "version": 1, "tokenizer": {"kind": "bpe", "merges": [[1')
@@ -108,22 +115,31 @@ def test_setup_without_preparation_says_so(tmp_path, small_text):
         dm.setup("fit")
 
 
-def test_val_fraction_and_val_tokens_apply_each_to_its_kind_of_source(tmp_path, small_text):
-    with pytest.raises(ConfigError, match="val_tokens does not apply to ShakespeareDataModule"):
-        ShakespeareDataModule(path=str(small_text), val_tokens=100)
-    with pytest.raises(ConfigError, match="val_fraction does not apply to FineWebDataModule"):
-        FineWebDataModule(path=str(small_text), val_fraction=0.1)
+def test_val_fraction_and_val_tokens_apply_each_to_its_kind_of_source(tmp_path, small_text, monkeypatch, capsys):
+    # a source read whole holds out a fraction of its tail, a streamed one the tokens at its head: each is only
+    # an argument of its own kind, and the other is refused as an unknown key that names it
+    from lit_gpt_mini.cli import main
+
+    from .conftest import CONFIGS
+
+    monkeypatch.chdir(tmp_path)
+    for config, key, other in [("debug_char.yaml", "val_tokens", "val_fraction"),
+                               ("debug_gpt2.yaml", "val_fraction", "val_tokens")]:
+        with pytest.raises(SystemExit):
+            main(["fit", "--config", str(CONFIGS / config), f"--data.{key}", "0.1"])
+        assert capsys.readouterr().err.startswith(
+            f"error: unknown key data.{key} (on the command line): did you mean data.{other}?")
     with pytest.raises(ConfigError, match="val_fraction must be between 0 and 1"):
         ShakespeareDataModule(path=str(small_text), val_fraction=1.5)
     assert ShakespeareDataModule(path=str(small_text)).val_fraction == 0.1
     assert RedditDataModule(path=str(small_text)).val_tokens is None  # the first shard
-    with pytest.raises(ConfigError, match="num_proc must be positive"):
+    with pytest.raises(ConfigError, match="num_proc is 0; it must be positive"):
         RedditDataModule(path=str(small_text), num_proc=0)
 
 
 def _source(name, tmp_path, docs, kind):
-    recipe = TokenizerRecipe(kind, vocab_size=300)
-    common = dict(data_dir=str(tmp_path / name), tokenizer=recipe, block_size=8, batch_size=2, num_proc=1)
+    recipe = TokenizerRecipe(kind, vocab_size=300 if kind == "bpe" else None)
+    common = dict(data_dir=str(tmp_path / name), tokenizer=recipe, batch_size=2, num_proc=1)
     if name == "shakespeare":
         (tmp_path / "text.txt").write_text("".join(docs[:40]))
         return ShakespeareDataModule(path=str(tmp_path / "text.txt"), **common)
@@ -148,14 +164,14 @@ def test_every_source_takes_every_kind(tmp_path, shakespeare_docs, name, kind):
     assert manifest["tokenizer"]["kind"] == kind
     assert manifest["tokenizer_file"]["sha256"] == sha256_of(fresh.tokenizer_path)
     ids = fresh.train_shards.read(0, np.array([0]), 8)[0]
-    assert int(ids.max()) < fresh.vocab_size
+    assert int(ids.max()) < fresh.tokenizer.vocab_size
     if kind == "bpe":
-        assert fresh.vocab_size <= 300
+        assert fresh.tokenizer.vocab_size <= 300
     if kind != "char":  # documents start with the end-of-text token (char alphabets have none)
         assert fresh.tokenizer.eot_id is not None
 
 
-class _Documents(TokenDataModule):
+class _Documents(StreamedTokenDataModule):
     """A list of documents as a streaming source."""
 
     def __init__(self, docs, **kwargs):
@@ -168,9 +184,6 @@ class _Documents(TokenDataModule):
     def corpus(self):
         return {"documents": len(self.docs)}
 
-    def write_shards(self):
-        self.write_documents(self.documents, shard_size=64, max_tokens=None, source="a list")
-
 
 def test_a_vocabulary_past_16_bits_writes_uint32_shards_that_round_trip(tmp_path, monkeypatch):
     # Every pair of bytes as a merge, the pair "zz" last: 256 + 65,536 + 1 tokens, "zz" is id 65,791.
@@ -179,7 +192,8 @@ def test_a_vocabulary_past_16_bits_writes_uint32_shards_that_round_trip(tmp_path
     assert big.vocab_size == 65_793 and big.dtype == np.uint32
     monkeypatch.setattr(TokenizerRecipe, "build", lambda self, documents, num_proc=1, progress=True: big)
     docs = ["zz top, zz!", "jazz buzz fizz", "the quick brown fox " * 5]
-    dm = _Documents(docs, data_dir=str(tmp_path / "d"), tokenizer=TokenizerRecipe("bpe"), val_tokens=8, num_proc=1)
+    dm = _Documents(docs, data_dir=str(tmp_path / "d"), tokenizer=TokenizerRecipe("bpe"), val_tokens=8, shard_size=64,
+                    num_proc=1)
     dm.prepare_data()
     dm.setup("fit")
     headers = [read_header(p) for p in sorted(dm.shard_dir.glob("*.bin"))]

@@ -120,3 +120,23 @@ def test_validation_metric_keeps_nan():
     module.val_loss.update(torch.tensor(1.0), weight=4)
     module.val_loss.update(torch.tensor(math.nan), weight=4)
     assert math.isnan(module.val_loss.compute().item())
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_a_run_that_will_take_long_says_so_after_its_second_micro_batch(tmp_path, monkeypatch, small_text, capsys,
+                                                                         precision):
+    # The thresholds lowered so that this tiny run counts as long: the warning names the step, the run and, on a
+    # CPU, what to change.
+    fit(tmp_path, monkeypatch, small_text, "--trainer.max_steps", "4", "--trainer.accumulate_grad_batches", "2",
+        "--trainer.precision", precision, "--trainer.callbacks+=lit_gpt_mini.callbacks.RunTimeEstimate",
+        "--trainer.callbacks.init_args.step_seconds", "1e-9")
+    (warning,) = [line for line in capsys.readouterr().err.splitlines() if "optimizer step" in line]
+    assert warning.startswith("warning: one optimizer step (2 micro-batches) will take about ")
+    assert f"on this CPU in {precision}" in warning and "the 3 steps left to trainer.max_steps about" in warning  # after step 1
+    assert "configs/*_cpu.yaml" in warning
+    assert ("--trainer.precision 32-true" in warning) == (precision != "32-true")
+
+
+def test_a_short_run_is_not_warned_about(tmp_path, monkeypatch, small_text, capsys):
+    fit(tmp_path, monkeypatch, small_text, "--trainer.max_steps", "4")  # the config's own RunTimeEstimate
+    assert "optimizer step" not in capsys.readouterr().err

@@ -24,7 +24,6 @@ import contextlib
 import hashlib
 import heapq
 import json
-import multiprocessing
 import sys
 from collections import Counter, defaultdict
 from operator import add
@@ -35,7 +34,7 @@ import tiktoken
 from tqdm import tqdm
 
 from lit_gpt_mini.errors import ConfigError, DataError
-from lit_gpt_mini.streams import batched, ordered_map
+from lit_gpt_mini.streams import batched, ordered_map, process_pool
 from lit_gpt_mini.tokenizers.base import Tokenizer
 
 PATTERNS = {
@@ -198,7 +197,7 @@ def count_chunks(
     with bar:
         tasks = _tasks(texts, max_chars, bar)
         with contextlib.ExitStack() as stack:
-            pool = stack.enter_context(multiprocessing.get_context("fork").Pool(num_proc)) if num_proc > 1 else None
+            pool = stack.enter_context(process_pool(num_proc)) if num_proc > 1 else None
             for partial in ordered_map(_count_batch, tasks, pattern, pool=pool, num_proc=num_proc):
                 counts.update(partial)
     return counts

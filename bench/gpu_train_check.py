@@ -2,7 +2,7 @@
 
 Takes ``configs/gpt2_fineweb.yaml``, points its data at local text (the Python sources installed beside torch,
 as jsonl: no network), makes the optimizer step ``batch_size x 1024`` tokens so that a few hundred steps take
-seconds on a GPU, drops the HellaSwag callback (scored separately by bench/hellaswag_eval.py), and trains with
+seconds on a GPU, turns HellaSwag off (scored separately by bench/hellaswag_eval.py), and trains with
 ``torch.compile``. After warm-up (the first validation and the first training step after it) the number of
 frames Dynamo has compiled must not grow: a recompilation mid-run costs seconds each time and usually means a
 shape or guard that changes every step. ``TORCH_LOGS=recompiles`` prints the reasons if it happens.
@@ -91,25 +91,18 @@ def make_config(work: Path, corpus: Path, args: argparse.Namespace) -> Path:
         limit_val_batches=args.val_batches, log_every_n_steps=10,
     )
     trainer["logger"]["init_args"]["save_dir"] = str(work / "out")
+    trainer["enable_progress_bar"] = False  # one line a step in a log
     if args.device == "cpu":
         trainer["precision"] = "32-true"
-    callbacks = []
-    for callback in trainer["callbacks"]:
-        name = callback["class_path"].rsplit(".", 1)[-1]
-        if name == "HellaSwagEval":
-            continue
-        if name == "TQDMProgressBar":
-            callback["init_args"]["refresh_rate"] = 50
-        if name == "GradientAccumulation":
-            callback["init_args"]["total_batch_tokens"] = args.batch_size * args.block_size
-        if name.endswith("ModelCheckpoint"):
-            callback["init_args"]["dirpath"] = str(work / "out/checkpoints")
-        if name == "SampleText":
-            callback["init_args"]["max_new_tokens"] = 16
-        callbacks.append(callback)
-    callbacks.append({"class_path": "bench.gpu_train_check.RecompileGuard",
-                      "init_args": {"path": str(work / "recompiles.json")}})
-    trainer["callbacks"] = callbacks
+    config["hellaswag"]["every_n_steps"] = None  # scored separately, by bench/hellaswag_eval.py
+    config["accumulation"]["total_batch_tokens"] = args.batch_size * args.block_size
+    config["checkpoint"]["dirpath"] = str(work / "out/checkpoints")
+    config["sample"]["max_new_tokens"] = 16
+    # the recipe's default callbacks, and the guard
+    from lit_gpt_mini.cli import RECIPE_DEFAULTS
+
+    trainer["callbacks"] = [*RECIPE_DEFAULTS["trainer.callbacks"], {
+        "class_path": "bench.gpu_train_check.RecompileGuard", "init_args": {"path": str(work / "recompiles.json")}}]
     model.update(warmup_steps=max(1, args.steps // 10), compile=True, block_size=args.block_size)
     if args.smoke:
         model.update(n_layer=2, n_head=2, n_embd=64, learning_rate=3e-3, min_lr=3e-4)

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report import emit  # noqa: E402
 
-from lit_gpt_mini import hellaswag  # noqa: E402
+from lit_gpt_mini.evals import hellaswag  # noqa: E402
 from lit_gpt_mini.model import GPT, GPTConfig  # noqa: E402
 
 MAX_LENGTH = 1024

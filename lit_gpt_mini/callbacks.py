@@ -34,7 +34,8 @@ class TokenThroughput(Callback):
 
     Args:
         peak_flops: Peak FLOP/s of one device; ``None`` looks the device up (no figure for CPUs).
-        window_size: Number of recent logged steps the rates are averaged over (at least 2). Training is timed
+        window_size: Number of recent logged steps the rates are averaged over (at least 2; fewer in a run that
+            logs fewer steps, so that it gets rates too). Training is timed
             only at the end of the optimizer steps the logger writes (``trainer.log_every_n_steps``), so timing adds
             no CUDA synchronization to the other steps, and none to any micro-batch of gradient accumulation.
     """
@@ -54,7 +55,10 @@ class TokenThroughput(Callback):
         peak = self.peak_flops
         if peak is None:  # this project's table (the H200 too), then Lightning's
             peak = peak_flops(trainer.strategy.root_device, compute_dtype(str(trainer.precision)))
-        self._meter = Throughput(available_flops=peak, world_size=trainer.world_size, window_size=self.window_size)
+        window = self.window_size
+        if trainer.max_steps > 0:  # a short run gets rates too: at most as many points as it logs
+            window = max(2, min(window, trainer.max_steps // trainer.log_every_n_steps))
+        self._meter = Throughput(available_flops=peak, world_size=trainer.world_size, window_size=window)
         self._batches = self._samples = self._tokens = self._flops = 0
         self._step = trainer.global_step
         self._t0 = self._paused = None
@@ -151,26 +155,27 @@ class GradientAccumulation(Callback):
     the same on one GPU and on 64.
 
     Args:
-        total_batch_tokens: Tokens per optimizer step over all devices (GPT-2/GPT-3 124M: 524,288 = 2**19).
+        total_batch_tokens: Tokens per optimizer step over all devices (GPT-2/GPT-3 124M: 524,288 = 2**19);
+            ``None``: this callback does nothing (``trainer.accumulate_grad_batches`` as given).
     """
 
-    def __init__(self, total_batch_tokens: int = 524_288) -> None:
-        if total_batch_tokens < 1:
-            raise ConfigError(f"total_batch_tokens must be positive, got {total_batch_tokens}")
+    def __init__(self, total_batch_tokens: Optional[int] = None) -> None:
+        if total_batch_tokens is not None and total_batch_tokens < 1:
+            raise ConfigError(f"accumulation.total_batch_tokens must be positive (or null), got {total_batch_tokens}")
         self.total_batch_tokens = total_batch_tokens
         self.accumulate = 1
         self._val_check_steps: Optional[int] = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage != "fit":
+        if stage != "fit" or self.total_batch_tokens is None:
             return
         batch_size, block_size, world = trainer.datamodule.batch_size, pl_module.hparams.block_size, trainer.world_size
         self.accumulate = plan_accumulation(self.total_batch_tokens, batch_size, block_size, world)
         if trainer.accumulate_grad_batches not in (1, self.accumulate):
             raise ConfigError(
                 f"trainer.accumulate_grad_batches ({trainer.accumulate_grad_batches}) conflicts with "
-                f"GradientAccumulation(total_batch_tokens={self.total_batch_tokens}), which sets it to "
-                f"{self.accumulate}: remove one of them"
+                f"accumulation.total_batch_tokens ({self.total_batch_tokens}), which sets it to {self.accumulate}: "
+                f"remove one of them"
             )
         trainer.accumulate_grad_batches = self.accumulate
         if self._val_check_steps is None and isinstance(trainer.val_check_interval, int):
@@ -191,7 +196,7 @@ class SampleText(Callback):
 
     Args:
         prompt: The text to continue (encoded with the data's tokenizer).
-        max_new_tokens: Tokens to sample.
+        max_new_tokens: Tokens to sample; 0 samples nothing.
         temperature, top_k: As in ``main.py generate``.
         seed: Seed of the sampler.
     """
@@ -207,7 +212,7 @@ class SampleText(Callback):
         self.seed = seed
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or pl_module.tokenizer is None:
+        if trainer.sanity_checking or pl_module.tokenizer is None or not self.max_new_tokens:
             return
         # A sharded model runs only with every rank taking part: all ranks sample the same tokens through the
         # FSDP wrapper (same seed, same number of steps). Otherwise rank 0 alone samples from its full copy.

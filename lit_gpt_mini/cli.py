@@ -22,14 +22,17 @@ from argparse import ArgumentError
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional, Union
 
+import lightning as L
 import torch
-
 import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI
 
 from data_modules.base import TokenDataModule
+from lit_gpt_mini.callbacks import FinalModelCheckpoint, GradientAccumulation, LossProgressBar, SampleText
 from lit_gpt_mini.checkpoint import check_ckpt_path
+from lit_gpt_mini.evals.callback import HellaSwagEval
 from lit_gpt_mini.errors import ConfigError, ParseError, UserError
 from lit_gpt_mini.lit_module import GPTModule
 from lit_gpt_mini.log import get_logger, global_rank
@@ -50,6 +53,27 @@ COMMANDS = {
 }
 TRAINER_COMMANDS = ("fit", "validate", "test")  # run by LightningCLI; the others are plain functions
 PLAIN_COMMANDS = ("generate", "chat", "serve", "export")  # lit_gpt_mini.<command>.<command>, through auto_cli
+
+# What every recipe starts from (a config file states only what differs; --print_config shows it all).
+RECIPE_DEFAULTS: dict[str, Any] = {
+    "trainer.check_val_every_n_epoch": None,  # the training stream is endless: validate by step, not by epoch
+    "trainer.log_every_n_steps": 10,
+    "trainer.gradient_clip_val": 1.0,
+    "trainer.logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                       "init_args": {"save_dir": "out", "name": "lit_gpt_mini"}},  # a recipe names its run
+    "trainer.callbacks": [
+        {"class_path": "lit_gpt_mini.callbacks.StopOnNonFinite"},  # a NaN/inf loss stops the run with an error
+        {"class_path": "lit_gpt_mini.callbacks.RandomState"},  # random states in checkpoints: exact resume
+        {"class_path": "lightning.pytorch.callbacks.LearningRateMonitor", "init_args": {"logging_interval": "step"}},
+        {"class_path": "lit_gpt_mini.callbacks.TokenThroughput"},  # tokens/s, MFU
+        {"class_path": "lit_gpt_mini.callbacks.RunTimeEstimate"},  # says early when a run will take very long
+    ],
+    "checkpoint.filename": "best-{step}",
+    "checkpoint.monitor": "val/loss",
+    "checkpoint.save_top_k": 1,
+    "checkpoint.save_last": True,
+}
+SEED = 1337
 
 
 class GPTCLI(LightningCLI):
@@ -82,6 +106,27 @@ class GPTCLI(LightningCLI):
             help="torch.set_float32_matmul_precision on CUDA: 'high' lets fp32 matmuls use TF32 tensor cores "
             "(what 32-true runs and fp32 parts of mixed precision run on); 'highest' keeps full fp32.",
         )
+        # The callbacks a recipe tunes get a section of their own (checkpoint:, sample:, accumulation:,
+        # hellaswag:), so a recipe states only its values, not a copy of the whole callback list.
+        parser.add_class_arguments(FinalModelCheckpoint, "checkpoint", help="Checkpoints (out/<run name>/checkpoints "
+                                   "unless dirpath says otherwise); none with trainer.enable_checkpointing false.")
+        parser.add_lightning_class_args(SampleText, "sample")
+        parser.add_lightning_class_args(GradientAccumulation, "accumulation")
+        parser.add_lightning_class_args(HellaSwagEval, "hellaswag")
+        parser.set_defaults(RECIPE_DEFAULTS)
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        # The checkpoint section and the progress bar join the callbacks unless the trainer is told to do without
+        # them (Lightning refuses a ModelCheckpoint or a progress bar with enable_checkpointing/enable_progress_bar
+        # false).
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        trainer = config["trainer"]
+        callbacks = list(trainer.get("callbacks") or [])
+        if trainer.get("enable_checkpointing") is not False:
+            callbacks.append(config["checkpoint"])
+        if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
+            callbacks.append(LossProgressBar())
+        return super().instantiate_trainer(callbacks=callbacks, **kwargs)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -199,6 +244,7 @@ def main(args: Optional[list[str]] = None) -> Optional[GPTCLI]:
             subclass_mode_model=True,
             subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},
+            seed_everything_default=SEED,
             parser_kwargs={"prog": "main.py", **{name: {"description": COMMANDS[name]} for name in TRAINER_COMMANDS}},
             args=argv,
         )
@@ -454,7 +500,8 @@ def prepare(args: list[str]) -> TokenDataModule:
     parser.add_argument("--config", action=ActionConfigFile, help="a training config; only its data section is used")
     parser.add_subclass_arguments(TokenDataModule, "data", required=True)
     # The rest of a training config is accepted and ignored.
-    for section in ("trainer", "model", "optimizer", "lr_scheduler", "ckpt_path", "float32_matmul_precision"):
+    for section in ("trainer", "model", "optimizer", "lr_scheduler", "ckpt_path", "float32_matmul_precision",
+                    "checkpoint", "sample", "accumulation", "hellaswag"):
         parser.add_argument(f"--{section}", type=Optional[Any], default=None)
     parser.add_argument("--seed_everything", type=Union[bool, int], default=True)
     config = parser.parse_args(args)

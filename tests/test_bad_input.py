@@ -434,7 +434,7 @@ CASES = [
     ("model.beta2 1", lambda c: fit_args(c, "--model.beta2", "1.0"), 1, ["model.beta2 is 1.0"]),
     ("model.eps 0", lambda c: fit_args(c, "--model.eps", "0"), 1, ["model.eps is 0"]),
     ("model.learning_rate nan", lambda c: fit_args(c, "--model.learning_rate", "nan"), 2, ["model.learning_rate", "nan"]),
-    ("model.learning_rate .nan in YAML", config_file(DEBUG_TEXT.replace("learning_rate: 1.0e-3", "learning_rate: .nan")),
+    ("model.learning_rate .nan in YAML", config_file(DEBUG_TEXT.replace("warmup_steps: 5", "learning_rate: .nan")),
      1, ["model.learning_rate is nan"]),
     ("data.seed -1", lambda c: fit_args(c, "--data.seed", "-1"), 1, ["data.seed is -1"]),
     ("data.num_workers -2", lambda c: fit_args(c, "--data.num_workers", "-2"), 1, ["data.num_workers is -2"]),

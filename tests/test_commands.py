@@ -41,7 +41,7 @@ def test_main_py_docstring_names_the_commands():
 
 @pytest.mark.parametrize("command, usage", [
     ("fit", "main.py [options] fit"), ("validate", "main.py [options] validate"), ("test", "main.py [options] test"),
-    ("generate", "main.py generate"), ("chat", "main.py chat"), ("serve", "main.py serve"),
+    ("eval", "main.py eval"), ("generate", "main.py generate"), ("chat", "main.py chat"), ("serve", "main.py serve"),
     ("export", "main.py export"), ("prepare", "main.py prepare"),
 ])
 def test_each_command_has_its_own_help(command, usage, capsys):
@@ -93,7 +93,7 @@ def test_eval_names_a_missing_checkpoint(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("args, message", [
     (["validate"], "validate needs data and model: give --config <yaml> (main.py validate --help lists every option)"),
-    (["test"], "test needs data and model: give --config <yaml> (or only --ckpt_path: HellaSwag) (main.py test "
+    (["test"], "test needs data and model: give --config <yaml> (HellaSwag: main.py eval --ckpt_path X) (main.py test "
                "--help lists every option)"),
 ])
 def test_a_trainer_command_without_a_config_says_what_it_needs(args, message, tmp_path, monkeypatch, capsys):

@@ -43,7 +43,6 @@ def _fit_and_count(tmp_path, monkeypatch, shakespeare_path, accumulate: int, ext
             "--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar", "true",
             "--trainer.enable_checkpointing", "false",
             "--trainer.callbacks", "lightning.pytorch.callbacks.LearningRateMonitor",
-            "--trainer.callbacks+=lit_gpt_mini.callbacks.LossProgressBar",
             "--trainer.callbacks+=lit_gpt_mini.callbacks.TokenThroughput",
             "--trainer.callbacks.init_args.window_size", "2",
             "--trainer.callbacks+=lit_gpt_mini.callbacks.StopOnNonFinite",

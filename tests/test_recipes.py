@@ -36,18 +36,16 @@ MODEL_SHAPE = {"block_size": 32, "n_layer": 1, "n_head": 2, "n_embd": 32}
 DATA_SHAPE = {"batch_size": 4}
 HELLASWAG_EXAMPLES = 10
 
-# The keys a CPU test may change (dotted, callbacks by class name); any other difference fails the test.
+# The keys a CPU test may change (dotted); any other difference fails the test.
 SHRINKABLE = {
     "trainer.max_steps", "trainer.val_check_interval", "trainer.log_every_n_steps", "trainer.accelerator",
     *(f"model.init_args.{key}" for key in MODEL_SHAPE),
     *(f"data.init_args.{key}" for key in DATA_SHAPE),
     # data sources and their sizes
     "data.init_args.path", "data.init_args.shard_size", "data.init_args.val_tokens", "data.init_args.titles",
-    "data.init_args.titles_file", "data.init_args.categories", "data.init_args.api_url",
-    # batch and step counts inside the callbacks
-    "trainer.callbacks.GradientAccumulation.total_batch_tokens",
-    "trainer.callbacks.FinalModelCheckpoint.every_n_train_steps",
-    "trainer.callbacks.HellaSwagEval.every_n_steps", "trainer.callbacks.HellaSwagEval.path",
+    "data.init_args.titles_file", "data.init_args.categories", "data.init_args.api_url", "hellaswag.path",
+    # batch and step counts of the recipe's callbacks
+    "accumulation.total_batch_tokens", "checkpoint.every_n_train_steps", "hellaswag.every_n_steps",
 }
 
 
@@ -129,18 +127,16 @@ def shrink(shipped: dict[str, Any], source: dict[str, Any], hellaswag: Path) -> 
     trainer["log_every_n_steps"] = 1
     if trainer.get("accelerator") in ("gpu", "cuda"):
         trainer["accelerator"] = "cpu"
-    config["model"]["init_args"].update(MODEL_SHAPE)
-    data = config["data"]["init_args"]
+    config["model"].setdefault("init_args", {}).update(MODEL_SHAPE)
+    data = config["data"].setdefault("init_args", {})
     data.update(DATA_SHAPE)
     data.update(source)
-    for callback in trainer.get("callbacks", []):
-        name, args = callback["class_path"].rsplit(".", 1)[1], callback.setdefault("init_args", {})
-        if name == "GradientAccumulation":  # 2 micro-batches a step: accumulation still runs
-            args["total_batch_tokens"] = 2 * DATA_SHAPE["batch_size"] * MODEL_SHAPE["block_size"]
-        elif name == "FinalModelCheckpoint" and args.get("every_n_train_steps"):
-            args["every_n_train_steps"] = STEPS
-        elif name == "HellaSwagEval":
-            args.update(every_n_steps=STEPS, path=str(hellaswag))
+    if (config.get("accumulation") or {}).get("total_batch_tokens"):  # 2 micro-batches a step: accumulation runs
+        config["accumulation"]["total_batch_tokens"] = 2 * DATA_SHAPE["batch_size"] * MODEL_SHAPE["block_size"]
+    if (config.get("checkpoint") or {}).get("every_n_train_steps"):
+        config["checkpoint"]["every_n_train_steps"] = STEPS
+    if (config.get("hellaswag") or {}).get("every_n_steps"):
+        config["hellaswag"].update(every_n_steps=STEPS, path=str(hellaswag))
     return config
 
 
@@ -155,16 +151,11 @@ def scalars(run_dir: Path) -> dict[str, list[float]]:
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """Dotted keys to leaves; callbacks keyed by class name (their order kept in the value of the list)."""
+    """Dotted keys to leaves."""
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
             out.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    if prefix == "trainer.callbacks" and isinstance(value, list):
-        out = {prefix: [c["class_path"] for c in value]}
-        for callback in value:
-            out.update(flatten(callback.get("init_args") or {}, f"{prefix}.{callback['class_path'].rsplit('.', 1)[1]}"))
         return out
     return {prefix: value}
 
@@ -181,9 +172,9 @@ def test_the_check_catches_any_change_beyond_shapes_data_and_steps(hellaswag_fil
     for change, key in [
         (lambda c: c["trainer"].update(precision="32-true"), "trainer.precision"),
         (lambda c: c["model"]["init_args"].update(compile=False), "model.init_args.compile"),
-        (lambda c: c["trainer"]["callbacks"].pop(0), "trainer.callbacks"),
-        (lambda c: next(x for x in c["trainer"]["callbacks"] if x["class_path"].endswith(".SampleText"))[
-            "init_args"].update(max_new_tokens=1), "trainer.callbacks.SampleText.max_new_tokens"),
+        (lambda c: c["trainer"].update(callbacks=[]), "trainer.callbacks"),
+        (lambda c: c["sample"].update(max_new_tokens=1), "sample.max_new_tokens"),
+        (lambda c: c["checkpoint"].update(save_top_k=1), "checkpoint.save_top_k"),
         (lambda c: c["data"]["init_args"].update(num_workers=0), "data.init_args.num_workers"),
     ]:
         changed = copy.deepcopy(shrunk)
@@ -211,29 +202,28 @@ def test_recipe_trains_as_shipped_then_validates_generates_and_scores(recipe, tm
     cli = main(["fit", "--config", str(path)])
     trainer, module = cli.trainer, cli.model
     assert trainer.global_step == STEPS
-    # what the recipe asked for is what ran
-    shipped_trainer = shipped["trainer"]
-    assert trainer.precision == shipped_trainer.get("precision", "32-true")
-    hp = shipped["model"]["init_args"]
-    assert module.hparams.compile == hp.get("compile", False)
-    if hp.get("compile"):
+    # what the recipe asked for (its resolved values: the file over the shared defaults) is what ran
+    resolved = cli.config["fit"]
+    assert trainer.precision == (resolved.trainer.precision or "32-true")
+    assert trainer.gradient_clip_val == resolved.trainer.gradient_clip_val == 1.0
+    hp = resolved.model.init_args
+    assert module.hparams.compile == hp.compile
+    if hp.compile:
         assert module.model._compiled_call_impl is not None
     optimizer = trainer.optimizers[0]
-    if hp.get("optimizer") == "muon":
+    if hp.optimizer == "muon":
         assert isinstance(optimizer, MuonAdamW)
     else:
         assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["fused"]
-    assert trainer.gradient_clip_val == shipped_trainer.get("gradient_clip_val")
     val_loss = trainer.callback_metrics["val/loss"].item()
     assert math.isfinite(val_loss)
-    checkpoints = [c for c in trainer.checkpoint_callbacks if c.dirpath]
-    last = Path(checkpoints[0].dirpath) / "last.ckpt"
+    last = Path(trainer.checkpoint_callback.dirpath) / "last.ckpt"
     saved = torch.load(last, weights_only=True)
     assert saved["global_step"] == STEPS and "tokenizer" in saved
     assert not any("_orig_mod" in key for key in saved["state_dict"])  # compiled in place: the keys stay clean
-    logged = scalars(tmp_path / "out" / shipped_trainer["logger"]["init_args"]["name"] / "version_0")
+    logged = scalars(tmp_path / "out" / resolved.trainer.logger.init_args.name / "version_0")
     assert {"train/loss", "train/grad_norm", "val/loss"} <= logged.keys()
-    if any(c["class_path"].endswith("HellaSwagEval") for c in shipped_trainer.get("callbacks", [])):
+    if (shipped.get("hellaswag") or {}).get("every_n_steps"):
         assert 0 <= logged["hellaswag/acc"][-1] <= 1
 
     validated = main(["validate", "--config", str(path), "--ckpt_path", str(last)])

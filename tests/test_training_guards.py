@@ -46,19 +46,16 @@ def test_resume_with_dropout_gives_the_same_weights_as_a_straight_run(tmp_path, 
 def _callbacks_without(name: str) -> str:
     import yaml
 
-    config = yaml.safe_load(open(DEBUG))
-    return yaml.safe_dump([c for c in config["trainer"]["callbacks"] if not c["class_path"].endswith(name)])
+    from lit_gpt_mini.cli import RECIPE_DEFAULTS
+
+    return yaml.safe_dump([c for c in RECIPE_DEFAULTS["trainer.callbacks"] if not c["class_path"].endswith(name)])
 
 
 def test_the_last_step_is_checkpointed_whatever_the_interval(tmp_path, monkeypatch, shakespeare_path):
     # every 4 steps, 10 steps in all, no validation in between: Lightning alone would leave last.ckpt at step 8
-    import yaml
-
-    callbacks = yaml.safe_load(open(DEBUG))["trainer"]["callbacks"]
-    (checkpoint,) = [c for c in callbacks if c["class_path"].endswith("FinalModelCheckpoint")]
-    checkpoint["init_args"].update(monitor=None, every_n_train_steps=4, filename="step-{step}", save_top_k=-1)
     cli = fit(tmp_path, monkeypatch, shakespeare_path, "--trainer.max_steps", "10", "--trainer.val_check_interval",
-              "100", "--trainer.limit_val_batches", "0", "--trainer.callbacks", yaml.safe_dump(callbacks))
+              "100", "--trainer.limit_val_batches", "0", "--checkpoint.monitor", "null", "--checkpoint.every_n_train_steps",
+              "4", "--checkpoint.filename", "step-{step}", "--checkpoint.save_top_k", "-1")
     checkpoints = tmp_path / "out/debug_char/checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["last.ckpt", "step-step=4.ckpt", "step-step=8.ckpt"]
     last = torch.load(checkpoints / "last.ckpt", weights_only=True)

@@ -62,6 +62,7 @@ def evaluate(
                  f"examples of {data.file} ({ckpt_path}, {fabric.world_size} device(s), {fabric.strategy.precision.precision})")
         if out:
             Path(out).write_text(json.dumps({"task": task, "ckpt_path": str(ckpt_path), **figures}) + "\n")
+    fabric.strategy.teardown()  # (with several processes: leaves the process group, or each aborts at its exit)
     return figures
 
 

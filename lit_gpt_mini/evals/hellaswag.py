@@ -324,13 +324,20 @@ class HellaSwag:
         self.split = split
         self.examples_per_batch = examples_per_batch
         self.limit = limit
-        self.tokenizer: Tokenizer = GPT2Tokenizer()
+        self._tokenizer: Optional[Tokenizer] = None
         self._tokenized: Optional[list[TokenizedExample]] = None
         self._batches: dict[tuple[int, int, int], list[dict[str, torch.Tensor]]] = {}
 
     @property
     def file(self) -> Path:
         return self.path if self.path is not None else self.data_dir / f"hellaswag_{self.split}.jsonl"
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """GPT-2's, loaded when first needed (making a callback or a config loads nothing)."""
+        if self._tokenizer is None:
+            self._tokenizer = GPT2Tokenizer()
+        return self._tokenizer
 
     def cache_file(self, source_sha256: str) -> Path:
         """Where the token ids of the file with this SHA-256 are cached: another file gets another name."""

@@ -6,6 +6,7 @@ import math
 import os
 import random
 import time
+from pathlib import Path
 from typing import Any, Optional, Union
 
 import lightning as L
@@ -363,6 +364,30 @@ class RunTimeEstimate(Callback):
         # once per run: the timed micro-batch must have finished on the device, not only been queued
         if trainer.strategy.root_device.type == "cuda":
             torch.cuda.synchronize()
+
+
+class ExplainInterrupt(Callback):
+    """Ctrl-C during a run: the KeyboardInterrupt is given, as its message, where the run stopped and how to go
+    on, which ``main.py`` prints as its one ``error:`` line (Lightning tears the run down, then exits with
+    status 1 from its handler of the interrupt; main.py finds the interrupt as that exit's context)."""
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            exception.args = (where_it_stopped(trainer),)
+
+
+def where_it_stopped(trainer: L.Trainer) -> str:
+    """Where an interrupted run stopped and how to go on, as the end of a sentence."""
+    command = trainer.state.fn.value if trainer.state.fn is not None else "run"
+    if command != "fit":
+        return f": nothing was changed; run the same command again to {command} from the start"
+    saved = [getattr(cb, name, "") for cb in trainer.checkpoint_callbacks for name in ("last_model_path", "best_model_path")]
+    saved = [Path(path) for path in saved + [trainer.ckpt_path] if path and Path(path).is_file()]
+    if not saved:
+        return (f" at step {trainer.global_step}, before any checkpoint was written: run the same command again to "
+                f"start over (a data preparation resumes where it stopped)")
+    last = max(saved, key=lambda path: path.stat().st_mtime)
+    return f" at step {trainer.global_step}; the last checkpoint is {last}: resume with --ckpt_path {last}"
 
 
 class FinalModelCheckpoint(ModelCheckpoint):

@@ -13,8 +13,6 @@ from lit_gpt_mini.log import get_logger
 
 log = get_logger(__name__)
 
-DESCRIPTION = "Score a checkpoint on a benchmark (HellaSwag: GPT-2 vocabulary), on any number of devices."
-
 
 def evaluate(
     ckpt_path: str,
@@ -70,7 +68,7 @@ def main(args: Optional[list[str]] = None) -> dict[str, float]:
     """``main.py eval``: the arguments of :func:`evaluate` through jsonargparse (``--hellaswag.path`` ...)."""
     from jsonargparse import ArgumentParser
 
-    parser = ArgumentParser(exit_on_error=False, allow_abbrev=False, prog="main.py eval", description=DESCRIPTION)
+    parser = ArgumentParser(exit_on_error=False, allow_abbrev=False, prog="main.py eval", description=__doc__)
     parser.add_function_arguments(evaluate, as_positional=False, skip={"hellaswag"})
     parser.add_class_arguments(HellaSwag, "hellaswag", help="Which HellaSwag examples.")
     init = parser.instantiate_classes(parser.parse_args(args))

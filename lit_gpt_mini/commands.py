@@ -1,0 +1,30 @@
+"""The commands of ``main.py``: their names, their lines in ``main.py --help``, and the keys of a training config."""
+
+from __future__ import annotations
+
+# Every command of main.py, with the line `python main.py --help` shows for it.
+COMMANDS = {
+    "fit": "Train a model from a config (--config), or resume a run (--ckpt_path).",
+    "validate": "Compute a checkpoint's validation loss on a config's data.",
+    "test": "Compute a checkpoint's test loss on a config's data.",
+    "eval": "Score a checkpoint on a benchmark (HellaSwag: GPT-2 vocabulary), on any number of devices.",
+    "generate": "Sample text from a checkpoint.",
+    "chat": "Talk to a checkpoint in the terminal: turns for a conversation model, else a continuation loop.",
+    "serve": "Serve a checkpoint over HTTP: OpenAI-compatible completions and chat, and a playground page.",
+    "export": "Write a checkpoint as a plain .pth or a Hugging Face GPT-2 directory.",
+    "prepare": "Prepare a config's data (download, tokenize, write shards) without training.",
+}
+TRAINER_COMMANDS = ("fit", "validate", "test")  # run by LightningCLI (lit_gpt_mini.cli)
+# Every key at the top of a trainer command's config (a config file for one serves `prepare` too). The last four
+# are the sections of the callbacks a recipe tunes (lit_gpt_mini.cli.SECTIONS).
+CONFIG_KEYS = ("trainer", "model", "data", "ckpt_path", "seed_everything", "optimizer", "lr_scheduler", "config",
+               "float32_matmul_precision", "checkpoint", "sample", "accumulation", "hellaswag")
+
+
+def usage() -> str:
+    """What ``python main.py --help`` prints: every command in one line, and where each one's options are."""
+    width = max(map(len, COMMANDS))
+    lines = ["usage: python main.py <command> [options]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {description}" for name, description in COMMANDS.items()]
+    lines += ["", "python main.py <command> --help shows a command's options."]
+    return "\n".join(lines)

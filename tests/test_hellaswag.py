@@ -209,6 +209,14 @@ def test_the_callback_logs_during_fit_and_eval_reports_both_metrics(trained, cap
     assert acc.Scalars("hellaswag/acc_norm")[-1].value == pytest.approx(figures["acc_norm"])
 
 
+def test_an_exported_model_scores_as_its_checkpoint(trained):
+    tmp_path, ckpt, examples = trained
+    main(["export", "--ckpt_path", str(ckpt), "--out", str(tmp_path / "model.pth")])
+    from_ckpt = eval_figures(tmp_path, ckpt, examples, "--accelerator", "cpu")
+    from_pth = eval_figures(tmp_path, tmp_path / "model.pth", examples, "--accelerator", "cpu")
+    assert {k: v for k, v in from_pth.items() if k != "ckpt_path"} == {k: v for k, v in from_ckpt.items() if k != "ckpt_path"}
+
+
 def test_two_processes_score_each_of_an_odd_number_of_examples_once(trained):
     tmp_path, ckpt, examples = trained
     one = eval_figures(tmp_path, ckpt, examples, "--accelerator", "cpu")

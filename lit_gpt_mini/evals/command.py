@@ -36,14 +36,15 @@ def evaluate(
     """
     from lightning.fabric import Fabric
 
-    from lit_gpt_mini.checkpoint import load_checkpoint
+    from lit_gpt_mini.checkpoint import load_model
 
     data = hellaswag or HellaSwag()
     fabric = Fabric(accelerator=accelerator, devices=devices, precision=precision or "32-true")
     if precision is None and fabric.device.type == "cuda":
         fabric = Fabric(accelerator=accelerator, devices=devices, precision="bf16-mixed")
     fabric.launch()
-    model, tokenizer = load_checkpoint(ckpt_path)
+    loaded = load_model(ckpt_path)
+    model, tokenizer = loaded.model, loaded.tokenizer
     if tokenizer.kind != "gpt2":
         raise ConfigError(f"{ckpt_path} has a {tokenizer.kind} tokenizer: {task} is scored with GPT-2's vocabulary, so "
                           f"only a model trained on GPT-2 tokens (data.tokenizer.kind: gpt2) can be scored on it")

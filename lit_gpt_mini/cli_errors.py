@@ -120,6 +120,10 @@ def error_line(message: str, argv: list[str], function: str = "") -> str:
                     valid = [] if prefix else list(CONFIG_KEYS)
                 close = difflib.get_close_matches(name, valid, n=1)
                 suggestion = f": did you mean --{'.'.join(prefix + close)}?" if close else ""
+                sections = _init_args(function) if function else list(CONFIG_KEYS)
+                section = difflib.get_close_matches(prefix[0], sections, n=1) if prefix else []
+                if section and section[0] != prefix[0]:  # a misspelt section (--checkpont.save_last)
+                    suggestion = f": did you mean --{'.'.join(section + prefix[1:] + [name])}?"
                 return f"unknown option --{'.'.join(prefix + [name])}{suggestion}{help_hint}"
     if unknown:
         close = difflib.get_close_matches(name, valid, n=1)

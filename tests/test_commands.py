@@ -75,6 +75,12 @@ def test_an_unknown_command_is_one_error_line(command, hint, capsys):
      "unknown option --max_new: did you mean --max_new_tokens? (main.py generate --help lists every option)"),
     (["export", "--ckpt_path", "x.ckpt", "--out", "m.pth", "--form", "hf"],
      "unknown option --form: did you mean --format? (main.py export --help lists every option)"),
+    (["eval", "--ckpt_pat", "x.ckpt"],
+     "unknown option --ckpt_pat: did you mean --ckpt_path? (main.py eval --help lists every option)"),
+    (["prepare", "--dat.path", "x.txt"],
+     "unknown option --dat.path: did you mean --data.path? (main.py prepare --help lists every option)"),
+    (["fit", "--config", str(CONFIGS / "debug_char.yaml"), "--checkpont.save_last", "false"],
+     "unknown option --checkpont.save_last: did you mean --checkpoint.save_last? (main.py fit --help lists every option)"),
 ])
 def test_an_abbreviated_option_is_an_error_not_the_option_it_begins(args, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)

@@ -1,6 +1,6 @@
 """Memory when a source meets one enormous line: peak RSS of reading it, against reading a normal file.
 
-Issue 11's case: a ~32 KB ``.zst`` holding one 1 GiB line (then two normal rows) read by the Reddit module, and
+The case: a ~32 KB ``.zst`` holding one 1 GiB line (then two normal rows) read by the Reddit module, and
 the same line in a ``.jsonl.gz`` read by the FineWeb module. Each read runs in a fresh process that imports
 the module, reads every document and prints its peak RSS; the baseline process reads a small normal file, so
 the difference is what the long line cost. Also the Reddit reader's speed on a normal dump (Shakespeare

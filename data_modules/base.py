@@ -7,11 +7,11 @@ training. ``prepare_data`` (Lightning runs it on local rank 0 of each node, the 
 the tokenizer (:mod:`lit_gpt_mini.tokenizers.recipe`: reused from ``data_dir/tokenizer.json`` when it was made
 from the same recipe and corpus, else built from the source's ``documents()`` stream and saved there), then
 ``write_shards`` (:mod:`data_modules.shards` in ``shard_dir``; the manifest names the tokenizer file and its
-sha256). ``setup`` runs on every rank: it loads the tokenizer file and opens the shards; the model then takes
-its vocabulary size from :attr:`TokenDataModule.tokenizer` (see ``GPTModule.setup``). Windows
-(:mod:`data_modules.windows`), batches, ranks and resuming live here once. The module counts the windows
-training consumed and saves that count in the checkpoint, so a resumed run continues the stream exactly where
-it stopped (with any number of devices).
+sha256). ``setup`` runs on every rank: it loads the tokenizer file and opens the shards; the model's ``setup``
+then calls :meth:`TokenDataModule.connect` with its context length and takes the returned tokenizer's
+vocabulary size. Windows (:mod:`data_modules.windows`), batches, ranks and resuming live here once. The module
+counts the windows training consumed and saves that count in the checkpoint, so a resumed run continues the
+stream exactly where it stopped (with any number of devices).
 
 A source provides ``documents()`` (its text, one document at a time: the tokenizer's training and the shards
 read the same stream), ``corpus()`` (what identifies that stream), and ``write_shards()``; ``fetch()`` when it
@@ -59,7 +59,7 @@ def exclusive_preparation(directory: Path) -> Iterator[None]:
     Lightning prepares data once per node (``prepare_data_per_node``): right when each node has its own disk,
     but nodes sharing a filesystem would write the same shards at once. The first to take the lock prepares;
     the others wait, then find the shards complete. Where the filesystem has no locks, preparation goes on
-    unlocked (as before): run ``main.py prepare`` first there. A process that holds the lock may enter again.
+    unlocked: run ``main.py prepare`` first there. A process that holds the lock may enter again.
     A directory this process cannot write (a prepared dataset shared read-only) gets no lock file: complete,
     it is read as it is; incomplete, the first write needed says so in one line.
     Its messages are this node's own (``EVERY_RANK``): only the waiting node knows it waits.

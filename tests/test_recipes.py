@@ -3,7 +3,7 @@ callbacks, gradient accumulation, compile setting, optimizer, logger and checkpo
 change is changed, and the test checks that nothing else was: the model and data shapes (tiny), the data source
 (files and servers the tests make), the step counts (2 optimizer steps, one validation, one checkpoint) and
 ``accelerator: cpu`` where a recipe names a GPU. Then, from that run's ``last.ckpt``: ``validate``, ``generate``
-and, for GPT-2-vocabulary recipes, ``test`` (HellaSwag) against a local file.
+and, for GPT-2-vocabulary recipes, ``eval`` (HellaSwag) against a local file.
 
 A config added to configs/ joins the matrix by itself; its data module needs a local source in ``SOURCES``.
 """

@@ -107,3 +107,27 @@ def test_a_trainer_command_without_a_config_says_what_it_needs(args, message, tm
     monkeypatch.chdir(tmp_path)
     assert exit_of(args) == 2
     assert capsys.readouterr().err == f"error: {message}\n"
+
+
+# --- values that moved or belong to one kind of data -------------------------------------------------------------
+
+
+def test_an_old_config_with_data_block_size_is_told_where_it_moved(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    # the data section of an old config carried the window length too
+    (tmp_path / "old.yaml").write_text("data:\n  init_args:\n    block_size: 64\n")
+    assert exit_of(["fit", "--config", str(CONFIGS / "debug_char.yaml"), "--config", "old.yaml"]) == 2
+    assert capsys.readouterr().err == (
+        "error: unknown key data.block_size (in old.yaml): the window length is the model's context, "
+        "model.block_size (declared once, for both) (main.py fit --help lists every option)\n")
+
+
+def test_hellaswag_during_training_is_refused_for_data_without_gpt2_tokens(tmp_path, monkeypatch, shakespeare_path):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--config", str(CONFIGS / "debug_char.yaml"), "--data.path", str(shakespeare_path),
+              "--hellaswag.every_n_steps", "2", "--trainer.max_steps", "2"])
+    assert str(e.value) == (
+        "error: hellaswag.every_n_steps is set, but HellaSwag is scored with GPT-2's vocabulary and this data uses a "
+        "char tokenizer: set hellaswag.every_n_steps to null, or data.tokenizer.kind to gpt2")
+    assert not (tmp_path / "data/hellaswag").exists()

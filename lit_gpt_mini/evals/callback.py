@@ -19,7 +19,7 @@ class HellaSwagEval(Callback):
 
     Each rank scores its share of the examples (no padding, no repeats); the counts are summed over ranks. The
     file is prepared (downloaded, tokenized) by the first process of each node, as the training data is, or by the
-    first of all when ``data.prepare_data_per_node`` is false (a shared filesystem).
+    first of all when the data module's ``prepare_data_per_node`` (Lightning's attribute) is False.
 
     Args:
         every_n_steps: Optimizer steps between evaluations; ``None``: never (the callback does nothing).
@@ -62,8 +62,8 @@ class HellaSwagEval(Callback):
     @staticmethod
     def prepares_here(local_rank: int, global_rank: int, per_node: bool) -> bool:
         """Whether this process downloads and tokenizes HellaSwag: the first of each node, as Lightning's own
-        ``prepare_data`` (nodes need no shared filesystem), or the first of all with
-        ``data.prepare_data_per_node: false`` (a shared filesystem)."""
+        ``prepare_data`` (nodes need no shared filesystem), or the first of all when the data module's
+        ``prepare_data_per_node`` is False (a shared filesystem)."""
         return local_rank == 0 if per_node else global_rank == 0
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:

@@ -37,7 +37,7 @@ from typing import Any, Optional
 import numpy as np
 
 from lit_gpt_mini.errors import DataError, StorageError
-from lit_gpt_mini.files import atomic_write, write_json
+from lit_gpt_mini.files import atomic_write, remove, write_json
 from lit_gpt_mini.tokenizers import Tokenizer
 from lit_gpt_mini.tokenizers.base import token_dtype
 
@@ -434,7 +434,7 @@ class ShardWriter:
         """Keep the finished shards of an interrupted run; returns the (document, token) to continue from."""
         self.check_settings()
         for part in self.directory.glob(".*.part"):  # temporary files of a killed writer: never data
-            part.unlink()
+            remove(part)
         index = 0
         while True:
             path = self._path(index)
@@ -450,7 +450,7 @@ class ShardWriter:
         # Shards after a gap cannot be trusted to follow the stream: the run rewrites them.
         for stale in self.directory.glob("*_*.bin"):
             if self._index_of(stale) is not None and self._index_of(stale) >= index:
-                stale.unlink()
+                remove(stale)
         return self._position
 
     def _path(self, index: int) -> Optional[Path]:

@@ -102,6 +102,15 @@ def write_json(path: Path, data: Any, indent: int = 2) -> None:
         f.write("\n")
 
 
+def remove(path: Path) -> None:
+    """Delete a file this project wrote (a killed writer's leftover): a directory that cannot change (read-only)
+    is one :class:`~lit_gpt_mini.errors.StorageError` naming the file, as a failed write is."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as e:
+        raise storage_error(path, e) from None
+
+
 def sha256_of(path: Path) -> str:
     """The sha256 of a file's bytes, read in 1 MiB blocks (files may be far larger than memory)."""
     digest = hashlib.sha256()

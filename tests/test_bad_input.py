@@ -600,6 +600,7 @@ READ_ONLY = [
     ("complete and prepared", "prepared", 0, []),
     ("prepared, without its lock file", "prepared, no lock", 0, []),
     ("empty", "nothing", 1, ["cannot write", "read-only"]),
+    ("interrupted, with a killed writer's temporary file", "interrupted", 1, ["cannot write", "read-only"]),
 ]
 
 
@@ -613,6 +614,12 @@ def test_a_read_only_data_dir(run, tmp_path, case, holds, status, says):
             shutil.copytree(run / "data/shakespeare", data)
             if holds.endswith("no lock"):
                 (data / ".prepare.lock").unlink()
+        elif holds == "interrupted":  # the validation shard finished, the training one being written
+            shutil.copytree(run / "data/shakespeare", data)
+            shards = data / "shards"
+            for name in ("manifest.json", "verified.json"):
+                (shards / name).unlink(missing_ok=True)
+            (shards / "train_000001.bin").rename(shards / ".train_000001.bin.part")
         else:
             data.mkdir()
         work.mkdir()

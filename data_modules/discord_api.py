@@ -182,7 +182,7 @@ class DiscordClient:
             else:
                 if status == 200:
                     payload = self._decode(url, body)
-                    self._pace(headers)
+                    self._pace(url, headers)
                     return payload
                 if status in (401, 403):
                     raise DataError(
@@ -233,9 +233,13 @@ class DiscordClient:
         value = _number(payload.get("retry_after")) if isinstance(payload, dict) else None
         return value if value is not None else _number(headers.get("retry-after"))
 
-    def _pace(self, headers: dict[str, str]) -> None:
+    def _pace(self, url: str, headers: dict[str, str]) -> None:
         # An exhausted bucket: the next request would be refused, so wait for it to refill (never longer than
-        # max_wait; if that is too short, the 429 that follows is handled by the retry loop).
+        # max_wait; if that is too short, the 429 that follows is handled by the retry loop). A wait of a second
+        # or more is said, as the retry loop's are: a fetch that seems stuck is waiting.
         if headers.get("x-ratelimit-remaining") == "0":
             wait = _number(headers.get("x-ratelimit-reset-after"))
-            self.policy.sleep(min(wait if wait is not None else self.policy.backoff, self.policy.max_wait))
+            wait = min(wait if wait is not None else self.policy.backoff, self.policy.max_wait)
+            if wait >= 1:
+                self.say(f"Discord: rate limit reached after {url}; the next request in {wait:.1f} s (as Discord asks)")
+            self.policy.sleep(wait)

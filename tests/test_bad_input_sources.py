@@ -320,6 +320,22 @@ def test_the_default_total_wait_gives_up_on_a_dead_api_within_two_minutes():
     assert waits == [1, 2, 4, 8, 16, 32] and len(said) == len(waits)
 
 
+def test_an_emptied_rate_limit_bucket_is_waited_out_and_said():
+    waits: list[float] = []
+    said: list[str] = []
+    policy = RetryPolicy(max_wait=60, sleep=waits.append)
+    buckets = iter([{"x-ratelimit-remaining": "0", "x-ratelimit-reset-after": "2.5"},
+                    {"x-ratelimit-remaining": "0", "x-ratelimit-reset-after": "0.2"},
+                    {"x-ratelimit-remaining": "4"}])
+    with DiscordClient("http://127.0.0.1:9/api", TOKEN, True, "$T", policy, say=said.append) as client:
+        client._send = lambda url: (200, next(buckets), b"[]")  # noqa: SLF001 (the network boundary of one try)
+        for _ in range(3):
+            assert client.get_json("http://127.0.0.1:9/api/x") == []
+    assert waits == [2.5, 0.2]  # the bucket's own times; a short one is waited without a line
+    assert said == ["Discord: rate limit reached after http://127.0.0.1:9/api/x; the next request in 2.5 s (as "
+                    "Discord asks)"]
+
+
 def test_5xx_then_success_is_retried(tmp_path, capfd, monkeypatch, servers):
     answers = iter([answer(503, b"busy"), answer(500, {"message": "oops"})])
     api = servers(lambda path, headers: next(answers, answer(200, [api_msg(i) for i in range(1, 6)])))

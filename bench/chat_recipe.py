@@ -26,9 +26,9 @@ sys.path.insert(0, str(ROOT))
 from bench.report import emit  # noqa: E402
 from data_modules.shakespeare_discord import convert  # noqa: E402
 from data_modules.shards import open_tokens, read_header, read_manifest  # noqa: E402
-from lit_gpt_mini.chat import chat  # noqa: E402
+from lit_gpt_mini.inference.chat import chat  # noqa: E402
 from lit_gpt_mini.checkpoint import load_model  # noqa: E402
-from lit_gpt_mini.cli import main as cli_main  # noqa: E402
+from lit_gpt_mini.cli.main import main as cli_main  # noqa: E402
 
 CONFIG = ROOT / "configs" / "discord_cpu.yaml"
 TURNS = "Good morrow, sweet lady.\nWhat news from Mantua?\nI will be gone tonight.\n"

@@ -99,7 +99,7 @@ def make_config(work: Path, corpus: Path, args: argparse.Namespace) -> Path:
     config["checkpoint"]["dirpath"] = str(work / "out/checkpoints")
     config["sample"]["max_new_tokens"] = 16
     # the recipe's default callbacks, and the guard
-    from lit_gpt_mini.cli import RECIPE_DEFAULTS
+    from lit_gpt_mini.cli.main import RECIPE_DEFAULTS
 
     trainer["callbacks"] = [*RECIPE_DEFAULTS["trainer.callbacks"], {
         "class_path": "bench.gpu_train_check.RecompileGuard", "init_args": {"path": str(work / "recompiles.json")}}]
@@ -150,7 +150,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     config = make_config(work, corpus, args)
     print(f"{docs:,} source files as documents; config {config}", flush=True)
 
-    from lit_gpt_mini.cli import main as cli_main
+    from lit_gpt_mini.cli.main import main as cli_main
 
     t0 = time.perf_counter()
     cli_main(["fit", "--config", str(config)])

@@ -39,9 +39,9 @@ os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(ROOT.parent / "shared" / "data" 
 
 from bench.report import emit  # noqa: E402
 from lit_gpt_mini.checkpoint import load_model, save_pth  # noqa: E402
-from lit_gpt_mini.generate import stream_text  # noqa: E402
+from lit_gpt_mini.inference.generate import stream_text  # noqa: E402
 from lit_gpt_mini.model import GPT, GPTConfig  # noqa: E402
-from lit_gpt_mini.textstream import TextStream  # noqa: E402
+from lit_gpt_mini.inference.textstream import TextStream  # noqa: E402
 
 CHARS = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # Tiny Shakespeare's 65
 VERSE = "ROMEO:\nBut soft, what light through yonder window breaks? It is the east, and Juliet is the sun. "

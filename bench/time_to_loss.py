@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.report import emit  # noqa: E402
 
-from lit_gpt_mini.cli import main as cli_main  # noqa: E402
+from lit_gpt_mini.cli.main import main as cli_main  # noqa: E402
 
 warnings.filterwarnings("ignore")
 logging.getLogger("lightning").setLevel(logging.ERROR)

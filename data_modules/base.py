@@ -144,7 +144,7 @@ class TokenDataModule(L.LightningDataModule):
     :meth:`connect`, the one exchange between the two.
     """
 
-    # What the documents look like, recorded in checkpoints (lit_gpt_mini.checkpoint.TEXT_FORMATS): "chat" where
+    # What the documents look like, recorded in checkpoints (lit_gpt_mini.chat_format.TEXT_FORMATS): "chat" where
     # they are conversations, a line `name: text` per message (main.py chat and serve then take turns).
     text_format: ClassVar[str] = "text"
 

@@ -3,26 +3,17 @@ message, mentions and custom emoji made readable, authors optionally anonymised.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from typing import Iterable
 
 from data_modules.discord_messages import CONTENT_TYPES, Message
-
-
-def render(content: str, mentions: dict[str, str]) -> str:
-    """Raw Discord markup made readable: ``<@id>`` -> ``@name``, ``<#id>`` -> ``#channel``,
-    ``<@&id>`` -> ``@role``, ``<:name:id>`` -> ``:name:``."""
-    content = re.sub(r"<@!?(\d+)>", lambda m: "@" + mentions.get(m.group(1), "someone"), content)
-    content = re.sub(r"<@&\d+>", "@role", content)
-    content = re.sub(r"<#\d+>", "#channel", content)
-    return re.sub(r"<a?:(\w+):\d+>", r":\1:", content).strip()
+from lit_gpt_mini import chat_format
 
 
 def line(author: str, content: str, mentions: dict[str, str] | None = None) -> str:
-    """One message as a line of a conversation: ``author: content`` (content made readable by :func:`render`;
-    ``[attachment]`` when no text is left)."""
-    return f"{author}: {render(content, mentions or {}) or '[attachment]'}"
+    """One message as a line of a conversation (:func:`lit_gpt_mini.chat_format.line`), the author made a valid
+    speaker's name."""
+    return chat_format.line(chat_format.speaker(author), content, mentions)
 
 
 def conversations(

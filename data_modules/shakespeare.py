@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from data_modules.base import InMemoryTokenDataModule
-from data_modules.download import download
+from lit_gpt_mini.download import download
 from lit_gpt_mini.files import missing_path, sha256_of
 from lit_gpt_mini.errors import DataError, StorageError
 from lit_gpt_mini.tokenizers import TokenizerRecipe

@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 import torch
 
+from lit_gpt_mini.chat_format import TEXT_FORMATS
 from lit_gpt_mini.errors import CheckpointError, ConfigError, UserError
 from lit_gpt_mini.model import GPT, GPTConfig
 from lit_gpt_mini.tokenizers import Tokenizer, tokenizer_from_dict
@@ -27,8 +28,7 @@ from lit_gpt_mini.tokenizers import Tokenizer, tokenizer_from_dict
 TOKENIZER_KEY = "tokenizer"  # where the tokenizer lives in a checkpoint, beside the weights
 # What the model's text looks like, beside the weights: "chat" for conversations rendered a line `name: text` per
 # message (the Discord data module), "text" for anything else. `main.py chat` and `serve` read it.
-TEXT_FORMAT_KEY = "text_format"
-TEXT_FORMATS = ("text", "chat")
+TEXT_FORMAT_KEY = "text_format"  # one of lit_gpt_mini.chat_format.TEXT_FORMATS
 PTH_FORMAT = "lit-gpt-mini model"  # the "format" field of a .pth written by main.py export
 # ckpt_path values that Lightning resolves itself (to a checkpoint callback's file) rather than a path
 LIGHTNING_ALIASES = ("last", "best", "hpc", "registry")

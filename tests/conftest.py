@@ -159,7 +159,7 @@ def chat_checkpoint(tmp_path_factory, shakespeare_path) -> Path:
     import torch
 
     from data_modules.shakespeare_discord import convert
-    from lit_gpt_mini.cli import main
+    from lit_gpt_mini.cli.main import main
 
     root = tmp_path_factory.mktemp("chat_model")
     speeches = shakespeare_path.read_text(encoding="utf-8").split("\n\n")[:2000]

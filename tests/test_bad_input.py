@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from data_modules.shards import HEADER_BYTES, MANIFEST, ShardHeader
-from lit_gpt_mini.cli import main
+from lit_gpt_mini.cli.main import main
 
 from .conftest import CONFIGS, ROOT, SHARED_DATA
 
@@ -536,7 +536,7 @@ def test_unusual_but_valid_config_files_are_accepted(tmp_path, content):
 
 
 def test_trainer_checks_leave_other_kinds_of_values_to_lightning():
-    from lit_gpt_mini.cli import check_trainer_args
+    from lit_gpt_mini.cli.main import check_trainer_args
 
     check_trainer_args({"val_check_interval": "00:00:10:00", "max_steps": -1, "gradient_clip_val": None})
     check_trainer_args({"val_check_interval": 0.25, "max_steps": 0, "accumulate_grad_batches": 8})

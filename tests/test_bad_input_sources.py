@@ -20,7 +20,7 @@ import zstandard
 
 from data_modules.discord_api import DiscordClient, RetryPolicy
 from data_modules.shards import read_manifest
-from lit_gpt_mini.cli import main
+from lit_gpt_mini.cli.main import main
 from lit_gpt_mini.errors import DataError
 
 from .helpers import write_checkpoint
@@ -782,7 +782,7 @@ def near(template: dict[str, Any]) -> st.SearchStrategy:
 @given(near(msg(1, mentions=[{"id": "1", "name": "a"}], attachments=[{}])), near(api_msg(1, mentions=[{"id": "2"}])))
 def test_any_discord_message_is_read_or_skipped_with_a_reason(export_row, api_row):
     from data_modules.discord_messages import BadMessage, from_api, from_export_json
-    from data_modules.discord_render import render
+    from lit_gpt_mini.chat_format import readable as render
 
     for parse, row in ((from_export_json, export_row), (from_api, api_row)):
         try:

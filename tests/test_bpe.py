@@ -119,8 +119,8 @@ def test_bad_input_is_refused_clearly(tmp_path):
 
 
 def test_bpe_shakespeare_config_fits_and_samples_through_the_cli(tmp_path, monkeypatch, shakespeare_path):
-    from lit_gpt_mini.cli import main
-    from lit_gpt_mini.generate import generate
+    from lit_gpt_mini.cli.main import main
+    from lit_gpt_mini.inference.generate import generate
 
     from .conftest import CONFIGS
 

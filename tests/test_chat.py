@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from lit_gpt_mini.checkpoint import load_model, save_pth
-from lit_gpt_mini.cli import main
-from lit_gpt_mini.generate import generate
+from lit_gpt_mini.cli.main import main
+from lit_gpt_mini.inference.generate import generate
 from lit_gpt_mini.model import GPT, GPTConfig
 from lit_gpt_mini.tokenizers import tokenizer_from_dict
 

@@ -7,8 +7,8 @@ import sys
 import pytest
 import torch
 
-from lit_gpt_mini.cli import main
-from lit_gpt_mini.generate import generate
+from lit_gpt_mini.cli.main import main
+from lit_gpt_mini.inference.generate import generate
 
 from .conftest import CONFIGS, ROOT
 
@@ -112,7 +112,7 @@ def test_instantiating_any_config_reads_fetches_and_trains_nothing(config, tmp_p
     import zstandard
 
     from data_modules.base import TokenDataModule
-    from lit_gpt_mini.cli import GPTCLI
+    from lit_gpt_mini.cli.main import GPTCLI
     from lit_gpt_mini.lit_module import GPTModule
 
     def refuse(*args, **kwargs):

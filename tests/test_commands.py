@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from lit_gpt_mini.cli import GPTCLI, main
-from lit_gpt_mini.commands import COMMANDS
+from lit_gpt_mini.cli.main import GPTCLI, main
+from lit_gpt_mini.cli.commands import COMMANDS
 
 from .conftest import CONFIGS, ROOT
 

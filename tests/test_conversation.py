@@ -7,7 +7,7 @@ import json
 import pytest
 
 from data_modules.discord import DiscordDataModule
-from lit_gpt_mini.conversation import Conversation, Transcript
+from lit_gpt_mini.inference.conversation import Conversation, Transcript
 from lit_gpt_mini.errors import UserError
 from lit_gpt_mini.tokenizers import CharTokenizer
 
@@ -57,3 +57,17 @@ def test_a_plain_text_transcript_keeps_its_end():
     assert len(transcript.text) <= 2 * 6 + 10  # what the model cannot see any more is forgotten
     with pytest.raises(UserError, match="character 'z' is not in this tokenizer's alphabet"):
         transcript.prompt("z")
+
+
+def test_the_writer_keeps_the_readers_name_rules():
+    # a display name the reader could not take as a speaker (a colon, a line break, too long) is made valid when a
+    # message is written, so that chat and serve recognise every line the data module writes
+    from data_modules.discord_render import line as data_line
+    from lit_gpt_mini.chat_format import MAX_NAME, SPEAKER_LINE, check_name
+
+    for author in ("a:b", "two\nlines", "x" * (MAX_NAME + 5), " : ", "ok name"):
+        written = data_line(author, "hello")
+        name = written.split(": ", 1)[0]
+        check_name(name, "the written name")  # raises if the writer broke the rule
+        assert SPEAKER_LINE.match("\n" + written)
+    assert data_line("a:b", "hi") == "a b: hi" and data_line(" : ", "hi") == "someone: hi"

@@ -12,7 +12,7 @@ import torch
 
 from data_modules.discord import DiscordDataModule
 from data_modules.shards import read_manifest
-from lit_gpt_mini.cli import main
+from lit_gpt_mini.cli.main import main
 from lit_gpt_mini.errors import ConfigError, DataError
 
 from .conftest import CONFIGS

@@ -8,7 +8,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from lit_gpt_mini.checkpoint import import_hf, load_pth, save_pth
 from lit_gpt_mini.errors import CheckpointError, ConfigError
-from lit_gpt_mini.export import export, to_hf
+from lit_gpt_mini.inference.export import export, to_hf
 from lit_gpt_mini.lit_module import GPT2
 from lit_gpt_mini.model import GPT, GPTConfig
 
@@ -73,7 +73,7 @@ def test_init_from_starts_training_from_pretrained_weights(hf_dir):
 
 
 def test_export_command_from_a_training_checkpoint(tmp_path, monkeypatch, shakespeare_docs):
-    from lit_gpt_mini.cli import main
+    from lit_gpt_mini.cli.main import main
 
     from .conftest import CONFIGS, write_jsonl
 

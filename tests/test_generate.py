@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lit_gpt_mini.errors import UserError
-from lit_gpt_mini.generate import generate
+from lit_gpt_mini.inference.generate import generate
 from lit_gpt_mini.model import GPT, GPTConfig, KVCache, sample
 
 

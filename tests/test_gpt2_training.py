@@ -11,8 +11,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lit_gpt_mini.cli import main
-from lit_gpt_mini.generate import generate
+from lit_gpt_mini.cli.main import main
+from lit_gpt_mini.inference.generate import generate
 
 from .conftest import CONFIGS, ROOT, write_jsonl
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lit_gpt_mini.cli import main
+from lit_gpt_mini.cli.main import main
 from lit_gpt_mini.model import GPT, GPTConfig
 
 from .conftest import CONFIGS, write_jsonl

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lit_gpt_mini import cli
+from lit_gpt_mini.cli import main as cli
 from lit_gpt_mini.callbacks import plan_accumulation
 from lit_gpt_mini.errors import ConfigError
 
@@ -59,7 +59,7 @@ def test_matmul_precision_comes_from_the_config(tmp_path, monkeypatch, shakespea
     seen = []
     monkeypatch.setattr(cli, "set_matmul_precision", seen.append)
     cli.GPTCLI(
-        cli.GPTModule, cli.TokenDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
+        cli.GPTModule, cli.L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
         args=["--config", str(CONFIGS / "debug_char.yaml"), "--data.path", str(shakespeare_path), *extra],
     )
     assert seen == [expected]
@@ -182,7 +182,7 @@ def test_the_gpu_path_imports_none_of_the_data_sources_optional_packages():
     code = (
         "import sys\n"
         "for name in ('datasets', 'zstandard', 'wikipediaapi'): sys.modules[name] = None\n"
-        "import lit_gpt_mini.cli, data_modules.fineweb, lit_gpt_mini.evals.command, lit_gpt_mini.generate\n"
+        "import lit_gpt_mini.cli.main, data_modules.fineweb, lit_gpt_mini.evals.command, lit_gpt_mini.inference.generate\n"
         "import bench.train_throughput, bench.gpu_train_check, bench.hellaswag_eval, bench.compile_preflight\n"
         "import tests.test_gpu, tests.test_hellaswag_gpu, tests.test_host_syncs\n"
     )

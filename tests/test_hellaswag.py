@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from lit_gpt_mini.evals import hellaswag
 from lit_gpt_mini.evals.hellaswag import HellaSwag
-from lit_gpt_mini.cli import main
+from lit_gpt_mini.cli.main import main
 from lit_gpt_mini.errors import ConfigError, DataError
 from lit_gpt_mini.model import GPT, GPTConfig
 
@@ -374,7 +374,7 @@ def test_two_nodes_without_a_shared_filesystem_each_download_and_tokenize(tmp_pa
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     script = ("import sys; import lit_gpt_mini.evals.hellaswag as h; h.URL = sys.argv[1]; "
-              "from lit_gpt_mini.cli import main; main(sys.argv[2:])")
+              "from lit_gpt_mini.cli.main import main; main(sys.argv[2:])")
     args = ["fit", "--config", DEBUG, "--data.path", "corpus.jsonl", "--trainer.strategy", "ddp",
             "--trainer.num_nodes", "2", "--trainer.max_steps", "4",
             "--trainer.callbacks+=lit_gpt_mini.evals.callback.HellaSwagEval", "--trainer.callbacks.every_n_steps", "2"]

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from lit_gpt_mini.cli import main
+from lit_gpt_mini.cli.main import main
 
 from .conftest import CONFIGS
 

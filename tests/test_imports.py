@@ -94,10 +94,10 @@ def find_cycle(graph: dict[str, set[str]]) -> Optional[list[str]]:
 
 def test_the_project_has_no_import_circle():
     graph = import_graph(ROOT)
-    assert {"lit_gpt_mini.cli", "lit_gpt_mini.lit_module", "lit_gpt_mini.tokenizers", "data_modules.base"} <= set(graph)
+    assert {"lit_gpt_mini.cli.main", "lit_gpt_mini.lit_module", "lit_gpt_mini.tokenizers", "data_modules.base"} <= set(graph)
     # the graph sees the function-level imports it is meant to check
     assert "lit_gpt_mini.checkpoint" in graph["lit_gpt_mini.lit_module"]
-    assert {"lit_gpt_mini.generate", "lit_gpt_mini.serve", "lit_gpt_mini.prepare"} <= graph["lit_gpt_mini.cli"]
+    assert {"lit_gpt_mini.inference.generate", "lit_gpt_mini.inference.serve", "lit_gpt_mini.cli.prepare"} <= graph["lit_gpt_mini.cli.main"]
     cycle = find_cycle(graph)
     assert cycle is None, "import circle: " + " -> ".join(cycle)
 
@@ -105,8 +105,42 @@ def test_the_project_has_no_import_circle():
 def test_checkpoints_are_read_in_one_place():
     graph = import_graph(ROOT)
     # the LightningModule loads initial weights through checkpoint.py, never through a command's module
-    assert not graph["lit_gpt_mini.lit_module"] & {"lit_gpt_mini.export", "lit_gpt_mini.generate", "lit_gpt_mini.cli"}
-    assert graph["lit_gpt_mini.checkpoint"] <= {"lit_gpt_mini.errors", "lit_gpt_mini.model", "lit_gpt_mini.tokenizers"}
+    assert not graph["lit_gpt_mini.lit_module"] & {"lit_gpt_mini.inference.export", "lit_gpt_mini.inference.generate", "lit_gpt_mini.cli.main"}
+    assert graph["lit_gpt_mini.checkpoint"] <= {"lit_gpt_mini.errors", "lit_gpt_mini.model", "lit_gpt_mini.tokenizers",
+                                                "lit_gpt_mini.chat_format"}
+
+
+# The floors of the house, bottom up: what a module may import is its own floor and the ones below.
+FLOORS = {
+    "core": 0,  # lit_gpt_mini's top-level modules and tokenizers: model, training, checkpoints, files, formats
+    "data_modules": 1,  # the sources build on the core
+    "lit_gpt_mini.inference": 1,  # using a trained model
+    "lit_gpt_mini.evals": 1,
+    "lit_gpt_mini.cli": 2,  # the command line runs the rest
+}
+
+
+def floor_of(module: str) -> str:
+    for prefix in ("lit_gpt_mini.inference", "lit_gpt_mini.evals", "lit_gpt_mini.cli", "data_modules"):
+        if module == prefix or module.startswith(prefix + "."):
+            return prefix
+    return "core"
+
+
+def test_dependencies_go_one_way():
+    graph = import_graph(ROOT)
+    assert {"lit_gpt_mini.cli.main", "lit_gpt_mini.inference.serve", "lit_gpt_mini.model"} <= set(graph)
+    upward = sorted(
+        f"{module} -> {target}"
+        for module, targets in graph.items()
+        for target in targets
+        if FLOORS[floor_of(target)] > FLOORS[floor_of(module)]
+        or (floor_of(module) != floor_of(target) and FLOORS[floor_of(target)] == FLOORS[floor_of(module)])
+    )
+    assert upward == [], "imports against the floors: " + ", ".join(upward)
+    # in particular, nothing of lit_gpt_mini imports data_modules (the data builds on the package, not the reverse)
+    assert not [m for m, targets in graph.items() if m.startswith("lit_gpt_mini") and any(
+        t.startswith("data_modules") for t in targets)]
 
 
 def test_a_circle_closed_by_a_function_level_import_is_found(tmp_path):

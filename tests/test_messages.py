@@ -36,7 +36,7 @@ def test_gradient_accumulation_says_how_it_splits_a_step(capsys):
 
 
 def test_export_says_where_it_wrote(tmp_path, capsys, monkeypatch):
-    from lit_gpt_mini import export
+    from lit_gpt_mini.inference import export
 
     model = GPT(GPTConfig(vocab_size=3, block_size=8, n_layer=1, n_head=1, n_embd=8))
     # (a real checkpoint is exported in test_export.py; here only the message is in question)
@@ -52,7 +52,7 @@ class _Chars:
 
 
 def test_prepare_says_where_the_data_is(tmp_path, monkeypatch, capsys, shakespeare_path):
-    from lit_gpt_mini.cli import main
+    from lit_gpt_mini.cli.main import main
 
     from .conftest import CONFIGS
 

@@ -7,7 +7,7 @@ import torch
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lit_gpt_mini.cli import main
+from lit_gpt_mini.cli.main import main
 from lit_gpt_mini.errors import ConfigError
 from lit_gpt_mini.lit_module import GPT2, CharGPT, check_muon_strategy
 from lit_gpt_mini.model import GPT, GPTConfig

@@ -20,8 +20,8 @@ import pytest
 import torch
 import yaml
 
-from lit_gpt_mini.cli import main
-from lit_gpt_mini.generate import generate
+from lit_gpt_mini.cli.main import main
+from lit_gpt_mini.inference.generate import generate
 from lit_gpt_mini.muon import MuonAdamW
 
 from .conftest import CONFIGS, serve_httpx, write_jsonl

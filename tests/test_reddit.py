@@ -10,7 +10,7 @@ import zstandard
 
 from data_modules.reddit import RedditDataModule
 from data_modules.shards import read_manifest
-from lit_gpt_mini.cli import main
+from lit_gpt_mini.cli.main import main
 from lit_gpt_mini.errors import ConfigError, DataError
 from lit_gpt_mini.tokenizers import TokenizerRecipe
 

@@ -25,7 +25,7 @@ from openai import OpenAI
 from websockets.sync.client import connect
 
 from lit_gpt_mini.checkpoint import load_model
-from lit_gpt_mini.generate import generate
+from lit_gpt_mini.inference.generate import generate
 
 from .conftest import ROOT
 from .test_chat import free_run

@@ -3,7 +3,7 @@ the next speaker's line, and ends where the reply ends."""
 
 from __future__ import annotations
 
-from lit_gpt_mini.textstream import TextStream
+from lit_gpt_mini.inference.textstream import TextStream
 from lit_gpt_mini.tokenizers import CharTokenizer
 
 CHARS = CharTokenizer(sorted(set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,:?!'\n")))

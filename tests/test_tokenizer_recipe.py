@@ -118,7 +118,7 @@ def test_setup_without_preparation_says_so(tmp_path, small_text):
 def test_val_fraction_and_val_tokens_apply_each_to_its_kind_of_source(tmp_path, small_text, monkeypatch, capsys):
     # a source read whole holds out a fraction of its tail, a streamed one the tokens at its head: each is only
     # an argument of its own kind, and the other is refused as an unknown key that names it
-    from lit_gpt_mini.cli import main
+    from lit_gpt_mini.cli.main import main
 
     from .conftest import CONFIGS
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lit_gpt_mini.callbacks import StopOnNonFinite
-from lit_gpt_mini.cli import main
+from lit_gpt_mini.cli.main import main
 
 from .conftest import CONFIGS
 
@@ -46,7 +46,7 @@ def test_resume_with_dropout_gives_the_same_weights_as_a_straight_run(tmp_path, 
 def _callbacks_without(name: str) -> str:
     import yaml
 
-    from lit_gpt_mini.cli import RECIPE_DEFAULTS
+    from lit_gpt_mini.cli.main import RECIPE_DEFAULTS
 
     return yaml.safe_dump([c for c in RECIPE_DEFAULTS["trainer.callbacks"] if not c["class_path"].endswith(name)])
 

@@ -12,7 +12,7 @@ import wikipediaapi
 import data_modules.wikipedia as wikipedia_module
 from data_modules.shards import read_manifest
 from data_modules.wikipedia import WikipediaDataModule
-from lit_gpt_mini.cli import main
+from lit_gpt_mini.cli.main import main
 from lit_gpt_mini.errors import ConfigError, DataError
 from lit_gpt_mini.tokenizers import TokenizerRecipe
 
@@ -133,7 +133,7 @@ def test_parsing_and_instantiating_the_config_make_no_request_and_train_nothing(
     with pytest.raises(SystemExit) as e:
         main(["fit", "--config", config, "--print_config"])
     assert e.value.code in (0, None) and "kind: bpe" in capsys.readouterr().out
-    from lit_gpt_mini.cli import GPTCLI
+    from lit_gpt_mini.cli.main import GPTCLI
     from lit_gpt_mini.lit_module import GPTModule
     from data_modules.base import TokenDataModule
 
@@ -159,7 +159,7 @@ import functools, hashlib, json, os, sys
 sys.path.insert(0, {root!r})
 import httpx, wikipediaapi
 import data_modules.base, lit_gpt_mini.tokenizers.recipe as recipe
-from lit_gpt_mini.cli import main
+from lit_gpt_mini.cli.main import main
 from tests.test_wikipedia import FakeMediaWiki
 
 LOG = {log!r}

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from data_modules.download import download
+from lit_gpt_mini.download import download
 from lit_gpt_mini.errors import ConfigError, DataError
 from lit_gpt_mini.files import atomic_write, missing_path, sha256_of
 from lit_gpt_mini.log import get_logger

@@ -11,27 +11,31 @@ from __future__ import annotations
 
 from typing import Any, Optional, Union
 
-from data_modules.base import TokenDataModule
-from lit_gpt_mini.commands import CONFIG_KEYS
+import lightning as L
+
+from lit_gpt_mini.cli.commands import CONFIG_KEYS
 from lit_gpt_mini.log import get_logger
 
 log = get_logger(__name__)
 
-def prepare(data: TokenDataModule) -> TokenDataModule:
+def prepare(data: L.LightningDataModule) -> L.LightningDataModule:
     """Run ``data.prepare_data()``: the tokenizer and the shards, resumed where an earlier run stopped."""
     data.prepare_data()
-    log.info(f"{type(data).__name__}: data ready in {data.shard_dir} (tokenizer: {data.tokenizer_path})")
+    where = getattr(data, "shard_dir", None)
+    tokenizer = getattr(data, "tokenizer_path", None)
+    log.info(f"{type(data).__name__}: data ready" + (f" in {where}" if where else "")
+             + (f" (tokenizer: {tokenizer})" if tokenizer else ""))
     return data
 
 
-def main(args: Optional[list[str]] = None) -> TokenDataModule:
+def main(args: Optional[list[str]] = None) -> L.LightningDataModule:
     """``main.py prepare``: a config's ``data`` section through jsonargparse, as LightningCLI reads it."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
     parser = ArgumentParser(exit_on_error=False, allow_abbrev=False, prog="main.py prepare",
                             description=__doc__)
     parser.add_argument("--config", action=ActionConfigFile, help="a training config; only its data section is used")
-    parser.add_subclass_arguments(TokenDataModule, "data", required=True)
+    parser.add_subclass_arguments(L.LightningDataModule, "data", required=True)
     # The rest of a training config is accepted and ignored.
     for section in (key for key in CONFIG_KEYS if key not in ("config", "data", "seed_everything")):
         parser.add_argument(f"--{section}", type=Optional[Any], default=None)

@@ -17,9 +17,9 @@ from typing import Literal, Optional
 import torch
 
 from lit_gpt_mini.checkpoint import check_device, load_model
-from lit_gpt_mini.conversation import Conversation, Transcript, check_name
-from lit_gpt_mini.generate import check_sampling, stream_text
-from lit_gpt_mini.textstream import TextStream
+from lit_gpt_mini.inference.conversation import Conversation, Transcript, check_name
+from lit_gpt_mini.inference.generate import check_sampling, stream_text
+from lit_gpt_mini.inference.textstream import TextStream
 
 
 def chat(

@@ -41,11 +41,11 @@ from litserve.specs.base import LitSpec
 from litserve.utils import LitAPIStatus, ResponseBufferItem
 
 from lit_gpt_mini.checkpoint import check_device, load_model
-from lit_gpt_mini.conversation import Conversation, check_name, encode, render_turn
+from lit_gpt_mini.inference.conversation import Conversation, check_name, encode, render_turn
 from lit_gpt_mini.errors import UserError
-from lit_gpt_mini.generate import SamplingError, check_sampling, stream_text
+from lit_gpt_mini.inference.generate import SamplingError, check_sampling, stream_text
 from lit_gpt_mini.log import get_logger
-from lit_gpt_mini.textstream import TextStream
+from lit_gpt_mini.inference.textstream import TextStream
 from lit_gpt_mini.tokenizers import Tokenizer, tokenizer_from_dict
 
 log = get_logger(__name__)

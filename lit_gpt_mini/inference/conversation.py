@@ -3,7 +3,7 @@ text was, cut to fit the model's context.
 
 A model trained on conversations (``text_format: chat``, the Discord data module) read documents that start
 with the end-of-text token and hold a line ``name: text`` per message, rendered by
-:func:`data_modules.discord_render.line`. A turn here is rendered by that same function, and the prompt ends
+:func:`lit_gpt_mini.chat_format.line`. A turn here is rendered by that same function, and the prompt ends
 with the next speaker's ``name:`` (or a line break, to let the model pick who speaks). A plain-text model
 continues the text as it is. Both drop the oldest text to keep ``reserve`` positions of the context free for
 the answer. Used by ``main.py chat`` and ``main.py serve``.
@@ -14,17 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from data_modules.discord_render import line
+from lit_gpt_mini.chat_format import check_name, line
 from lit_gpt_mini.errors import UserError
-from lit_gpt_mini.textstream import MAX_NAME
 from lit_gpt_mini.tokenizers import Tokenizer
 
-
-def check_name(name: str, what: str) -> None:
-    """Refuse a speaker's name that cannot start a line ``name: text`` (what :mod:`lit_gpt_mini.textstream`
-    recognises as the next speaker's line)."""
-    if not name.strip() or ":" in name or "\n" in name or len(name) > MAX_NAME:
-        raise UserError(f"{what} {name!r}: a name is 1 to {MAX_NAME} characters, without ':' or a line break")
+__all__ = ["Conversation", "Transcript", "check_name", "encode", "render_turn"]
 
 
 def render_turn(name: Optional[str], text: str) -> str:

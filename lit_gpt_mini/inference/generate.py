@@ -12,10 +12,10 @@ from typing import Iterator, Literal, Optional
 import torch
 
 from lit_gpt_mini.checkpoint import check_device, load_model
-from lit_gpt_mini.conversation import encode
+from lit_gpt_mini.inference.conversation import encode
 from lit_gpt_mini.errors import UserError
 from lit_gpt_mini.model import GPT
-from lit_gpt_mini.textstream import TextStream
+from lit_gpt_mini.inference.textstream import TextStream
 
 
 def generate(
@@ -124,7 +124,7 @@ def stream_text(
     generator: torch.Generator,
     use_cache: bool = True,
 ) -> Iterator[str]:
-    """Sample after ``ids`` through ``text`` (:class:`~lit_gpt_mini.textstream.TextStream`): yields, for every
+    """Sample after ``ids`` through ``text`` (:class:`~lit_gpt_mini.inference.textstream.TextStream`): yields, for every
     token sampled, the text that became final with it ('' when none did), then the rest at the end. Sampling
     stops where ``text`` ends (a stop string, a speaker's line, the end-of-text token) or after
     ``max_new_tokens``; a caller that stops iterating stops the sampling."""

@@ -1,5 +1,5 @@
 """The command line: ``fit``/``validate``/``test`` through LightningCLI, the other commands dispatched to their
-modules (lit_gpt_mini/commands.py), and every user error printed as one ``error:`` line.
+modules (lit_gpt_mini/cli/commands.py), and every user error printed as one ``error:`` line.
 
 ``python main.py fit --config configs/shakespeare_char_cpu.yaml`` reads the YAML into the LightningModule,
 the data module and the Trainer (every key is also a command-line flag) over the recipe defaults declared
@@ -21,12 +21,11 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI
 
-from data_modules.base import TokenDataModule
 from lit_gpt_mini.callbacks import (ExplainInterrupt, FinalModelCheckpoint, GradientAccumulation, LossProgressBar,
                                     SampleText)
 from lit_gpt_mini.checkpoint import check_ckpt_path
-from lit_gpt_mini.cli_errors import check_config_files, error_line, find_user_error, one_line
-from lit_gpt_mini.commands import COMMANDS, CONFIG_KEYS, TRAINER_COMMANDS, usage
+from lit_gpt_mini.cli.errors import check_config_files, error_line, find_user_error, one_line
+from lit_gpt_mini.cli.commands import COMMANDS, CONFIG_KEYS, TRAINER_COMMANDS, usage
 from lit_gpt_mini.errors import ConfigError, ParseError
 from lit_gpt_mini.evals.callback import HellaSwagEval
 from lit_gpt_mini.lit_module import GPTModule
@@ -66,17 +65,17 @@ assert set(SECTIONS) <= set(CONFIG_KEYS)
 # every command's.
 PLAIN_COMMANDS = {
     "eval": ("lit_gpt_mini.evals.command", "evaluate"),
-    "generate": ("lit_gpt_mini.generate", "generate"),
-    "chat": ("lit_gpt_mini.chat", "chat"),
-    "serve": ("lit_gpt_mini.serve", "serve"),
-    "export": ("lit_gpt_mini.export", "export"),
-    "prepare": ("lit_gpt_mini.prepare", "prepare"),
+    "generate": ("lit_gpt_mini.inference.generate", "generate"),
+    "chat": ("lit_gpt_mini.inference.chat", "chat"),
+    "serve": ("lit_gpt_mini.inference.serve", "serve"),
+    "export": ("lit_gpt_mini.inference.export", "export"),
+    "prepare": ("lit_gpt_mini.cli.prepare", "prepare"),
 }
 assert set(PLAIN_COMMANDS) | set(TRAINER_COMMANDS) == set(COMMANDS)
 
 
 class GPTCLI(LightningCLI):
-    """LightningCLI over any :class:`GPTModule` and any :class:`TokenDataModule`, chosen by ``class_path``."""
+    """LightningCLI over any :class:`GPTModule` and any data module with ``connect``, chosen by ``class_path``."""
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -197,7 +196,9 @@ def main(args: Optional[list[str]] = None) -> Optional[GPTCLI]:
                              f"(python main.py --help describes them)")
         return GPTCLI(
             GPTModule,
-            TokenDataModule,
+            # any data module, named by class path in the config (data_modules' own, or the user's): the model
+            # asks it for its tokenizer through connect(block_size) in setup
+            L.LightningDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},

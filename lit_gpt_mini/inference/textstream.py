@@ -10,13 +10,8 @@ from __future__ import annotations
 import re
 from typing import Optional, Sequence
 
+from lit_gpt_mini.chat_format import MAYBE_SPEAKER as _MAYBE_SPEAKER, SPEAKER_LINE as _SPEAKER_LINE
 from lit_gpt_mini.tokenizers import Tokenizer
-
-# The start of a speaker's line as the Discord data module renders messages ("name: text"): a name of up to
-# MAX_NAME characters, without a colon or a line break, then ": ".
-MAX_NAME = 40
-_SPEAKER_LINE = re.compile(r"\n[^\n:]{1,%d}: " % MAX_NAME)
-_MAYBE_SPEAKER = re.compile(r"\n[^\n:]{0,%d}:?\Z" % MAX_NAME)  # what may still become one
 
 
 class TextStream:

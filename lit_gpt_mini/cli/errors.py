@@ -20,7 +20,7 @@ from typing import Optional
 
 import yaml
 
-from lit_gpt_mini.commands import CONFIG_KEYS, TRAINER_COMMANDS
+from lit_gpt_mini.cli.commands import CONFIG_KEYS, TRAINER_COMMANDS
 from lit_gpt_mini.errors import ParseError, UserError
 
 # Keys that older configs hold, and where their value is declared now.

@@ -13,7 +13,11 @@ LitServe's async loop: every request is its own task with its own KV cache and r
 tasks take turns token by token (at most ``max_parallel`` at once), so one seed gives the same text whatever
 else is served. A client that disconnects mid-stream stops its generation: the HTTP process passes the
 request's id to the worker, which checks between tokens. LitServe's ``/`` route ("litserve running") is
-replaced by the playground.
+replaced by the playground, and no other route answers.
+
+Before any route, :class:`RequestGuard` refuses what a web page could make a browser send (a foreign ``Host``,
+another page's ``Origin``, a POST not declared JSON), and :class:`GuardedH11` (uvicorn's HTTP/1.1 connection)
+closes connections that send their headers too slowly or exceed the connection limit.
 """
 
 from __future__ import annotations

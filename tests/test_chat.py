@@ -126,3 +126,22 @@ def test_bad_options_are_one_error_line(options, message, chat_checkpoint, monke
     with pytest.raises(SystemExit) as e:
         main(["chat", "--ckpt_path", str(chat_checkpoint), *options])
     assert str(e.value) == message
+
+
+# (1e-45: a positive temperature far below the logits' scale samples greedily, as 0 does)
+@pytest.mark.parametrize("temperature", ["0", "1e-45"])
+def test_a_turn_outside_a_char_models_alphabet_is_refused_and_the_chat_goes_on(temperature, tmp_path):
+    chars = "".join(sorted(set("abcdefghijklmnopqrstuvwxyz :\n!")))
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=len(chars), block_size=32, n_layer=1, n_head=2, n_embd=16))
+    save_pth(model, {"kind": "char", "chars": chars}, tmp_path / "char.pth", "chat")
+    result = subprocess.run(
+        [sys.executable, "main.py", "chat", "--ckpt_path", str(tmp_path / "char.pth"), "--bot", "amy",
+         "--max_new_tokens", "10", "--temperature", temperature],
+        input="hi there\nWHAT?\nhow are you\n", cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "'W' is not in this tokenizer's alphabet" in errors[0], result.stderr
+    turns = [line for line in result.stdout.splitlines() if line.startswith("you: ")]
+    assert turns == ["you: hi there", "you: how are you"]  # the refused turn left no trace; the next one went on

@@ -5,9 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+import subprocess
+import sys
+
 from lit_gpt_mini.errors import UserError
 from lit_gpt_mini.inference.generate import generate
 from lit_gpt_mini.model import GPT, GPTConfig, KVCache, sample
+
+from .conftest import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +65,23 @@ def test_bad_sampling_settings_are_refused(tmp_path):
         ({"temperature": -1}, "temperature must be >= 0"),
         ({"top_p": 1.5}, "top_p must be in"),
         ({"top_k": 0}, "top_k must be at least 1"),
+        ({"temperature": float("inf")}, r"temperature must be >= 0 \(0 is greedy\) and finite, got inf"),
+        ({"seed": -1}, "seed must be between 0 and 2\\*\\*63 - 1"),
+        ({"num_samples": 0}, "num_samples must be at least 1"),
         ({"prompt_file": str(tmp_path / "none.txt")}, "cannot read prompt_file"),
     ]:
         with pytest.raises(UserError, match=message):
             generate("unused.ckpt", **kwargs)
+
+
+def test_a_tiny_positive_temperature_samples_as_greedy_through_main_py(chat_checkpoint):
+    # logits of order 1 divided by 1e-40 overflow float32 (max 3.4e38): the sampler must still give tokens
+    (greedy,) = generate(str(chat_checkpoint), prompt="ROMEO:", max_new_tokens=30, temperature=0, stream=False)
+    for temperature in ("1e-40", "5e-324"):
+        result = subprocess.run(
+            [sys.executable, "main.py", "generate", "--ckpt_path", str(chat_checkpoint), "--prompt", "ROMEO:",
+             "--max_new_tokens", "30", "--temperature", temperature, "--stream", "false"],
+            cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "Traceback" not in result.stderr
+        assert result.stdout.splitlines()[: greedy.count("\n") + 1] == greedy.splitlines()

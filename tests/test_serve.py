@@ -5,6 +5,7 @@ page in a real headless Chromium (Debian's ``chromium``; the test fails when it 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -18,6 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import pytest
@@ -73,17 +75,20 @@ def stop(process: subprocess.Popen) -> bool:
     return True
 
 
-@pytest.fixture(scope="module")
-def server(chat_checkpoint, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("serve")
+HEADER_TIMEOUT = 3  # the server's --header_timeout, seconds
+MAX_CONNECTIONS = 24  # its --max_connections
+
+
+@contextlib.contextmanager
+def running_server(checkpoint: Path, tmp: Path, *options: str) -> Iterator[Server]:
+    """``main.py serve`` on a free 127.0.0.1 port, healthy; stopped (and checked to stop cleanly) at the end."""
     port, log = free_port(), tmp / "serve.log"
     # one thread for the tiny model's worker (as for the session's training): two gain nothing at this size
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(log, "w") as out:
         process = subprocess.Popen(
-            [sys.executable, str(ROOT / "main.py"), "serve", "--ckpt_path", str(chat_checkpoint), "--port", str(port),
-             "--user", "ROMEO", "--bot", "JULIET", "--max_tokens", str(LIMIT), "--model_name", NAME],
-            cwd=tmp, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+            [sys.executable, str(ROOT / "main.py"), "serve", "--ckpt_path", str(checkpoint), "--port", str(port),
+             *options], cwd=tmp, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -103,6 +108,14 @@ def server(chat_checkpoint, tmp_path_factory):
         ended = stop(process)
     # SIGTERM is a clean shutdown: every process of the server (worker, HTTP server, helpers) ends
     assert ended and process.returncode == 0, log.read_text()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def server(chat_checkpoint, tmp_path_factory):
+    with running_server(chat_checkpoint, tmp_path_factory.mktemp("serve"), "--user", "ROMEO", "--bot", "JULIET",
+                        "--max_tokens", str(LIMIT), "--model_name", NAME, "--header_timeout", str(HEADER_TIMEOUT),
+                        "--max_connections", str(MAX_CONNECTIONS)) as running:
+        yield running
 
 
 def in_process(checkpoint: Path, prompt: str, seed: int, max_tokens: int, ignore_eos: bool = False) -> str:
@@ -197,6 +210,12 @@ BAD = [
     ("completions", {"prompt": "x", "stream": "yes"}, 400, "stream"),
     ("completions", {"prompt": "x", "ignore_eos": 1}, 400, "ignore_eos"),
     ("completions", {"prompt": "x", "n": 2}, 400, "n"),
+    ("completions", {"prompt": "x", "frequency_penalty": 0.5}, 400, "frequency_penalty"),
+    ("completions", {"prompt": "x", "presence_penalty": -1}, 400, "presence_penalty"),
+    ("completions", {"prompt": "x", "logit_bias": {"5": 100}}, 400, "logit_bias"),
+    ("chat/completions", {"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}},
+     400, "response_format"),
+    ("chat/completions", {"messages": [{"role": "user", "content": "x"}], "temprature": 0.5}, 400, "temprature"),
     ("chat/completions", {"messages": []}, 400, "messages"),
     ("chat/completions", {"messages": [{"role": "wizard", "content": "x"}]}, 400, "messages[0]"),
     ("chat/completions", {"messages": [{"role": "user", "content": 5}]}, 400, "messages[0].content"),
@@ -216,10 +235,142 @@ def test_a_bad_request_gets_a_4xx_json_error_naming_the_field(server, route, bod
 
 
 def test_a_body_that_is_not_json_or_too_large_is_refused(server):
-    answer = httpx.post(f"{server.url}/v1/completions", content=b"{not json", timeout=30)
+    answer = httpx.post(f"{server.url}/v1/completions", content=b"{not json", timeout=30,
+                        headers={"Content-Type": "application/json"})
     assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_json"
     answer = httpx.post(f"{server.url}/v1/completions", json={"prompt": "x" * 2_000_000}, timeout=30)
     assert answer.status_code == 413 and "too large" in answer.json()["error"]["message"]
+
+
+def test_sampling_edges_and_fields_left_at_their_defaults(server):
+    def complete(**fields) -> httpx.Response:
+        return httpx.post(f"{server.url}/v1/completions", timeout=60,
+                          json={"prompt": "ROMEO:", "max_tokens": 20, "seed": 1, **fields})
+
+    greedy = complete(temperature=0)
+    assert greedy.status_code == 200
+    # a positive temperature far below the logits' scale: greedy sampling, not a 500 from NaN probabilities
+    tiny = complete(temperature=1e-40)
+    assert tiny.status_code == 200, tiny.text
+    assert tiny.json()["choices"][0]["text"] == greedy.json()["choices"][0]["text"]
+    # OpenAI's fields this server does not implement are accepted when they ask for nothing
+    defaults = complete(temperature=0, n=1, frequency_penalty=0, presence_penalty=0.0, logit_bias={}, logprobs=None,
+                        echo=False, response_format={"type": "text"})
+    assert defaults.status_code == 200 and defaults.json()["choices"] == greedy.json()["choices"]
+    # JSON's Infinity (Python's parser reads it) is no temperature
+    answer = httpx.post(f"{server.url}/v1/completions", content=b'{"prompt": "x", "temperature": Infinity}',
+                        headers={"Content-Type": "application/json"}, timeout=30)
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == "temperature"
+
+
+def test_a_deeply_nested_body_is_a_400_and_the_server_goes_on(server):
+    for body in (b"[" * 100_000 + b"]" * 100_000, b'{"prompt": "x", "stop": ' + b"[" * 40 + b"]" * 40 + b"}"):
+        answer = httpx.post(f"{server.url}/v1/completions", content=body, timeout=30,
+                            headers={"Content-Type": "application/json"})
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"]["code"] == "invalid_json" and "nests more than" in answer.text
+    assert httpx.get(f"{server.url}/health", timeout=10).status_code == 200
+    assert not any("RecursionError" in line for line in server.log_lines())
+
+
+def test_a_foreign_host_or_a_cross_origin_page_is_refused(server):
+    port = server.url.rsplit(":", 1)[1]
+    body = json.dumps({"prompt": "ROMEO:", "max_tokens": 5})
+    # a DNS-rebinding page: its name points at 127.0.0.1, the browser sends that name as Host
+    answer = httpx.get(f"{server.url}/v1/models", headers={"Host": f"attacker.example:{port}"}, timeout=10)
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == "Host"
+    assert "--allowed_hosts attacker.example" in answer.json()["error"]["message"]
+    for name in ("localhost", "127.0.0.1", "[::1]"):
+        assert httpx.get(f"{server.url}/health", headers={"Host": f"{name}:{port}"}, timeout=10).status_code == 200
+    # a page of another origin posting text/plain (a "simple" request: the browser sends it without asking)
+    answer = httpx.post(f"{server.url}/v1/completions", content=body, timeout=10,
+                        headers={"Origin": "http://attacker.example", "Content-Type": "text/plain"})
+    assert answer.status_code == 403 and answer.json()["error"]["param"] == "Origin"
+    answer = httpx.post(f"{server.url}/v1/completions", content=body, timeout=10,
+                        headers={"Content-Type": "text/plain"})
+    assert answer.status_code == 415 and answer.json()["error"]["param"] == "Content-Type"
+    # the server's own page (same origin, JSON) is served
+    answer = httpx.post(f"{server.url}/v1/completions", content=body, timeout=60,
+                        headers={"Origin": server.url, "Content-Type": "application/json"})
+    assert answer.status_code == 200, answer.text
+
+
+def test_only_the_documented_routes_answer(server):
+    for path in ("/docs", "/redoc", "/openapi.json", "/info", "/shutdown"):
+        assert httpx.get(f"{server.url}{path}", timeout=10).status_code == 404, path
+    for path in ("/", "/health", "/v1/models"):
+        assert httpx.get(f"{server.url}{path}", timeout=10).status_code == 200, path
+
+
+def closed_within(sock: socket.socket, seconds: float) -> bool:
+    """Whether the server closes ``sock`` within ``seconds`` (it never answers a request it has not got)."""
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(1024) == b""
+    except (socket.timeout, TimeoutError):
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def slow_client(server: Server) -> socket.socket:
+    """A connection that has sent part of a request line and headers, and sends no more."""
+    host, port = server.url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+    return sock
+
+
+def test_slow_headers_are_cut_off_and_connections_are_bounded(server):
+    start = time.monotonic()
+    with slow_client(server) as slow:
+        assert httpx.get(f"{server.url}/health", timeout=10).status_code == 200  # served beside it
+        assert closed_within(slow, HEADER_TIMEOUT + 10), "a connection sending its headers slowly was kept open"
+        assert time.monotonic() - start >= HEADER_TIMEOUT - 0.5
+    # more slow connections than --max_connections: the extra ones are closed at once, and once the slow ones
+    # run out of time the server answers again
+    sockets = [slow_client(server) for _ in range(MAX_CONNECTIONS + 6)]
+    try:
+        start = time.monotonic()
+        closed_at_once = sum(closed_within(sock, 0.05) for sock in sockets)
+        assert closed_at_once >= 6 and time.monotonic() - start < HEADER_TIMEOUT
+        assert all(closed_within(sock, HEADER_TIMEOUT + 10) for sock in sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert httpx.get(f"{server.url}/health", timeout=10).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def unnamed_server(chat_checkpoint, tmp_path_factory):
+    """A server without --model_name, of a checkpoint where fit writes them, answering to one more name."""
+    tmp = tmp_path_factory.mktemp("serve_unnamed")
+    (tmp / "run7" / "checkpoints").mkdir(parents=True)
+    shutil.copy(chat_checkpoint, tmp / "run7" / "checkpoints" / "last.ckpt")
+    with running_server(tmp / "run7" / "checkpoints" / "last.ckpt", tmp, "--allowed_hosts",
+                        "gpt.example,10.1.2.3") as running:
+        yield running
+
+
+def test_the_model_id_is_a_name_and_allowed_hosts_are_served(unnamed_server):
+    models = httpx.get(f"{unnamed_server.url}/v1/models", timeout=10).json()
+    assert [m["id"] for m in models["data"]] == ["run7/last"]  # never the checkpoint's path on this machine
+    port = unnamed_server.url.rsplit(":", 1)[1]
+    for name, status in (("gpt.example", 200), ("10.1.2.3", 200), ("other.example", 400)):
+        answer = httpx.get(f"{unnamed_server.url}/health", headers={"Host": f"{name}:{port}"}, timeout=10)
+        assert answer.status_code == status, name
+
+
+def test_a_port_in_use_is_one_error_line_before_serving(unnamed_server, chat_checkpoint, tmp_path):
+    port = unnamed_server.url.rsplit(":", 1)[1]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "serve", "--ckpt_path", str(chat_checkpoint), "--port", port],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    output = (result.stdout + result.stderr).strip().splitlines()
+    assert len(output) == 1 and output[0].startswith(f"error: --port {port}: "), output
+    assert "Serving" not in result.stdout + result.stderr
+    assert httpx.get(f"{unnamed_server.url}/health", timeout=10).status_code == 200  # the other is untouched
 
 
 def stopped_generations(server: Server) -> list[tuple[str, int]]:

@@ -17,7 +17,8 @@ from typing import Literal, Optional
 import torch
 
 from lit_gpt_mini.checkpoint import check_device, load_model
-from lit_gpt_mini.inference.conversation import Conversation, Transcript, check_name
+from lit_gpt_mini.errors import UserError
+from lit_gpt_mini.inference.conversation import Conversation, Transcript, check_name, encode
 from lit_gpt_mini.inference.generate import check_sampling, stream_text
 from lit_gpt_mini.inference.textstream import TextStream
 
@@ -49,7 +50,7 @@ def chat(
         seed: Seed of the sampler: the same seed and turns give the same answers.
         device: ``cpu``, ``cuda``, ``cuda:1``, ...
     """
-    check_sampling(max_new_tokens, temperature, top_k, top_p)
+    check_sampling(max_new_tokens, temperature, top_k, top_p, seed=seed)
     for role, name in (("--user", user), ("--bot", bot)):
         if name is not None:
             check_name(name, role)
@@ -58,6 +59,9 @@ def chat(
     tokenizer, block = loaded.tokenizer, loaded.model.config.block_size
     turns = (mode if mode != "auto" else loaded.text_format) == "chat"
     reserve = min(max_new_tokens, block // 2)  # room for the answer; a longer one moves the window as it goes
+    for role, name in (("--user", user), ("--bot", bot)):  # every turn holds them: refused once, here
+        if name is not None:
+            encode(tokenizer, name, role)
     conversation = Conversation(tokenizer, block, reserve)
     transcript = Transcript(tokenizer, block, reserve)
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -87,8 +91,13 @@ def chat(
             continue
         if not typed.strip():
             continue
+        try:  # a turn the tokenizer cannot encode is refused; the conversation goes on without it
+            rendered = conversation.add(user, typed) if turns else transcript.check(typed)
+        except UserError as e:
+            sys.stderr.write(f"error: {e}; type the turn again without it\n")
+            sys.stderr.flush()
+            continue
         if turns:
-            rendered = conversation.add(user, typed)
             if not interactive:
                 say(rendered)  # a piped turn is shown, so the output reads as the conversation
             ids = conversation.prompt(bot)
@@ -98,7 +107,7 @@ def chat(
         else:
             if not interactive:
                 say(typed, end="")
-            ids = transcript.prompt(typed)
+            ids = transcript.prompt(rendered)
             text = TextStream(tokenizer)
         try:
             for piece in stream_text(loaded.model, ids, text, max_new_tokens, temperature, top_k, top_p,

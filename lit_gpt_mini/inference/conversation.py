@@ -89,9 +89,14 @@ class Transcript:
     reserve: int
     text: str = ""
 
+    def check(self, typed: str) -> str:
+        """``typed``, or a :class:`UserError` when the tokenizer cannot encode it (before it joins the text)."""
+        encode(self.tokenizer, typed, "the text")
+        return typed
+
     def prompt(self, typed: str) -> list[int]:
         """Token ids of the text so far with ``typed`` appended, its last ``block_size - reserve`` tokens."""
-        encode(self.tokenizer, typed, "the text")  # refused before it joins the text
+        self.check(typed)
         self.text += typed
         ids = encode(self.tokenizer, self.text, "the text")
         budget = max(1, self.block_size - self.reserve)

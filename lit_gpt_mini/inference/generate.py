@@ -6,6 +6,7 @@ is all this needs. :func:`stream_text` is the sampling loop every command that s
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Iterator, Literal, Optional
 
@@ -54,7 +55,9 @@ def generate(
         stream: Print text as it is produced (otherwise each sample once complete).
         float32_matmul_precision: On CUDA, ``high`` runs fp32 matmuls on TF32 tensor cores; ``highest`` does not.
     """
-    check_sampling(max_new_tokens, temperature, top_k, top_p)
+    check_sampling(max_new_tokens, temperature, top_k, top_p, seed=seed)
+    if num_samples < 1:
+        raise UserError(f"num_samples must be at least 1, got {num_samples}")
     check_device(device)
     if prompt_file is not None:
         try:
@@ -91,12 +94,18 @@ class SamplingError(UserError):
         self.name = name
 
 
+SEED_RANGE = (0, 2**63 - 1)  # what every torch.Generator takes and what fits a JSON client's integers
+
+
 def check_sampling(
     max_new_tokens: int, temperature: float, top_k: Optional[int], top_p: Optional[float],
-    names: Optional[dict[str, str]] = None,
+    names: Optional[dict[str, str]] = None, seed: Optional[int] = None,
 ) -> None:
     """Refuse sampling settings that cannot work, naming the setting (``names`` renames them, e.g. for an API
-    whose field is ``max_tokens``)."""
+    whose field is ``max_tokens``). The one check of ``generate``, ``chat`` and ``serve``.
+
+    Any finite temperature > 0 is sampled without overflow (:func:`stream_text` says how; a tiny one is greedy
+    sampling, never NaN); infinity and NaN have no meaning and are refused."""
     names = names or {}
 
     def bad(name: str, rule: str, value: object) -> SamplingError:
@@ -105,12 +114,14 @@ def check_sampling(
 
     if max_new_tokens < 1:
         raise bad("max_new_tokens", "at least 1", max_new_tokens)
-    if not temperature >= 0:
-        raise bad("temperature", ">= 0 (0 is greedy)", temperature)
+    if not (temperature >= 0 and math.isfinite(temperature)):
+        raise bad("temperature", ">= 0 (0 is greedy) and finite", temperature)
     if top_p is not None and not 0.0 < top_p <= 1.0:
         raise bad("top_p", "in (0, 1]", top_p)
     if top_k is not None and top_k < 1:
         raise bad("top_k", "at least 1", top_k)
+    if seed is not None and not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise bad("seed", "between 0 and 2**63 - 1", seed)
 
 
 def stream_text(
@@ -127,10 +138,27 @@ def stream_text(
     """Sample after ``ids`` through ``text`` (:class:`~lit_gpt_mini.inference.textstream.TextStream`): yields, for every
     token sampled, the text that became final with it ('' when none did), then the rest at the end. Sampling
     stops where ``text`` ends (a stop string, a speaker's line, the end-of-text token) or after
-    ``max_new_tokens``; a caller that stops iterating stops the sampling."""
+    ``max_new_tokens``; a caller that stops iterating stops the sampling. The settings must have passed
+    :func:`check_sampling`."""
     device = next(model.parameters()).device
     idx = torch.tensor([ids], dtype=torch.long, device=device)
-    for token in model.stream(idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache):
+
+    # The sampler divides the logits by the temperature. Subtracting each row's maximum first keeps the largest
+    # at 0 and the rest at -inf at worst, so no positive temperature overflows them (inf - inf is NaN, which
+    # torch.multinomial refuses). A temperature below float32's smallest normal number (bfloat16's too) would
+    # round to 0 in that division (0 / 0 is NaN): it is raised to it, which changes only logits closer than
+    # ~1e-36 to the maximum, none of which float32 logits of order 1 have (both are greedy sampling there).
+    floor = torch.finfo(torch.float32).tiny
+
+    def forward(*args: object, **kwargs: object) -> torch.Tensor:
+        logits = model.forward(*args, **kwargs)
+        if torch.finfo(logits.dtype).tiny > floor:  # float16: its own smallest normal is 6e-5
+            logits = logits.float()
+        return logits - logits.amax(dim=-1, keepdim=True)
+
+    positive = temperature > 0
+    for token in model.stream(idx, max_new_tokens, max(temperature, floor) if positive else 0.0, top_k, top_p,
+                              generator, use_cache, forward=forward if positive else None):
         yield text.add(int(token[0, 0]))
         if text.stopped:
             break

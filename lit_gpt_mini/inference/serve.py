@@ -13,7 +13,11 @@ LitServe's async loop: every request is its own task with its own KV cache and r
 tasks take turns token by token (at most ``max_parallel`` at once), so one seed gives the same text whatever
 else is served. A client that disconnects mid-stream stops its generation: the HTTP process passes the
 request's id to the worker, which checks between tokens. LitServe's ``/`` route ("litserve running") is
-replaced by the playground.
+replaced by the playground, and no other route answers.
+
+Before any route, :class:`RequestGuard` refuses what a web page could make a browser send (a foreign ``Host``,
+another page's ``Origin``, a POST not declared JSON), and :class:`GuardedH11` (uvicorn's HTTP/1.1 connection)
+closes connections that send their headers too slowly or exceed the connection limit.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ import functools
 import json
 import multiprocessing as mp
 import os
+import re
 import secrets
 import signal
+import socket
 import time
 import uuid
 from collections import OrderedDict, deque
@@ -32,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Literal, Optional
 
+import h11
 import litserve as ls
 import torch
 from fastapi import HTTPException, Request, Response
@@ -39,6 +46,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.requests import ClientDisconnect
 from litserve.specs.base import LitSpec
 from litserve.utils import LitAPIStatus, ResponseBufferItem
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from lit_gpt_mini.checkpoint import check_device, load_model
 from lit_gpt_mini.inference.conversation import Conversation, check_name, encode, render_turn
@@ -56,6 +64,11 @@ MAX_STOP_CHARS = 200
 CANCEL_CHECK_SECONDS = 0.02  # how often a generation looks for its client having gone
 STREAM_INTERVAL = 0.02  # a stream's text is sent at most this often (50 times a second), the first piece at once
 _MAIN_PID = -1  # the process of `main.py serve` (set by serve)
+MAX_JSON_DEPTH = 32  # an OpenAI request nests 4 deep; Python's JSON parser recurses once per level
+MAX_HEADER_BYTES = 16 * 1024  # a request line and headers larger than this are refused (uvicorn's h11 limit)
+KEEP_ALIVE_SECONDS = 5  # an idle connection between requests is closed after this
+FILE_RESERVE = 128  # open files kept for the server itself (model file, queues, logs) beyond its connections
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")  # what a client on this machine calls it
 
 
 # --- what the HTTP process knows of the model, and the limits -------------------------------------------------
@@ -104,6 +117,34 @@ def _typed(body: dict[str, Any], key: str, kinds: tuple[type, ...], what: str, d
     return value
 
 
+# The one rule for fields: a field is implemented, or refused unless it holds its default (null counts as the
+# default), so nothing a client asks for is silently ignored. Unknown fields are refused too: a misspelt one
+# would otherwise be ignored.
+IMPLEMENTED = ("model", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "stream", "stream_options",
+               "ignore_eos")
+IMPLEMENTED_BY_ROUTE = {False: ("prompt",), True: ("messages", "max_completion_tokens")}
+NOT_IMPLEMENTED = {  # OpenAI's fields this server does not do, with the values that ask for nothing
+    "n": (1,), "best_of": (1,), "echo": (False,), "logprobs": (False, 0), "top_logprobs": (0,), "suffix": ("",),
+    "frequency_penalty": (0,), "presence_penalty": (0,), "logit_bias": ({},), "response_format": ({"type": "text"},),
+    "tools": ([],), "tool_choice": ("none",), "functions": ([],), "function_call": ("none",),
+}
+
+
+def check_fields(body: dict[str, Any], chat: bool) -> None:
+    """Refuse a field this server does not implement unless it holds its default, and any unknown field."""
+    for key, value in body.items():
+        if key in IMPLEMENTED or key in IMPLEMENTED_BY_ROUTE[chat] or value is None:
+            continue
+        if key not in NOT_IMPLEMENTED:
+            raise ApiError(400, f"unknown field {key!r}: this server does not implement it (docs/serving.md lists "
+                                f"the fields)", key, "unsupported")
+        # (True == 1 in Python: a boolean matches only a boolean)
+        if not any(value == v and isinstance(value, bool) == isinstance(v, bool) for v in NOT_IMPLEMENTED[key]):
+            shown = " or ".join(json.dumps(v) for v in NOT_IMPLEMENTED[key])
+            raise ApiError(400, f"{key}={json.dumps(value)[:60]} is not supported by this server: leave it out or "
+                                f"give {shown}", key, "unsupported")
+
+
 def check_request(body: Any, served: ServedModel, chat: bool) -> dict[str, Any]:
     """The job for the worker (prompt ids and sampling settings) of a request body, or an :class:`ApiError`."""
     if not isinstance(body, dict):
@@ -112,10 +153,7 @@ def check_request(body: Any, served: ServedModel, chat: bool) -> dict[str, Any]:
     if model is not None and model != served.name:
         raise ApiError(404, f"model {model!r} does not exist: this server has {served.name!r} (GET /v1/models)",
                        "model", "model_not_found")
-    for key, allowed in (("n", (1,)), ("best_of", (1,)), ("echo", (False,)), ("logprobs", (False, 0)),
-                         ("suffix", ("",))):
-        if body.get(key) is not None and body[key] not in allowed:
-            raise ApiError(400, f"{key}={json.dumps(body[key])} is not supported by this server", key, "unsupported")
+    check_fields(body, chat)
     limit = served.max_tokens
     key = "max_completion_tokens" if chat and body.get("max_completion_tokens") is not None else "max_tokens"
     max_tokens = _typed(body, key, (int,), "an integer", served.default_max_tokens)
@@ -125,13 +163,11 @@ def check_request(body: Any, served: ServedModel, chat: bool) -> dict[str, Any]:
     temperature = _typed(body, "temperature", (int, float), "a number", 1.0)
     top_p = _typed(body, "top_p", (int, float), "a number")
     top_k = _typed(body, "top_k", (int,), "an integer")
+    seed = _typed(body, "seed", (int,), "an integer")
     try:
-        check_sampling(max_tokens, temperature, top_k, top_p, names={"max_new_tokens": key})
+        check_sampling(max_tokens, temperature, top_k, top_p, names={"max_new_tokens": key}, seed=seed)
     except SamplingError as e:
         raise ApiError(400, str(e), e.name, "invalid_value") from None
-    seed = _typed(body, "seed", (int,), "an integer")
-    if seed is not None and not 0 <= seed < 2**63:
-        raise ApiError(400, f"seed must be between 0 and 2**63 - 1, got {seed}", "seed", "invalid_value")
     stop = _typed(body, "stop", (str, list), "a string or a list of strings")
     stop = [stop] if isinstance(stop, str) else stop or []
     if len(stop) > MAX_STOPS or not all(isinstance(s, str) and 0 < len(s) <= MAX_STOP_CHARS for s in stop):
@@ -222,6 +258,159 @@ def _encode(served: ServedModel, text: str, field: str) -> list[int]:
         raise ApiError(400, str(e), field, "invalid_value") from None
 
 
+_JSON_TOKENS = re.compile(rb'"(?:[^"\\]++|\\.)*+"|[\[\]{}]')  # strings (skipped whole) and brackets
+
+
+def parse_json(raw: bytes) -> Any:
+    """A request body parsed as JSON, or an :class:`ApiError`; nesting deeper than ``MAX_JSON_DEPTH`` is refused
+    before parsing (Python's parser recurses once per level, and a deep enough body would exhaust its stack)."""
+    depth = 0
+    for token in _JSON_TOKENS.finditer(raw):
+        bracket = token.group()
+        if bracket in (b"[", b"{"):
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise ApiError(400, f"the request body nests more than {MAX_JSON_DEPTH} levels deep", None,
+                               "invalid_json")
+        elif bracket in (b"]", b"}"):
+            depth -= 1
+    try:
+        return json.loads(raw)
+    except ValueError as e:
+        raise ApiError(400, f"the request body is not JSON ({e})", None, "invalid_json") from None
+
+
+# --- the HTTP side: what reaches the routes at all -------------------------------------------------------------
+
+
+def host_name(header: str) -> str:
+    """The name in a ``Host`` header, without its port (``[::1]:8000`` -> ``::1``), lowercased."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class RequestGuard:
+    """Refuses, before any route runs, what a web page could make a browser send: a ``Host`` that is not this
+    server's (a DNS-rebinding page; 400), a request from a page of another origin (403: this server sends no CORS
+    headers, so such a page could only ever send, never read), and a POST whose body is not declared JSON (415:
+    the only kind a page of another origin can send without the browser asking first)."""
+
+    def __init__(self, app: Any, allowed_hosts: frozenset[str]) -> None:
+        self.app = app
+        self.allowed_hosts = allowed_hosts  # "*": any
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            error = self.check(scope["method"], headers)
+            if error is not None:
+                await error.response()(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def check(self, method: str, headers: dict[str, str]) -> Optional[ApiError]:
+        host = headers.get("host", "")
+        if host and "*" not in self.allowed_hosts and host_name(host) not in self.allowed_hosts:
+            return ApiError(400, f"Host {host!r} is not a name of this server: ask for it by "
+                                 f"{' or '.join(sorted(self.allowed_hosts))}, or start it with --allowed_hosts "
+                                 f"{host_name(host)}", "Host", "invalid_host")
+        origin = headers.get("origin")
+        if origin is not None and origin.lower().split("://", 1)[-1] != host.lower():
+            return ApiError(403, f"requests from web pages of another origin ({origin}) are refused: use the "
+                                 f"playground page of this server, or a client that is not a web page",
+                            "Origin", "cross_origin")
+        kind = headers.get("content-type", "").split(";")[0].strip().lower()
+        if method == "POST" and kind != "application/json":
+            return ApiError(415, f"the request body must be JSON sent with the header Content-Type: "
+                                 f"application/json, got {kind or 'none'}", "Content-Type", "unsupported_media_type")
+        return None
+
+
+class GuardedH11(H11Protocol):
+    """uvicorn's HTTP/1.1 connection with the limits it lacks: a connection over ``max_connections`` is closed at
+    once (open files stay under the system's limit), and one that has not sent a whole request line and headers
+    within ``header_timeout`` seconds (of opening, or of the first byte of a next request) is closed; uvicorn's
+    keep-alive timeout closes one idle between requests. The class attributes
+    are set by :func:`serve`."""
+
+    header_timeout: float = 10.0
+    max_connections: int = 256
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._header_timer: Optional[asyncio.TimerHandle] = None
+        if len(self.connections) > self.max_connections:
+            transport.close()
+            return
+        self._wait_for_headers()
+
+    def _wait_for_headers(self) -> None:
+        self._stop_waiting()
+        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+
+    def _stop_waiting(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:  # the headers are in
+            self._stop_waiting()
+        elif self._header_timer is None and not self.transport.is_closing():
+            # the first bytes of a next request on a kept-alive connection: uvicorn stopped its idle timer
+            self._wait_for_headers()
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self._stop_waiting()
+        super().connection_lost(exc)
+
+
+def raise_open_files_limit(max_connections: int) -> None:
+    """Make room for ``max_connections`` open connections under the process's open-files limit, or say that the
+    system's hard limit does not allow it."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit to raise
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = max_connections + FILE_RESERVE
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return
+    if hard != resource.RLIM_INFINITY and hard < need:
+        raise UserError(f"--max_connections {max_connections}: this system allows {hard} open files and the server "
+                        f"keeps {FILE_RESERVE} for itself: give at most {hard - FILE_RESERVE}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port another process listens on, before the server says it serves (binding as uvicorn does)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise UserError(f"--port {port}: {host}:{port} cannot be used ({e.strerror}): another program is "
+                            f"probably serving there; stop it or give another --port") from None
+
+
+def default_model_name(ckpt_path: str) -> str:
+    """The model's id when ``--model_name`` gives none: the checkpoint's file name without its extension, after
+    its run's directory when it lies in a ``checkpoints`` directory (``out/run/checkpoints/last.ckpt`` ->
+    ``run/last``); a name, never a path of this machine."""
+    path = Path(ckpt_path).resolve()
+    if path.parent.name == "checkpoints" and path.parent.parent.name:
+        return f"{path.parent.parent.name}/{path.stem}"
+    return path.stem
+
+
 # --- the HTTP side: a LitServe spec -----------------------------------------------------------------------------
 
 
@@ -270,14 +459,12 @@ class OpenAIEndpoints(LitSpec):
     async def _answer(self, request: Request, chat: bool) -> Response:
         try:
             try:
-                body = await request.json()
+                raw = await request.body()
             except ClientDisconnect:  # gone before it finished sending: nothing to answer
                 return Response(status_code=499)
             except HTTPException as e:  # LitServe's payload limit
                 raise ApiError(e.status_code, str(e.detail), None, "payload_too_large") from None
-            except ValueError as e:
-                raise ApiError(400, f"the request body is not JSON ({e})", None, "invalid_json") from None
-            job = check_request(body, self.served, chat)
+            job = check_request(parse_json(raw), self.served, chat)
         except ApiError as e:
             return e.response()
         uid = uuid.uuid4().hex
@@ -444,6 +631,9 @@ def serve(
     default_max_tokens: int = 256,
     max_parallel: int = 8,
     max_payload_bytes: int = 1_000_000,
+    allowed_hosts: str = "",
+    max_connections: int = 256,
+    header_timeout: float = 10.0,
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info",
 ) -> None:
     """Serve a checkpoint over HTTP until interrupted (Ctrl+C).
@@ -453,7 +643,8 @@ def serve(
         host: ``127.0.0.1`` (this machine only), or ``0.0.0.0`` / ``::`` (every network interface).
         port: The TCP port (1024 to 65535).
         device: ``cpu`` or ``cuda`` (the first visible GPU; choose it with ``CUDA_VISIBLE_DEVICES``).
-        model_name: The model's id in ``/v1/models`` and responses; default: ``ckpt_path`` as given.
+        model_name: The model's id in ``/v1/models`` and responses; default: the checkpoint's file name without
+            its extension, after its run's directory for a file in ``<run>/checkpoints/``.
         user: A conversation model's name for user messages that have none.
         bot: A conversation model's name for its own turns; ``None``: the model writes who speaks, and the
             answer starts with that name.
@@ -461,6 +652,10 @@ def serve(
         default_max_tokens: ``max_tokens`` of a request that gives none.
         max_parallel: Requests sampled at once (taking turns token by token); later ones wait for a slot.
         max_payload_bytes: The largest request body.
+        allowed_hosts: Comma-separated names (or addresses) clients may call this server by in their ``Host``
+            header, beyond 127.0.0.1, localhost, ::1 and ``--host``; ``*``: any (needed behind a name on a network).
+        max_connections: Open connections at most; one more is closed at once.
+        header_timeout: Seconds a connection may take to send a request's line and headers.
         log_level: The server's log level (``info`` logs every request).
     """
     if host not in HOSTS:
@@ -468,33 +663,50 @@ def serve(
     if not 1024 <= port <= 65535:
         raise UserError(f"--port {port}: give a port from 1024 to 65535")
     for name, value in (("max_tokens", max_tokens), ("default_max_tokens", default_max_tokens),
-                        ("max_parallel", max_parallel), ("max_payload_bytes", max_payload_bytes)):
+                        ("max_parallel", max_parallel), ("max_payload_bytes", max_payload_bytes),
+                        ("max_connections", max_connections)):
         if value < 1:
             raise UserError(f"--{name} must be at least 1, got {value}")
+    if not 0 < header_timeout <= 3600:
+        raise UserError(f"--header_timeout must be more than 0 and at most 3600 seconds, got {header_timeout}")
+    names = [name.strip().lower() for name in allowed_hosts.split(",") if name.strip()]
+    if any(not re.fullmatch(r"\*|[a-z0-9.:_-]{1,253}", name) for name in names):
+        raise UserError(f"--allowed_hosts {allowed_hosts!r}: give host names or addresses separated by commas "
+                        f"(without ports), or *")
+    hosts = frozenset((*LOOPBACK_NAMES, *([host] if host == "127.0.0.1" else []), *names))
     if default_max_tokens > max_tokens:
         raise UserError(f"--default_max_tokens ({default_max_tokens}) is over --max_tokens ({max_tokens})")
     for role, name in (("--user", user), ("--bot", bot)):
         if name is not None:
             check_name(name, role)
     check_device(device)
+    raise_open_files_limit(max_connections)
+    check_port_free(host, port)
     loaded = load_model(ckpt_path, "cpu")  # checked here, in one line if it is not a model; the worker loads it
-    served = ServedModel(model_name or ckpt_path, loaded.tokenizer.to_dict(), loaded.model.config.block_size,
+    served = ServedModel(model_name or default_model_name(ckpt_path), loaded.tokenizer.to_dict(), loaded.model.config.block_size,
                          loaded.text_format, user, bot, max_tokens, default_max_tokens)
     del loaded
     # The HTTP process tells the worker (a spawned process) which requests lost their client.
     cancel = mp.get_context("spawn").Queue()
     api = GPTAPI(ckpt_path, served, max_parallel, cancel)
-    server = ls.LitServer(api, accelerator=device, devices=1, timeout=False, max_payload_size=max_payload_bytes)
-    # LitServe answers "/" itself ("litserve running"); the playground takes its place.
-    server.app.router.routes[:] = [r for r in server.app.router.routes
-                                   if not (getattr(r, "path", None) == "/" and getattr(r, "name", None) == "index")]
+    # disable_openapi_url: no /openapi.json, and with it no /docs or /redoc (FastAPI's pages of it)
+    server = ls.LitServer(api, accelerator=device, devices=1, timeout=False, max_payload_size=max_payload_bytes,
+                          disable_openapi_url=True, middlewares=[(RequestGuard, {"allowed_hosts": hosts})])
+    # LitServe answers "/" itself ("litserve running"), where the playground goes, and "/info" (its settings),
+    # which no client of this server needs: the routes are the documented ones only.
+    ours = {path for path, _, _ in api.spec.endpoints}
+    server.app.router.routes[:] = [r for r in server.app.router.routes if getattr(r, "path", None) == "/health" or
+                                   getattr(r, "path", None) in ours and getattr(r, "name", None) != "index"]
     global _MAIN_PID
     _MAIN_PID = os.getpid()
     signal.signal(signal.SIGTERM, _interrupt)
     log.info(f"Serving {ckpt_path} ({served.text_format} model, context {served.block_size}) at "
              f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/ (playground), /v1/completions, "
              f"/v1/chat/completions, /v1/models, /health")
-    server.run(host=host, port=port, num_api_servers=1, log_level=log_level, generate_client_file=False)
+    protocol = type("GuardedH11", (GuardedH11,), {"header_timeout": header_timeout,
+                                                   "max_connections": max_connections})
+    server.run(host=host, port=port, num_api_servers=1, log_level=log_level, generate_client_file=False,
+               http=protocol, timeout_keep_alive=KEEP_ALIVE_SECONDS, h11_max_incomplete_event_size=MAX_HEADER_BYTES)
 
 
 def _interrupt(signum: int, frame: Any) -> None:

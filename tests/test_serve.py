@@ -255,7 +255,7 @@ def test_sampling_edges_and_fields_left_at_their_defaults(server):
     assert tiny.json()["choices"][0]["text"] == greedy.json()["choices"][0]["text"]
     # OpenAI's fields this server does not implement are accepted when they ask for nothing
     defaults = complete(temperature=0, n=1, frequency_penalty=0, presence_penalty=0.0, logit_bias={}, logprobs=None,
-                        echo=False, response_format={"type": "text"})
+                        echo=False, response_format={"type": "text"}, user="someone-42")  # user: a label only
     assert defaults.status_code == 200 and defaults.json()["choices"] == greedy.json()["choices"]
     # JSON's Infinity (Python's parser reads it) is no temperature
     answer = httpx.post(f"{server.url}/v1/completions", content=b'{"prompt": "x", "temperature": Infinity}',

@@ -123,6 +123,9 @@ def _typed(body: dict[str, Any], key: str, kinds: tuple[type, ...], what: str, d
 IMPLEMENTED = ("model", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "stream", "stream_options",
                "ignore_eos")
 IMPLEMENTED_BY_ROUTE = {False: ("prompt",), True: ("messages", "max_completion_tokens")}
+# Fields that only label a request (an end user's id for the client's own records): they change no output, so
+# every value is honoured by accepting it.
+LABELS = ("user",)
 NOT_IMPLEMENTED = {  # OpenAI's fields this server does not do, with the values that ask for nothing
     "n": (1,), "best_of": (1,), "echo": (False,), "logprobs": (False, 0), "top_logprobs": (0,), "suffix": ("",),
     "frequency_penalty": (0,), "presence_penalty": (0,), "logit_bias": ({},), "response_format": ({"type": "text"},),
@@ -133,7 +136,7 @@ NOT_IMPLEMENTED = {  # OpenAI's fields this server does not do, with the values 
 def check_fields(body: dict[str, Any], chat: bool) -> None:
     """Refuse a field this server does not implement unless it holds its default, and any unknown field."""
     for key, value in body.items():
-        if key in IMPLEMENTED or key in IMPLEMENTED_BY_ROUTE[chat] or value is None:
+        if key in IMPLEMENTED or key in IMPLEMENTED_BY_ROUTE[chat] or key in LABELS or value is None:
             continue
         if key not in NOT_IMPLEMENTED:
             raise ApiError(400, f"unknown field {key!r}: this server does not implement it (docs/serving.md lists "

@@ -411,14 +411,14 @@ class StreamedTokenDataModule(TokenDataModule):
             positive("test_tokens", test_tokens, "or null (as many as validation)")
         self.val_tokens = val_tokens
         self.test_tokens = test_tokens
+        self.shard_size = shard_size
+        self.max_tokens = max_tokens
         held_out = self.held_out_tokens
         if max_tokens is not None and max_tokens <= sum(held_out):
             raise ConfigError(
                 f"data.max_tokens ({max_tokens}) leaves nothing to train on after the first {held_out[0]} tokens "
                 f"for validation and {held_out[1]} for test: raise max_tokens or lower val_tokens/test_tokens/shard_size"
             )
-        self.shard_size = shard_size
-        self.max_tokens = max_tokens
 
     @property
     def held_out_tokens(self) -> tuple[int, int]:

@@ -345,6 +345,8 @@ class ShardSet:
         manifest = read_manifest(directory)
         if manifest is None:
             raise DataError(f"{directory} holds no finished token shards ({MANIFEST} is missing): run prepare_data")
+        if "test_tokens" not in manifest["settings"]:
+            raise DataError(without_test_split(directory))
         paths, headers = [], []
         for entry in manifest["shards"]:
             path = directory / entry["file"]
@@ -363,8 +365,6 @@ class ShardSet:
             paths.append(path)
             headers.append(header)
         if not paths:
-            if "test_tokens" not in manifest["settings"]:
-                raise DataError(without_test_split(directory))
             raise DataError(f"{directory} has no {split} shards: the data is too small for a {split} split")
         return cls(paths, headers)
 

@@ -58,7 +58,7 @@ def main() -> None:
             dm.prepare_data()
             seconds = time.perf_counter() - start
             manifest = read_manifest(dm.shard_dir)
-            tokens = manifest["tokens"]["train"] + manifest["tokens"]["val"]
+            tokens = sum(manifest["tokens"].values())  # every split
             shards[procs] = [s["sha256"] for s in manifest["shards"]]
             results.append((procs, seconds, tokens))
         print()

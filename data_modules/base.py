@@ -125,8 +125,9 @@ class TokenDataModule(L.LightningDataModule):
     """Base data module: a source's token shards served as windows of ``block_size + 1`` tokens.
 
     These arguments are every source's (a source changes only some defaults). A source extends one of the two
-    kinds below, which differ in how they write the shards and hold out validation:
-    :class:`StreamedTokenDataModule` and :class:`InMemoryTokenDataModule`.
+    kinds below, which differ in how they write the shards and hold out the validation and test splits (three
+    disjoint parts of the token stream that together cover it): :class:`StreamedTokenDataModule` and
+    :class:`InMemoryTokenDataModule`.
 
     Args:
         data_dir: Where this source downloads and caches its files; the tokenizer is saved as
@@ -177,6 +178,7 @@ class TokenDataModule(L.LightningDataModule):
         self._tokenizer: Optional[Tokenizer] = None
         self.train_shards: Optional[ShardSet] = None
         self.val_shards: Optional[ShardSet] = None
+        self.test_shards: Optional[ShardSet] = None
         # Training windows consumed so far by all ranks together; saved in checkpoints so that a resumed run
         # continues the stream where it stopped.
         self.train_windows_seen = 0
@@ -311,6 +313,7 @@ class TokenDataModule(L.LightningDataModule):
             self._tokenizer = load_tokenizer_file(self.tokenizer_path)[0]
         self.train_shards = ShardSet.open(self.shard_dir, "train", self.tokenizer)
         self.val_shards = ShardSet.open(self.shard_dir, "val", self.tokenizer)
+        self.test_shards = ShardSet.open(self.shard_dir, "test", self.tokenizer)
 
     def _rank_and_world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -354,7 +357,10 @@ class TokenDataModule(L.LightningDataModule):
         return self._loader(SequentialWindows(self.val_shards, self._window(), self.batch_size, rank, world))
 
     def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
+        """The held-out test split, read like validation (every window once, in order): data neither training
+        nor validation saw."""
+        rank, world = self._rank_and_world()
+        return self._loader(SequentialWindows(self.test_shards, self._window(), self.batch_size, rank, world, "test"))
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         # Called once for each batch a step actually uses (not for batches the loader fetched ahead), so this
@@ -376,10 +382,12 @@ class TokenDataModule(L.LightningDataModule):
 
 class StreamedTokenDataModule(TokenDataModule):
     """A source streamed once, of unknown length (FineWeb, Reddit dumps): its documents are tokenized as they
-    come into shards of ``shard_size`` tokens, and the head of the stream is validation.
+    come into shards of ``shard_size`` tokens; the head of the stream is validation, the tokens right after it
+    are the test split, and the rest is training.
 
     Args:
         val_tokens: The first ``val_tokens`` tokens of the stream are validation (``None``: the first shard).
+        test_tokens: The ``test_tokens`` tokens after them are the test split (``None``: as many as validation).
         shard_size: Tokens per shard file (100M: 200 MB as uint16).
         max_tokens: Stop after this many tokens in all (``None``: the whole stream).
 
@@ -390,6 +398,7 @@ class StreamedTokenDataModule(TokenDataModule):
     def __init__(
         self,
         val_tokens: Optional[int] = None,
+        test_tokens: Optional[int] = None,
         shard_size: int = 100_000_000,
         max_tokens: Optional[int] = None,
         **kwargs: Any,
@@ -398,15 +407,24 @@ class StreamedTokenDataModule(TokenDataModule):
         positive("shard_size", shard_size)
         if val_tokens is not None:
             positive("val_tokens", val_tokens, "or null (the first shard)")
-        held_out = shard_size if val_tokens is None else val_tokens
-        if max_tokens is not None and max_tokens <= held_out:
-            raise ConfigError(
-                f"data.max_tokens ({max_tokens}) leaves nothing to train on after the first {held_out} tokens for "
-                f"validation: raise max_tokens or lower val_tokens/shard_size"
-            )
+        if test_tokens is not None:
+            positive("test_tokens", test_tokens, "or null (as many as validation)")
         self.val_tokens = val_tokens
+        self.test_tokens = test_tokens
         self.shard_size = shard_size
         self.max_tokens = max_tokens
+        held_out = self.held_out_tokens
+        if max_tokens is not None and max_tokens <= sum(held_out):
+            raise ConfigError(
+                f"data.max_tokens ({max_tokens}) leaves nothing to train on after the first {held_out[0]} tokens "
+                f"for validation and {held_out[1]} for test: raise max_tokens or lower val_tokens/test_tokens/shard_size"
+            )
+
+    @property
+    def held_out_tokens(self) -> tuple[int, int]:
+        """(validation, test) tokens at the head of the stream, the defaults resolved."""
+        val = self.val_tokens if self.val_tokens is not None else self.shard_size
+        return val, self.test_tokens if self.test_tokens is not None else val
 
     def shard_settings(self) -> dict[str, Any]:
         return {**self.corpus(), "max_tokens": self.max_tokens}
@@ -419,9 +437,10 @@ class StreamedTokenDataModule(TokenDataModule):
         """Tokenize the stream into shards (see :class:`~data_modules.shards.ShardWriter`), in ``num_proc``
         processes with a progress bar; resume an interrupted run; do nothing when already done. Returns the
         manifest (``None`` when the shards were already complete)."""
-        val_tokens = self.val_tokens if self.val_tokens is not None else self.shard_size
+        val_tokens, test_tokens = self.held_out_tokens
         with exclusive_preparation(self.data_dir):  # nodes sharing a filesystem prepare one at a time
-            writer = ShardWriter(self.shard_dir, self.tokenizer, self.shard_size, val_tokens, self._settings())
+            writer = ShardWriter(self.shard_dir, self.tokenizer, self.shard_size, val_tokens, self._settings(),
+                                 test_tokens=test_tokens)
             if writer.is_complete():
                 return None
             next_doc, next_token = writer.resume()
@@ -447,9 +466,10 @@ class StreamedTokenDataModule(TokenDataModule):
             if doc == 0:
                 raise DataError(f"{self.source} gave {self.empty()}")
             manifest = writer.finish({"documents": doc, "tokenizer_file": self._tokenizer_entry(), **self.summary()})
+            tokens = manifest["tokens"]
             log.info(
-                f"Prepared {doc:,} documents from {self.source}: {manifest['tokens']['train']:,} training and "
-                f"{manifest['tokens']['val']:,} validation tokens in {len(manifest['shards'])} shards in {self.shard_dir}",
+                f"Prepared {doc:,} documents from {self.source}: {tokens['train']:,} training, {tokens['val']:,} "
+                f"validation and {tokens['test']:,} test tokens in {len(manifest['shards'])} shards in {self.shard_dir}",
                 extra=EVERY_RANK,
             )
             return manifest
@@ -457,52 +477,67 @@ class StreamedTokenDataModule(TokenDataModule):
 
 class InMemoryTokenDataModule(TokenDataModule):
     """A source read whole, whose token stream fits in memory (a text file, articles, chat exports): every
-    document tokenized (end-of-text first), and the tail of the stream is validation.
+    document tokenized (end-of-text first); the tail of the stream is validation, the part just before it the
+    test split, and the rest (the head) training.
 
     Args:
         val_fraction: The last ``val_fraction`` of the token stream is validation.
+        test_fraction: The ``test_fraction`` of the stream just before validation is the test split.
 
     The other arguments are :class:`TokenDataModule`'s.
     """
 
-    def __init__(self, val_fraction: float = 0.1, **kwargs: Any) -> None:
+    def __init__(self, val_fraction: float = 0.1, test_fraction: float = 0.05, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not 0.0 < val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
+        if not 0.0 < test_fraction < 1.0 - val_fraction:
+            raise ConfigError(
+                f"data.test_fraction must be above 0 and below 1 - val_fraction ({1.0 - val_fraction:g}) so that "
+                f"training keeps some data, got {test_fraction}"
+            )
         self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
 
     def shard_settings(self) -> dict[str, Any]:
-        return {**self.corpus(), "val_fraction": self.val_fraction}
+        return {**self.corpus(), "val_fraction": self.val_fraction, "test_fraction": self.test_fraction}
 
     def write_shards(self) -> None:
-        """The whole token stream, its last ``val_fraction`` as one validation shard and the rest as one training
-        shard (tokenized in ``num_proc`` processes, in the tokenizer's dtype). Nothing is done when complete."""
+        """The whole token stream, its last ``val_fraction`` as one validation shard, the ``test_fraction`` before
+        it as one test shard and the rest as one training shard (tokenized in ``num_proc`` processes, in the
+        tokenizer's dtype). Nothing is done when complete."""
         with exclusive_preparation(self.data_dir):
             if self._complete():
                 return
             with Encoder(self.num_proc, self.tokenizer) as encode:
                 parts = [tokens for tokens, _ in self._encoded(encode, self.documents())]
             stream = np.concatenate(parts) if parts else np.empty(0, dtype=self.tokenizer.dtype)
+            # The validation part is the tail whatever test_fraction is: the test part is cut from what would
+            # otherwise be training, so validation figures stay comparable across settings of test_fraction.
             n_val = int(len(stream) * self.val_fraction)
-            if n_val == 0 or n_val == len(stream):
+            n_test = int(len(stream) * self.test_fraction)
+            if n_val == 0 or n_test == 0 or n_val + n_test >= len(stream):
                 raise DataError(
-                    f"{len(stream)} tokens of {self.source} are too few to hold out val_fraction={self.val_fraction}"
+                    f"{len(stream)} tokens of {self.source} are too few to hold out val_fraction={self.val_fraction} "
+                    f"and test_fraction={self.test_fraction}: add data or raise the fraction that is too small"
                 )
-            val, train = stream[len(stream) - n_val :], stream[: len(stream) - n_val]
-            writer = self._writer(len(stream), n_val)
-            # the writer makes the stream's first val_tokens tokens validation: the validation part goes first
-            parts = [val, train]
+            end_train = len(stream) - n_val - n_test
+            train, test, val = stream[:end_train], stream[end_train : len(stream) - n_val], stream[len(stream) - n_val :]
+            writer = self._writer(len(stream), n_val, n_test)
+            # the writer makes the stream's first val_tokens tokens validation and the next test_tokens the test
+            # split: the parts go to it in that order
+            parts = [val, test, train]
             next_part, next_token = writer.resume()
             for part in range(next_part, len(parts)):
                 first = next_token if part == next_part else 0
                 writer.add(part, parts[part][first:], first)
             writer.finish({"tokenizer_file": self._tokenizer_entry(), **self.summary()})
-            log.info(f"Prepared {len(train):,} training and {len(val):,} validation tokens in {self.shard_dir}",
-                     extra=EVERY_RANK)
+            log.info(f"Prepared {len(train):,} training, {len(val):,} validation and {len(test):,} test tokens in "
+                     f"{self.shard_dir}", extra=EVERY_RANK)
 
-    def _writer(self, shard_size: int, val_tokens: int) -> ShardWriter:
+    def _writer(self, shard_size: int, val_tokens: int, test_tokens: int) -> ShardWriter:
         return ShardWriter(self.shard_dir, self.tokenizer, shard_size=max(1, shard_size), val_tokens=max(1, val_tokens),
-                           settings=self._settings())
+                           settings=self._settings(), test_tokens=max(0, test_tokens))
 
     def _complete(self) -> bool:
         # Whether the shards are complete (their sizes are in the manifest's settings, not known before tokenizing).
@@ -510,7 +545,8 @@ class InMemoryTokenDataModule(TokenDataModule):
         if manifest is None:
             return False
         settings = manifest["settings"]
-        return self._writer(settings.get("shard_size", 1), settings.get("val_tokens", 1)).is_complete()
+        return self._writer(settings.get("shard_size", 1), settings.get("val_tokens", 1),
+                            settings.get("test_tokens", 0)).is_complete()
 
 
 def positive(name: str, value: int, alternative: str = "", key: Optional[str] = None) -> None:

@@ -47,7 +47,7 @@ HEADER_BYTES = 256
 MANIFEST = "manifest.json"
 SETTINGS = "settings.json"
 VERIFIED = "verified.json"
-SPLITS = ("train", "val")
+SPLITS = ("train", "val", "test")
 # magic, version, itemsize, num_tokens, vocab_size, eot (-1: none), split, end_doc, end_token, sha256, tokenizer
 _HEADER = struct.Struct("<8sIIQIiB7xQQ32s64s")
 # Added after format 1 shipped, in what was zero padding: the largest id plus one (0: not recorded).
@@ -304,6 +304,8 @@ def check_settings(directory: Path, settings: dict[str, Any], every_key: bool = 
         previous = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise DataError(f"{path} is unreadable ({e}): delete {directory} to prepare it again") from None
+    if isinstance(previous, dict) and "test_tokens" not in previous:
+        raise DataError(without_test_split(directory))
     settings = json.loads(json.dumps(settings))  # (tuples read back as lists)
     keys = set(previous) | set(settings) if every_key else set(settings)
     changed = sorted(k for k in keys if previous.get(k) != settings.get(k))
@@ -313,6 +315,13 @@ def check_settings(directory: Path, settings: dict[str, Any], every_key: bool = 
             f"{directory} was prepared with other settings ({diff}); delete that directory to "
             f"prepare it again, or choose another data_dir"
         )
+
+
+def without_test_split(directory: Path) -> str:
+    """What to do with shards prepared before there was a test split: their training split holds what is now
+    test data, so they are never reused as they are."""
+    return (f"{directory} was prepared by an earlier version, without a test split (its training shards hold what "
+            f"is now the test split): delete {directory} and prepare it again")
 
 
 class ShardSet:
@@ -336,6 +345,8 @@ class ShardSet:
         manifest = read_manifest(directory)
         if manifest is None:
             raise DataError(f"{directory} holds no finished token shards ({MANIFEST} is missing): run prepare_data")
+        if "test_tokens" not in manifest["settings"]:
+            raise DataError(without_test_split(directory))
         paths, headers = [], []
         for entry in manifest["shards"]:
             path = directory / entry["file"]
@@ -381,8 +392,9 @@ class ShardSet:
 class ShardWriter:
     """Cuts a stream of tokenized documents into shards; resumes an interrupted preparation exactly.
 
-    The stream's first ``val_tokens`` tokens form the validation split, the rest the training split; every
-    shard holds ``shard_size`` tokens (the last of each split may hold fewer) and belongs to one split.
+    The stream's first ``val_tokens`` tokens form the validation split, the next ``test_tokens`` the test split,
+    the rest the training split; every shard holds ``shard_size`` tokens (the last of each split may hold fewer)
+    and belongs to one split.
     Shards are written in order, each atomically, with the stream position where it ends; on a restart,
     :meth:`resume` keeps the finished shards and says which document (and token inside it) comes next, so
     the re-run produces byte-identical shards.
@@ -392,20 +404,32 @@ class ShardWriter:
         tokenizer: Its name, vocabulary size and end-of-text id go into every header.
         shard_size: Tokens per shard.
         val_tokens: Tokens at the start of the stream that go to the validation split.
+        test_tokens: Tokens right after them that go to the test split (0: no test split).
         settings: What the data was prepared from (source, tokenizer, sizes...); a directory prepared with other
             settings is refused rather than mixed.
     """
 
     def __init__(
-        self, directory: Path, tokenizer: Tokenizer, shard_size: int, val_tokens: int, settings: dict[str, Any]
+        self,
+        directory: Path,
+        tokenizer: Tokenizer,
+        shard_size: int,
+        val_tokens: int,
+        settings: dict[str, Any],
+        test_tokens: int = 0,
     ) -> None:
-        if shard_size < 1 or val_tokens < 1:
-            raise DataError(f"shard_size ({shard_size}) and val_tokens ({val_tokens}) must be positive")
+        if shard_size < 1 or val_tokens < 1 or test_tokens < 0:
+            raise DataError(
+                f"shard_size ({shard_size}) and val_tokens ({val_tokens}) must be positive, test_tokens "
+                f"({test_tokens}) not negative"
+            )
         self.directory = Path(directory)
         self.tokenizer = tokenizer
         self.shard_size = shard_size
         self.val_tokens = val_tokens
-        self.settings = {**settings, "tokenizer": tokenizer.name, "shard_size": shard_size, "val_tokens": val_tokens}
+        self.test_tokens = test_tokens
+        self.settings = {**settings, "tokenizer": tokenizer.name, "shard_size": shard_size, "val_tokens": val_tokens,
+                         "test_tokens": test_tokens}
         self.dtype = dtype_for(tokenizer.vocab_size)
         self.shards: list[dict[str, Any]] = []  # manifest entries of the shards written so far
         self.tokens_written = 0  # tokens in finished shards
@@ -481,12 +505,18 @@ class ShardWriter:
         """Tokens taken so far (in finished shards and in the shard being filled)."""
         return self.tokens_written + self._filled
 
+    def _split_end(self) -> Optional[int]:
+        # Where the split of the shard being filled ends in the stream (None: training, to the end).
+        for end in (self.val_tokens, self.val_tokens + self.test_tokens):
+            if self.tokens_written < end:
+                return end
+        return None
+
     def _capacity(self) -> int:
-        # A shard never crosses the val/train boundary.
+        # A shard never crosses a boundary between splits.
         limit = self.shard_size - self._filled
-        if self.tokens_written < self.val_tokens:  # filling a validation shard
-            limit = min(limit, self.val_tokens - self.total_tokens)
-        return limit
+        end = self._split_end()
+        return limit if end is None else min(limit, end - self.total_tokens)
 
     def add(self, doc: int, tokens: np.ndarray, first: int = 0, max_tokens: Optional[int] = None) -> bool:
         """Append document ``doc``'s ``tokens`` (which start at the document's token ``first``).
@@ -530,7 +560,7 @@ class ShardWriter:
             itemsize=self.dtype.itemsize,
             vocab_size=self.tokenizer.vocab_size,
             eot_id=self.tokenizer.eot_id,
-            split="val" if self.tokens_written < self.val_tokens else "train",
+            split="val" if self.tokens_written < self.val_tokens else "test" if self._split_end() else "train",
             end_doc=self._position[0],
             end_token=self._position[1],
             sha256=hashlib.sha256(tokens.tobytes()).hexdigest(),
@@ -556,8 +586,9 @@ class ShardWriter:
         splits = {split: sum(s["tokens"] for s in self.shards if s["split"] == split) for split in SPLITS}
         if splits["train"] == 0:
             raise DataError(
-                f"the data gave {self.tokens_written} tokens, all of them validation (val_tokens="
-                f"{self.val_tokens}): there is nothing left to train on; lower val_tokens or add data"
+                f"the data gave {self.tokens_written} tokens, all of them validation and test (val_tokens="
+                f"{self.val_tokens}, test_tokens={self.test_tokens}): there is nothing left to train on; lower "
+                f"val_tokens/test_tokens or add data"
             )
         manifest = {
             "format": VERSION,

@@ -159,16 +159,24 @@ class SequentialWindows(IterableDataset):
     and the token-weighted mean over ranks is the exact loss over the split.
     """
 
-    def __init__(self, shards: ShardSet, block_size: int, batch_size: int, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        shards: ShardSet,
+        block_size: int,
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        split: str = "validation",
+    ) -> None:
         self.shards = shards
         self.block_size = block_size
         self.batch_size = batch_size
         self.windows_per_shard = np.maximum(shards.lengths - 1, 0) // block_size
         if self.windows_per_shard.sum() == 0:
             raise DataError(
-                f"model.block_size ({block_size}) is too large for the validation data: a shard must hold "
+                f"model.block_size ({block_size}) is too large for the {split} data: a shard must hold "
                 f"block_size + 1 tokens, and the largest holds {int(shards.lengths.max())}; use a smaller "
-                f"block_size or more validation data"
+                f"block_size or more {split} data"
             )
         self.window_ids = np.arange(rank, int(self.windows_per_shard.sum()), world_size)
 

@@ -104,7 +104,7 @@ def prepare_args(c: Case) -> list[str]:
 
 def overwrite_ids(c: Case) -> list[str]:
     # token ids overwritten (a bad disk, an edit), the header untouched: prepare must not say "data ready"
-    path = c.shards / "train_000001.bin"
+    path = c.shards / "train_000002.bin"
     raw = bytearray(path.read_bytes())
     raw[HEADER_BYTES + 100 : HEADER_BYTES + 104] = b"\xff\xff\xff\xff"
     path.write_bytes(bytes(raw))
@@ -119,7 +119,7 @@ def ids_outside_vocab_with_valid_checksum(c: Case) -> list[str]:
 
     from data_modules.shards import read_header
 
-    path = c.shards / "train_000001.bin"
+    path = c.shards / "train_000002.bin"
     header = read_header(path)
     ids = np.fromfile(path, dtype="<u2", offset=HEADER_BYTES)
     ids[100] = 60000
@@ -135,7 +135,7 @@ def damaged_in_place(value: int) -> Callable[[Case], list[str]]:
     ``verified.json`` records is unchanged, so only reading the shard can tell."""
 
     def build(c: Case) -> list[str]:
-        path = c.shards / "train_000001.bin"
+        path = c.shards / "train_000002.bin"
         before = path.stat()
         ids = np.fromfile(path, dtype="<u2", offset=HEADER_BYTES)
         ids[::16] = value
@@ -152,7 +152,7 @@ def damaged_in_place(value: int) -> Callable[[Case], list[str]]:
 def damaged_while_training(c: Case) -> list[str]:
     # the shard passes its checks, then changes on the disk mid-run: the windows cut after that carry the ids
     return fit_args(c, "--trainer.callbacks+=tests.helpers.DamageShard", "--trainer.callbacks.path",
-                    str(c.shards / "train_000001.bin"))
+                    str(c.shards / "train_000002.bin"))
 
 
 def tampered_tokenizer_file(c: Case) -> list[str]:
@@ -165,7 +165,7 @@ def tampered_tokenizer_file(c: Case) -> list[str]:
 def swap_splits(c: Case) -> list[str]:
     def edit(m):
         for entry in m["shards"]:
-            entry["split"] = {"train": "val", "val": "train"}[entry["split"]]
+            entry["split"] = {"train": "val", "val": "train", "test": "test"}[entry["split"]]
 
     c.manifest(edit)
     return fit_args(c)
@@ -181,13 +181,13 @@ def header_tokenizer_not_utf8(c: Case) -> list[str]:
 
 
 def truncated_shard(c: Case) -> list[str]:
-    path = c.shards / "train_000001.bin"
+    path = c.shards / "train_000002.bin"
     path.write_bytes(path.read_bytes()[: HEADER_BYTES + 1000])  # a half-copied file
     return fit_args(c)
 
 
 def listed_shard_missing(c: Case) -> list[str]:
-    (c.shards / "train_000001.bin").unlink()
+    (c.shards / "train_000002.bin").unlink()
     return prepare_args(c)
 
 
@@ -351,29 +351,29 @@ TOKENIZER_KIND_YAML = "data:\n  init_args:\n    tokenizer:\n      kind: sentence
 
 CASES = [
     # (id, build args, exit status, fragments the error line must hold)
-    ("shard ids overwritten", overwrite_ids, 1, ["train_000001.bin", "do not match the checksum"]),
+    ("shard ids overwritten", overwrite_ids, 1, ["train_000002.bin", "do not match the checksum"]),
     ("shard ids outside the vocabulary", ids_outside_vocab_with_valid_checksum, 1,
-     ["train_000001.bin", "holds token id 60000", "below 65"]),
+     ["train_000002.bin", "holds token id 60000", "below 65"]),
     ("shard ids out of range, damaged in place (size and time kept)", damaged_in_place(65535), 1,
-     ["train_000001.bin", "do not match the checksum"]),
+     ["train_000002.bin", "do not match the checksum"]),
     ("shard ids in range, damaged in place (size and time kept)", damaged_in_place(3), 1,
-     ["train_000001.bin", "do not match the checksum"]),
+     ["train_000002.bin", "do not match the checksum"]),
     ("shard ids out of range, damaged while training", damaged_while_training, 1,
-     ["train_000001.bin", "holds token id 65535 at token", "outside the vocabulary of 65"]),
+     ["train_000002.bin", "holds token id 65535 at token", "outside the vocabulary of 65"]),
     ("tokenizer.json changed after the shards were made", tampered_tokenizer_file, 1,
      ["tokenizer.json is not the tokenizer the shards in", "were made with"]),
     ("manifest splits swapped", swap_splits, 1, ["val_000000.bin", "lists its split as 'train'", "header says 'val'"]),
     ("header tokenizer name not UTF-8", header_tokenizer_not_utf8, 1, ["val_000000.bin", "not valid UTF-8"]),
-    ("shard truncated", truncated_shard, 1, ["train_000001.bin", "truncated"]),
-    ("listed shard missing", listed_shard_missing, 1, ["train_000001.bin", "is missing"]),
+    ("shard truncated", truncated_shard, 1, ["train_000002.bin", "truncated"]),
+    ("listed shard missing", listed_shard_missing, 1, ["train_000002.bin", "is missing"]),
     ("manifest is []", manifest_replaced("[]"), 1, [MANIFEST, "not list"]),
     ("manifest half written", manifest_replaced('{"shards": [{"file": "val_0'), 1, [MANIFEST, "unreadable"]),
     ("manifest without shards", manifest_edited(lambda m: m.pop("shards") and None), 1, [MANIFEST, "'shards' is missing"]),
     ("manifest with no shard", manifest_edited(lambda m: m.update(shards=[])), 1, [MANIFEST, "'shards' is empty"]),
     ("manifest file outside the directory", manifest_edited(lambda m: m["shards"][0].update(file="../x.bin")), 1,
      [MANIFEST, "'../x.bin' is not a shard file name"]),
-    ("manifest token count edited", manifest_edited(lambda m: m["shards"][1].update(tokens=5)), 1,
-     ["train_000001.bin", "lists its tokens as 5"]),
+    ("manifest token count edited", manifest_edited(lambda m: m["shards"][2].update(tokens=5)), 1,
+     ["train_000002.bin", "lists its tokens as 5"]),
     ("manifest is a directory", manifest_is_a_directory, 1, [MANIFEST, "unreadable"]),
     ("generate: bare tensor", generate_with(bare_tensor), 1, ["edited.ckpt", "holds a Tensor"]),
     ("generate: no weights", generate_with(no_weights), 1, ["edited.ckpt", "has no state_dict"]),
@@ -500,9 +500,9 @@ def test_the_first_run_of_a_damaged_directory_does_not_train(run, tmp_path, monk
     # The case of the issue: prepare used to say "data ready", then fit hit an IndexError in the model.
     monkeypatch.chdir(tmp_path)
     c = Case(run, tmp_path)
-    with pytest.raises(SystemExit, match="train_000001.bin: the token ids do not match the checksum"):
+    with pytest.raises(SystemExit, match="train_000002.bin: the token ids do not match the checksum"):
         main(overwrite_ids(c))
-    with pytest.raises(SystemExit, match="train_000001.bin: the token ids do not match the checksum"):
+    with pytest.raises(SystemExit, match="train_000002.bin: the token ids do not match the checksum"):
         main(fit_args(c))
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.ckpt"))
 
@@ -520,7 +520,7 @@ def test_an_intact_directory_is_fully_checked_once(run, tmp_path, monkeypatch):
     assert calls == []  # written and checked by the run's preparation (copied with the shards)
     (c.shards / "verified.json").unlink()
     main(prepare_args(c))
-    assert sorted(calls) == ["train_000001.bin", "val_000000.bin"]
+    assert sorted(calls) == ["test_000001.bin", "train_000002.bin", "val_000000.bin"]
 
 
 @pytest.mark.parametrize("content", [
@@ -619,7 +619,7 @@ def test_a_read_only_data_dir(run, tmp_path, case, holds, status, says):
             shards = data / "shards"
             for name in ("manifest.json", "verified.json"):
                 (shards / name).unlink(missing_ok=True)
-            (shards / "train_000001.bin").rename(shards / ".train_000001.bin.part")
+            (shards / "train_000002.bin").rename(shards / ".train_000002.bin.part")
         else:
             data.mkdir()
         work.mkdir()
@@ -706,10 +706,10 @@ def test_a_write_that_fails_midway_is_one_line_and_the_rerun_is_identical(run, t
     monkeypatch.chdir(tmp_path)
     c, data = Case(run, tmp_path), tmp_path / "fresh"
     status, line = fail(c, data)
-    assert status == 1 and line.startswith(f"error: cannot write {data / 'shards' / 'train_000001.bin'} {says}"), line
+    assert status == 1 and line.startswith(f"error: cannot write {data / 'shards' / 'train_000002.bin'} {says}"), line
     assert (data / "shards/val_000000.bin").is_file() and not list(data.rglob("*.part"))  # finished files stay
     main(["prepare", "--config", DEBUG, "--data.path", TEXT, "--data.data_dir", str(data)])
-    for shard in ("val_000000.bin", "train_000001.bin"):
+    for shard in ("val_000000.bin", "test_000001.bin", "train_000002.bin"):
         assert (data / "shards" / shard).read_bytes() == (run / "data/shakespeare/shards" / shard).read_bytes()
 
 
@@ -727,7 +727,7 @@ def fineweb_config(tmp_path: Path, docs: list[str], data_dir: Path) -> str:
 
 def interrupt_prepare(tmp_path: Path, docs: list[str]) -> tuple[list[str], Path]:
     data = tmp_path / "data"
-    return ["prepare", "--config", fineweb_config(tmp_path, docs, data)], data / "shards/train_000001.bin"
+    return ["prepare", "--config", fineweb_config(tmp_path, docs, data)], data / "shards/train_000002.bin"
 
 
 def interrupt_fit(tmp_path: Path, docs: list[str]) -> tuple[list[str], Path]:

@@ -449,7 +449,7 @@ def test_the_retry_policy_waits_are_capped_with_a_fake_clock():
 def reddit_data(tmp_path: Path, path: Path, **init_args) -> dict[str, Any]:
     return {"class_path": "data_modules.reddit.RedditDataModule",
             "init_args": {"path": str(path), "data_dir": str(tmp_path / "data"), "min_score": 1, "min_length": 5,
-                          "shard_size": 5000, "val_tokens": 100, "batch_size": 2, **init_args}}
+                          "shard_size": 5000, "val_tokens": 100, "test_tokens": 20, "batch_size": 2, **init_args}}
 
 
 def reddit_row(i: int, **fields) -> bytes:
@@ -555,7 +555,7 @@ def test_a_zst_holding_one_huge_line_is_read_in_bounded_memory(tmp_path, capfd):
 def fineweb_data(tmp_path: Path, path: Path, **init_args) -> dict[str, Any]:
     return {"class_path": "data_modules.fineweb.FineWebDataModule",
             "init_args": {"path": str(path), "data_dir": str(tmp_path / "data"), "shard_size": 5000, "val_tokens": 100,
-                          "num_proc": 1, "batch_size": 2, **init_args}}
+                          "test_tokens": 20, "num_proc": 1, "batch_size": 2, **init_args}}
 
 
 GOOD_DOCS = [json.dumps({"text": f"document {i} has a few words"}).encode() for i in range(20)]

@@ -131,7 +131,7 @@ def test_download_verifies_checksum_and_is_then_reused(tmp_path, http_server, sh
     dm2.prepare_data()
     dm2.setup("fit")
     assert dm2.tokenizer.vocab_size == 65
-    assert dm2.train_shards.num_tokens + dm2.val_shards.num_tokens == 1_115_394
+    assert dm2.train_shards.num_tokens + dm2.val_shards.num_tokens + dm2.test_shards.num_tokens == 1_115_394
     assert dm2.val_shards.num_tokens == 111_539  # the last 10%
     val = dm2.val_shards.read(0, np.array([0]), 111_539)[0]
     assert dm2.tokenizer.decode(val.tolist()) == shakespeare_path.read_text()[-111_539:]

@@ -17,7 +17,8 @@ DOCS = [np.random.default_rng(i).integers(0, 3000, size=n).astype(np.uint16) for
 
 
 def write(directory: Path, docs=DOCS, fail_after: int | None = None, max_tokens: int | None = None) -> dict:
-    writer = ShardWriter(directory, TOKENIZER, shard_size=200, val_tokens=250, settings={"source": "test"})
+    writer = ShardWriter(directory, TOKENIZER, shard_size=200, val_tokens=250, settings={"source": "test"},
+                         test_tokens=120)
     if writer.is_complete():
         return {}
     doc, token = writer.resume()
@@ -35,12 +36,12 @@ def shard_bytes(directory: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.name != "verified.json"}
 
 
-def test_shards_hold_the_stream_split_into_val_then_train(tmp_path):
+def test_shards_hold_the_stream_split_into_val_then_test_then_train(tmp_path):
     manifest = write(tmp_path)
     stream = np.concatenate(DOCS)
-    assert [s["split"] for s in manifest["shards"]] == ["val"] * 2 + ["train"] * 7
-    assert [s["tokens"] for s in manifest["shards"]] == [200, 50] + [200] * 6 + [177]
-    assert manifest["tokens"] == {"val": 250, "train": len(stream) - 250}
+    assert [s["split"] for s in manifest["shards"]] == ["val"] * 2 + ["test"] + ["train"] * 7
+    assert [s["tokens"] for s in manifest["shards"]] == [200, 50, 120] + [200] * 6 + [57]
+    assert manifest["tokens"] == {"val": 250, "test": 120, "train": len(stream) - 370}
     got = np.concatenate([np.fromfile(tmp_path / s["file"], dtype="<u2", offset=HEADER_BYTES) for s in manifest["shards"]])
     assert np.array_equal(got, stream)
     header = read_header(tmp_path / "val_000000.bin")
@@ -65,7 +66,7 @@ def test_a_killed_preparation_resumes_to_byte_identical_shards(tmp_path):
 
 def test_max_tokens_stops_mid_document_and_resumes_to_the_same_end(tmp_path):
     manifest = write(tmp_path / "a", max_tokens=700)
-    assert manifest["tokens"] == {"val": 250, "train": 450}
+    assert manifest["tokens"] == {"val": 250, "test": 120, "train": 330}
     with pytest.raises(KeyboardInterrupt):
         write(tmp_path / "b", fail_after=2, max_tokens=700)
     write(tmp_path / "b", max_tokens=700)
@@ -77,7 +78,7 @@ def test_a_finished_directory_is_not_written_again_and_other_settings_are_refuse
     before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
     assert write(tmp_path) == {}
     assert before == {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
-    other = ShardWriter(tmp_path, TOKENIZER, shard_size=300, val_tokens=250, settings={"source": "test"})
+    other = ShardWriter(tmp_path, TOKENIZER, shard_size=300, val_tokens=250, settings={"source": "test"}, test_tokens=120)
     with pytest.raises(DataError, match=r"prepared with other settings \(shard_size: 200 -> 300\).*delete"):
         other.is_complete()
 
@@ -86,7 +87,7 @@ def test_all_validation_and_no_training_data_is_refused(tmp_path):
     writer = ShardWriter(tmp_path, TOKENIZER, shard_size=200, val_tokens=10_000, settings={})
     writer.resume()
     writer.add(0, DOCS[0])
-    with pytest.raises(DataError, match="nothing left to train on; lower val_tokens or add data"):
+    with pytest.raises(DataError, match="nothing left to train on; lower val_tokens/test_tokens or add data"):
         writer.finish()
 
 

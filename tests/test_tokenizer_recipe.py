@@ -198,7 +198,8 @@ def test_a_vocabulary_past_16_bits_writes_uint32_shards_that_round_trip(tmp_path
     dm.setup("fit")
     headers = [read_header(p) for p in sorted(dm.shard_dir.glob("*.bin"))]
     assert {h.itemsize for h in headers} == {4}
-    stream = np.concatenate([dm.val_shards.read(0, np.array([0]), dm.val_shards.num_tokens)[0]]
+    stream = np.concatenate([dm.val_shards.read(0, np.array([0]), dm.val_shards.num_tokens)[0],
+                             dm.test_shards.read(0, np.array([0]), dm.test_shards.num_tokens)[0]]
                             + [dm.train_shards.read(i, np.array([0]), n)[0] for i, n in enumerate(dm.train_shards.lengths)])
     assert int(stream.max()) > 65_535 and 65_791 in stream.tolist()
     eot = big.eot_id

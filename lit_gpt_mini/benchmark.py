@@ -43,6 +43,9 @@ class BenchmarkEval(Callback):
     def __init__(self, every_n_steps: Optional[int] = None, data: Optional[L.LightningDataModule] = None) -> None:
         if every_n_steps is not None and every_n_steps < 1:
             raise ConfigError(f"hellaswag.every_n_steps must be positive (or null: never), got {every_n_steps}")
+        if every_n_steps is not None and data is None:
+            raise ConfigError(f"hellaswag.every_n_steps is {every_n_steps} but hellaswag.data is null: set hellaswag.data "
+                              f"to data_modules.hellaswag.HellaSwagDataModule, or every_n_steps to null")
         self.every_n_steps = every_n_steps
         self.data = data
         self._loader: Optional[DataLoader] = None

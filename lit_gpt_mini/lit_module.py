@@ -161,13 +161,7 @@ class GPTModule(L.LightningModule):
         if datamodule is None or not hasattr(datamodule, "connect"):
             raise ConfigError("the model needs a data module to learn its vocabulary from: give --config with a data section")
         tokenizer = datamodule.connect(self.hparams.block_size)
-        benchmark = getattr(datamodule, "benchmark", None)  # data scored on a fixed vocabulary (HellaSwag: GPT-2's)
-        if benchmark and self.hparams.vocab_size is not None and tokenizer.vocab_size != self.hparams.vocab_size:
-            raise ConfigError(
-                f"{benchmark} is scored with {tokenizer.kind} tokens ({tokenizer.vocab_size}) and this model's "
-                f"vocabulary has {self.hparams.vocab_size}: only a model trained on {tokenizer.kind} tokens "
-                f"(data.tokenizer.kind: {tokenizer.kind}) can be scored on it"
-            )
+        self.check_benchmark(datamodule, tokenizer)
         if self.hparams.vocab_size is not None and tokenizer.vocab_size != self.hparams.vocab_size:
             raise ConfigError(
                 f"model.vocab_size is {self.hparams.vocab_size} (set in the config, or recorded in the --ckpt_path "
@@ -178,6 +172,18 @@ class GPTModule(L.LightningModule):
         self.hparams.vocab_size = tokenizer.vocab_size
         self.config = GPTConfig(vocab_size=tokenizer.vocab_size, **self._shape)
         self.text_format = getattr(datamodule, "text_format", "text")
+
+    def check_benchmark(self, datamodule: Any, tokenizer: Tokenizer) -> None:
+        """Refuse, in one line, a benchmark's data (one with a ``benchmark`` name: HellaSwag) scored with another
+        vocabulary than this model's (known once set or read from a checkpoint). The command line calls it
+        before any data is prepared; ``setup`` again."""
+        benchmark = getattr(datamodule, "benchmark", None)
+        if benchmark and self.hparams.vocab_size is not None and tokenizer.vocab_size != self.hparams.vocab_size:
+            raise ConfigError(
+                f"{benchmark} is scored with {tokenizer.kind} tokens ({tokenizer.vocab_size}) and this model's "
+                f"vocabulary has {self.hparams.vocab_size}: only a model trained on {tokenizer.kind} tokens "
+                f"(data.tokenizer.kind: {tokenizer.kind}) can be scored on it"
+            )
 
     def _flops_per_token(self, seq_len: int) -> int:
         # counting parameters walks the whole model: once per sequence length, cached on this module (a cache on

@@ -128,6 +128,9 @@ class GPTCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
         # test on a recipe with a benchmark section: its held-out text and the benchmark in one test loop
+        if getattr(self.datamodule, "benchmark", None) and isinstance(self.model, GPTModule):
+            # a model over another vocabulary is refused before the benchmark is downloaded
+            self.model.check_benchmark(self.datamodule, self.datamodule.connect(self.model.hparams.block_size))
         if self.subcommand == "test":
             benchmark = self.config_init["test"].get("hellaswag")
             if benchmark is not None and benchmark.data is not None and self.datamodule is not None:

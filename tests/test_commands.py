@@ -42,7 +42,8 @@ def test_main_py_docstring_names_the_commands():
 
 @pytest.mark.parametrize("command, usage", [
     ("fit", "main.py [options] fit"), ("validate", "main.py [options] validate"), ("test", "main.py [options] test"),
-    ("eval", "main.py eval"), ("generate", "main.py generate"), ("chat", "main.py chat"), ("serve", "main.py serve"),
+    ("eval", "main.py [options] test"),  # an alias of test --data HellaSwagDataModule
+    ("generate", "main.py generate"), ("chat", "main.py chat"), ("serve", "main.py serve"),
     ("export", "main.py export"), ("prepare", "main.py prepare"),
 ])
 def test_each_command_has_its_own_help(command, usage, capsys):
@@ -76,7 +77,7 @@ def test_an_unknown_command_is_one_error_line(command, hint, capsys):
     (["export", "--ckpt_path", "x.ckpt", "--out", "m.pth", "--form", "hf"],
      "unknown option --form: did you mean --format? (main.py export --help lists every option)"),
     (["eval", "--ckpt_pat", "x.ckpt"],
-     "unknown option --ckpt_pat: did you mean --ckpt_path? (main.py eval --help lists every option)"),
+     "unknown option --ckpt_pat: did you mean --ckpt_path? (main.py test --help lists every option)"),
     (["prepare", "--dat.path", "x.txt"],
      "unknown option --dat.path: did you mean --data.path? (main.py prepare --help lists every option)"),
     (["fit", "--config", str(CONFIGS / "debug_char.yaml"), "--checkpont.save_last", "false"],

@@ -198,6 +198,8 @@ def expand(argv: list[str]) -> list[str]:
     ):
         ckpt = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--ckpt_path"), None)
         ckpt = ckpt or next((a.split("=", 1)[1] for a in argv if a.startswith("--ckpt_path=")), None)
+        if ckpt:
+            check_ckpt_path(ckpt, training=False)  # a missing or wrong file is said as such, not as a missing model
         class_path = model_class_path(ckpt) if ckpt else None
         if class_path:
             argv = [*argv, "--model", class_path]

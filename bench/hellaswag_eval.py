@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report import emit  # noqa: E402
 
-from lit_gpt_mini.evals import hellaswag  # noqa: E402
+from data_modules import hellaswag  # noqa: E402
+from lit_gpt_mini import scoring  # noqa: E402
 from lit_gpt_mini.model import GPT, GPTConfig  # noqa: E402
 
 MAX_LENGTH = 1024
@@ -133,10 +134,10 @@ def main() -> None:
     start = time.perf_counter()
     batches = hellaswag.batches([hellaswag.pack(e, MAX_LENGTH) for e in examples], per_batch)
     if on_gpu:
-        batches = [{k: v.pin_memory() for k, v in b.items()} for b in batches]
+        batches = [{k: v.pin_memory() if torch.is_tensor(v) else v for k, v in b.items()} for b in batches]
     pack_seconds = time.perf_counter() - start
 
-    score = torch.compile(hellaswag.candidate_losses, dynamic=True) if args.compile else hellaswag.candidate_losses
+    score = torch.compile(scoring.candidate_losses, dynamic=True) if args.compile else scoring.candidate_losses
     autocast = (torch.autocast(device_type=args.device.split(":")[0], dtype=torch.bfloat16)
                 if args.precision == "bf16" else contextlib.nullcontext())
 
@@ -148,7 +149,7 @@ def main() -> None:
     def run_packed(batch: dict[str, torch.Tensor]) -> None:
         nonlocal right
         with torch.no_grad(), autocast:
-            batch = {k: v.to(args.device, non_blocking=True) for k, v in batch.items()}
+            batch = {k: v.to(args.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
             total, mean = score(model, batch)
             labels = batch["labels"]
             right += torch.stack(((total.argmin(1) == labels).sum(), (mean.argmin(1) == labels).sum()))
@@ -176,7 +177,8 @@ def main() -> None:
         with torch.no_grad(), autocast:
             for example in chosen:  # one example a batch: decisions in the baseline's order
                 batch = hellaswag.collate([hellaswag.pack(example, MAX_LENGTH)])
-                a, b = hellaswag.evaluate_batch(model, {k: v.to(args.device) for k, v in batch.items()})
+                a, b = scoring.evaluate_batch(model, {k: v.to(args.device) if torch.is_tensor(v) else v
+                                                      for k, v in batch.items()})
                 new_decisions.append((bool(a), bool(b)))
         agree = sum(x == y for x, y in zip(old_decisions, new_decisions))
 

@@ -187,6 +187,17 @@ def check_ckpt_path(ckpt_path: Optional[str], training: bool) -> None:
             )
 
 
+def model_class_path(ckpt_path: str) -> Optional[str]:
+    """The LightningModule class a run's ``.ckpt`` was trained with (LightningCLI records it in the
+    hyperparameters), or ``None`` when the file is not one (check_ckpt_path says why). Memory-mapped: cheap."""
+    try:
+        hparams = load_file(Path(ckpt_path), "cpu", mmap=True).get("hyper_parameters") or {}
+    except Exception:  # any unreadable file: check_ckpt_path names the problem in one line
+        return None
+    class_path = hparams.get("_class_path") if isinstance(hparams, dict) else None
+    return class_path if isinstance(class_path, str) else None
+
+
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[GPT, Tokenizer]:
     """The model (eval mode, on ``device``) and tokenizer of a run's ``.ckpt``."""
     check_device(device)

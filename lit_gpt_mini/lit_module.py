@@ -20,11 +20,11 @@ from torchmetrics import MeanMetric
 
 from lit_gpt_mini.checkpoint import TEXT_FORMAT_KEY, TOKENIZER_KEY
 from lit_gpt_mini.errors import ConfigError
-from lit_gpt_mini.evals.hellaswag import evaluate_batch
 from lit_gpt_mini.lightning_private import unscale_for_clipping
 from lit_gpt_mini.model import GPT, GPTConfig, KVCache
 from lit_gpt_mini.muon import MuonAdamW
 from lit_gpt_mini.optim import matrix_names, muon_param_groups, param_groups, warmup_cosine_lr
+from lit_gpt_mini.scoring import MultipleChoiceBatches, counts, figures, is_multiple_choice
 from lit_gpt_mini.tokenizers import Tokenizer, tokenizer_from_dict
 
 
@@ -109,6 +109,9 @@ class GPTModule(L.LightningModule):
         self.flops_per_batch = 0  # read by the throughput callback for MFU; set per batch
         self._flops_cache: dict[int, int] = {}
         self._step_loss: Optional[torch.Tensor] = None
+        # Multiple-choice counts (examples, right by acc, by acc_norm) of this evaluation, per task: summed over
+        # ranks once, at its end. Exact sums, not means: each rank scores its own share of the examples.
+        self._choice_counts: dict[str, torch.Tensor] = {}
         self._step_micro_batches = 0
         self._grad_norm: Optional[torch.Tensor] = None  # this optimizer step's, where logging computed it
         self.logged_loss: Optional[float] = None  # the training loss of the last logged step, for the progress bar
@@ -158,6 +161,7 @@ class GPTModule(L.LightningModule):
         if datamodule is None or not hasattr(datamodule, "connect"):
             raise ConfigError("the model needs a data module to learn its vocabulary from: give --config with a data section")
         tokenizer = datamodule.connect(self.hparams.block_size)
+        self.check_benchmark(datamodule, tokenizer)
         if self.hparams.vocab_size is not None and tokenizer.vocab_size != self.hparams.vocab_size:
             raise ConfigError(
                 f"model.vocab_size is {self.hparams.vocab_size} (set in the config, or recorded in the --ckpt_path "
@@ -168,6 +172,18 @@ class GPTModule(L.LightningModule):
         self.hparams.vocab_size = tokenizer.vocab_size
         self.config = GPTConfig(vocab_size=tokenizer.vocab_size, **self._shape)
         self.text_format = getattr(datamodule, "text_format", "text")
+
+    def check_benchmark(self, datamodule: Any, tokenizer: Tokenizer) -> None:
+        """Refuse, in one line, a benchmark's data (one with a ``benchmark`` name: HellaSwag) scored with another
+        vocabulary than this model's (known once set or read from a checkpoint). The command line calls it
+        before any data is prepared; ``setup`` again."""
+        benchmark = getattr(datamodule, "benchmark", None)
+        if benchmark and self.hparams.vocab_size is not None and tokenizer.vocab_size != self.hparams.vocab_size:
+            raise ConfigError(
+                f"{benchmark} is scored with {tokenizer.kind} tokens ({tokenizer.vocab_size}) and this model's "
+                f"vocabulary has {self.hparams.vocab_size}: only a model trained on {tokenizer.kind} tokens "
+                f"(data.tokenizer.kind: {tokenizer.kind}) can be scored on it"
+            )
 
     def _flops_per_token(self, seq_len: int) -> int:
         # counting parameters walks the whole model: once per sequence length, cached on this module (a cache on
@@ -223,24 +239,57 @@ class GPTModule(L.LightningModule):
             norm = self.trainer.strategy.reduce(norm.square(), reduce_op="sum").sqrt()
         return norm
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if is_multiple_choice(batch):
+            return self._count_choices(batch)
         loss = self._loss(batch)
         self.flops_per_batch = self._flops_per_token(batch[0].size(1)) * batch[0].numel() // 3  # forward only
         self.val_loss.update(loss, weight=batch[1].numel())
-        self.log("val/loss", self.val_loss, prog_bar=True)
+        self.log("val/loss", self.val_loss, prog_bar=True, add_dataloader_idx=False)
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        # Batches of every test dataloader come here: a recipe's held-out text and a benchmark's candidates.
+        if is_multiple_choice(batch):
+            return self._count_choices(batch)
         loss = self._loss(batch)
         self.test_loss.update(loss, weight=batch[1].numel())
-        self.log("test/loss", self.test_loss)
+        self.log("test/loss", self.test_loss, add_dataloader_idx=False)
 
-    def hellaswag_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Whether ``acc`` and ``acc_norm`` pick the right ending of each example of a HellaSwag batch.
+    def multiple_choice_step(self, batch: dict[str, Any]) -> torch.Tensor:
+        """A multiple-choice batch's counts, (3,): examples, right by ``acc``, right by ``acc_norm``
+        (:mod:`lit_gpt_mini.scoring`). Called within the strategy's wrapper (FSDP's gathers the weights in its
+        forward), as the test step is, or through it by an evaluation during training."""
+        return counts(self.model, batch)
 
-        The ``HellaSwagEval`` callback calls it through the strategy's wrapped module, as Lightning calls the
-        steps: under FSDP the weights are only whole inside the wrapper's forward.
-        """
-        return evaluate_batch(self.model, batch)
+    def _count_choices(self, batch: dict[str, Any]) -> None:
+        task = batch["task"]
+        step = self.multiple_choice_step(batch)
+        self._choice_counts[task] = self._choice_counts[task] + step if task in self._choice_counts else step
+
+    def _start_choices(self, loaders: Any) -> None:
+        # Every rank knows every task from its dataloaders, even one whose share is empty: all take part in the sum.
+        loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
+        tasks = [loader.dataset.task for loader in loaders if isinstance(getattr(loader, "dataset", None), MultipleChoiceBatches)]
+        self._choice_counts = {task: torch.zeros(3, device=self.device) for task in tasks}
+
+    def _log_choices(self) -> None:
+        for task, total in self._choice_counts.items():
+            scored = figures(self.trainer.strategy.reduce(total, reduce_op="sum").tolist())
+            for name, value in scored.items():
+                self.log(f"{task}/{name}", float(value), sync_dist=False)  # summed over ranks already
+        self._choice_counts = {}
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_choices(self.trainer.val_dataloaders)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_choices()
+
+    def on_test_epoch_start(self) -> None:
+        self._start_choices(self.trainer.test_dataloaders)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_choices()
 
     # --- optimization -------------------------------------------------------------------------------------------
 

@@ -732,8 +732,8 @@ def test_a_hellaswag_row_that_cannot_be_decided_is_refused_by_line(tmp_path, cap
             {"ctx": "A woman", "endings": endings, "label": 2}]
     (tmp_path / "h.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     ckpt = write_checkpoint(tmp_path / "gpt2.ckpt", "gpt2")
-    status, error, _ = run_main(["eval", "--ckpt_path", ckpt, "--hellaswag.path", str(tmp_path / "h.jsonl"),
-                                 "--hellaswag.data_dir", str(tmp_path / "hellaswag")], capfd)
+    status, error, _ = run_main(["eval", "--ckpt_path", ckpt, "--data.path", str(tmp_path / "h.jsonl"),
+                                 "--data.data_dir", str(tmp_path / "hellaswag"), "--trainer.logger", "false"], capfd)
     assert status == 1 and f"{tmp_path / 'h.jsonl'}:2: its 4 endings are identical" in error
 
 

@@ -119,7 +119,7 @@ def test_instantiating_any_config_reads_fetches_and_trains_nothing(config, tmp_p
         raise AssertionError("a config's instantiation reached the network, a file's contents or a training")
 
     for target in ("socket.socket.connect", "urllib.request.urlopen", "data_modules.shakespeare.download",
-                   "lit_gpt_mini.evals.hellaswag.download", "data_modules.fineweb.stream_dataset",
+                   "data_modules.hellaswag.download", "data_modules.fineweb.stream_dataset",
                    "data_modules.wikipedia.make_client", "lit_gpt_mini.tokenizers.recipe.train_bpe",
                    "lit_gpt_mini.tokenizers.gpt2.load_encoding"):
         monkeypatch.setattr(target, refuse)

@@ -42,7 +42,8 @@ def test_main_py_docstring_names_the_commands():
 
 @pytest.mark.parametrize("command, usage", [
     ("fit", "main.py [options] fit"), ("validate", "main.py [options] validate"), ("test", "main.py [options] test"),
-    ("eval", "main.py eval"), ("generate", "main.py generate"), ("chat", "main.py chat"), ("serve", "main.py serve"),
+    ("eval", "main.py [options] test"),  # an alias of test --data HellaSwagDataModule
+    ("generate", "main.py generate"), ("chat", "main.py chat"), ("serve", "main.py serve"),
     ("export", "main.py export"), ("prepare", "main.py prepare"),
 ])
 def test_each_command_has_its_own_help(command, usage, capsys):
@@ -76,7 +77,7 @@ def test_an_unknown_command_is_one_error_line(command, hint, capsys):
     (["export", "--ckpt_path", "x.ckpt", "--out", "m.pth", "--form", "hf"],
      "unknown option --form: did you mean --format? (main.py export --help lists every option)"),
     (["eval", "--ckpt_pat", "x.ckpt"],
-     "unknown option --ckpt_pat: did you mean --ckpt_path? (main.py eval --help lists every option)"),
+     "unknown option --ckpt_pat: did you mean --ckpt_path? (main.py test --help lists every option)"),
     (["prepare", "--dat.path", "x.txt"],
      "unknown option --dat.path: did you mean --data.path? (main.py prepare --help lists every option)"),
     (["fit", "--config", str(CONFIGS / "debug_char.yaml"), "--checkpont.save_last", "false"],
@@ -100,8 +101,8 @@ def test_eval_names_a_missing_checkpoint(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("args, message", [
     (["validate"], "validate needs data and model: give --config <yaml> (main.py validate --help lists every option)"),
-    (["test"], "test needs data and model: give --config <yaml> (HellaSwag: main.py eval --ckpt_path X) (main.py test "
-               "--help lists every option)"),
+    (["test"], "test needs data and model: give --config <yaml> (HellaSwag: main.py test --ckpt_path X --data "
+               "HellaSwagDataModule) (main.py test --help lists every option)"),
 ])
 def test_a_trainer_command_without_a_config_says_what_it_needs(args, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
@@ -126,8 +127,9 @@ def test_hellaswag_during_training_is_refused_for_data_without_gpt2_tokens(tmp_p
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as e:
         main(["fit", "--config", str(CONFIGS / "debug_char.yaml"), "--data.path", str(shakespeare_path),
-              "--hellaswag.every_n_steps", "2", "--trainer.max_steps", "2"])
+              "--hellaswag.every_n_steps", "2", "--hellaswag.data", "data_modules.hellaswag.HellaSwagDataModule",
+              "--trainer.max_steps", "2"])
     assert str(e.value) == (
-        "error: hellaswag.every_n_steps is set, but HellaSwag is scored with GPT-2's vocabulary and this data uses a "
+        "error: hellaswag.every_n_steps is set, but HellaSwag is scored with gpt2 tokens and this data uses a "
         "char tokenizer: set hellaswag.every_n_steps to null, or data.tokenizer.kind to gpt2")
     assert not (tmp_path / "data/hellaswag").exists()

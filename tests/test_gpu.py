@@ -43,7 +43,7 @@ def test_sampling_with_the_kv_cache_on_cuda_gives_the_cpu_tokens():
 
 def test_fsdp_on_one_gpu_clips_groups_samples_and_scores_hellaswag(tmp_path, monkeypatch, shakespeare_docs):
     # Lightning's FSDPStrategy refuses CPUs, so this is where it runs: bf16-mixed, norm clipping through the
-    # strategy, weight decay by parameter name, SampleText and HellaSwagEval through the sharded module.
+    # strategy, weight decay by parameter name, SampleText and HellaSwag (the hellaswag section) through the sharded module.
     from .test_hellaswag import write_examples
 
     monkeypatch.chdir(tmp_path)
@@ -51,8 +51,7 @@ def test_fsdp_on_one_gpu_clips_groups_samples_and_scores_hellaswag(tmp_path, mon
     examples = write_examples(tmp_path / "hs.jsonl", 12)
     cli = main([
         "fit", "--config", str(CONFIGS / "debug_gpt2.yaml"), "--data.path", str(corpus),
-        "--trainer.callbacks+=lit_gpt_mini.evals.callback.HellaSwagEval", "--trainer.callbacks.init_args.every_n_steps", "2",
-        "--trainer.callbacks.init_args.path", str(examples),
+        "--hellaswag.every_n_steps", "2", "--hellaswag.data.init_args.path", str(examples),
         "--trainer.accelerator", "cuda", "--trainer.precision", "bf16-mixed",
         "--trainer.strategy", "lightning.pytorch.strategies.FSDPStrategy",
         "--trainer.strategy.auto_wrap_policy", "[lit_gpt_mini.model.Block]",
@@ -66,8 +65,8 @@ def test_fsdp_on_one_gpu_clips_groups_samples_and_scores_hellaswag(tmp_path, mon
     matrices = cli.model._matrices
     assert len(decay["params"]) == len(matrices) and decay["weight_decay"] == 0.1
     assert len(no_decay["params"]) > 0 and no_decay["weight_decay"] == 0.0
-    from lit_gpt_mini.evals.callback import HellaSwagEval
+    from lit_gpt_mini.benchmark import BenchmarkEval
 
-    (callback,) = [c for c in trainer.callbacks if isinstance(c, HellaSwagEval)]
+    (callback,) = [c for c in trainer.callbacks if isinstance(c, BenchmarkEval)]
     figures = callback.evaluate(trainer, cli.model)  # all ranks (one here) through the wrapper
     assert figures["examples"] == 12 and 0 <= figures["acc"] <= 1 and 0 <= figures["acc_norm"] <= 1

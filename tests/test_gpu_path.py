@@ -182,7 +182,7 @@ def test_the_gpu_path_imports_none_of_the_data_sources_optional_packages():
     code = (
         "import sys\n"
         "for name in ('datasets', 'zstandard', 'wikipediaapi'): sys.modules[name] = None\n"
-        "import lit_gpt_mini.cli.main, data_modules.fineweb, lit_gpt_mini.evals.command, lit_gpt_mini.inference.generate\n"
+        "import lit_gpt_mini.cli.main, data_modules.fineweb, data_modules.hellaswag, lit_gpt_mini.inference.generate\n"
         "import bench.train_throughput, bench.gpu_train_check, bench.hellaswag_eval, bench.compile_preflight\n"
         "import tests.test_gpu, tests.test_hellaswag_gpu, tests.test_host_syncs\n"
     )

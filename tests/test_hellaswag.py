@@ -1,4 +1,5 @@
-"""HellaSwag: scoring against a per-candidate reference, acc vs acc_norm, bad files, test and callback via the CLI."""
+"""HellaSwag: scoring against a per-candidate reference, acc vs acc_norm, bad files, its data module, and
+``main.py test`` (1 and 2 processes, against an independent scorer) and the training section via the CLI."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.nn import functional as F
 
-from lit_gpt_mini.evals import hellaswag
-from lit_gpt_mini.evals.hellaswag import HellaSwag
+from data_modules import hellaswag
+from data_modules.hellaswag import HellaSwagDataModule
+from lit_gpt_mini import scoring
+from lit_gpt_mini.checkpoint import load_checkpoint
 from lit_gpt_mini.cli.main import main
 from lit_gpt_mini.errors import ConfigError, DataError
 from lit_gpt_mini.model import GPT, GPTConfig
@@ -87,10 +90,10 @@ def test_packed_scoring_matches_the_per_candidate_reference_example_by_example(t
     totals, means, decisions = [], [], []
     for batch in hellaswag.batches(rows, examples_per_batch=5):
         with torch.no_grad():
-            total, mean = hellaswag.candidate_losses(model, batch)
+            total, mean = scoring.candidate_losses(model, batch)
         totals += total.tolist()
         means += mean.tolist()
-        decisions += zip(*(d.tolist() for d in hellaswag.evaluate_batch(model, batch)))
+        decisions += zip(*(d.tolist() for d in scoring.evaluate_batch(model, batch)))
     for position, i in enumerate(order):
         want_total, want_mean = reference_losses(model, examples[i], gpt2_tokenizer, 64)
         assert totals[position] == pytest.approx(want_total, rel=1e-4), i
@@ -121,7 +124,7 @@ def test_acc_and_acc_norm_disagree_when_lengths_matter():
     confident = math.log(3 * math.exp(-0.5) / (1 - math.exp(-0.5)))  # makes token 0's loss exactly 0.5
     logits[1:4, 0] = confident
     logits[4:, 0] = -5.0
-    total, mean = hellaswag.losses_from_logits(logits, torch.zeros(len(candidate), dtype=torch.long), candidate, 1)
+    total, mean = scoring.losses_from_logits(logits, torch.zeros(len(candidate), dtype=torch.long), candidate, 1, 4)
     assert total[0, 0].item() == pytest.approx(math.log(4)) and total[0, 1].item() == pytest.approx(1.5, rel=1e-5)
     assert total.argmin().item() == 0 and mean.argmin().item() == 1
 
@@ -152,76 +155,103 @@ def test_bad_lines_are_named_with_their_line_number(tmp_path, line, message):
         hellaswag.read_examples(tmp_path / "h.jsonl")
 
 
-def test_a_bad_row_is_one_error_line_from_the_eval_command(trained, monkeypatch):
-    tmp_path, ckpt, _ = trained
+def test_a_bad_row_is_one_error_line_from_the_test_command(tmp_path, monkeypatch):
+    from .helpers import write_checkpoint
+
+    ckpt = write_checkpoint(tmp_path / "gpt2.ckpt", "gpt2")
     (tmp_path / "h.jsonl").write_text(json.dumps({**GOOD, "label": True}) + "\n")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit:
-        main(["eval", "--ckpt_path", str(ckpt), "--hellaswag.path", "h.jsonl"])
+        main(["test", "--ckpt_path", ckpt, "--data", "HellaSwagDataModule", "--data.path", "h.jsonl"])
     assert str(exit.value) == "error: h.jsonl:1: 'label' must be an integer 0 to 3, got True"
 
 
 @pytest.mark.parametrize("key, value", [("examples_per_batch", 0), ("limit", 0)])
 def test_batch_settings_below_one_are_refused_with_their_key(key, value):
-    with pytest.raises(ConfigError, match=rf"hellaswag\.{key} must be at least 1.*, got 0"):
-        HellaSwag(**{key: value})
+    with pytest.raises(ConfigError, match=rf"data\.{key} must be at least 1.*, got 0"):
+        HellaSwagDataModule(**{key: value})
 
 
 @pytest.fixture
 def trained(tmp_path, shakespeare_docs, monkeypatch):
-    """A tiny GPT-2-vocabulary checkpoint (8 steps of debug_gpt2; HellaSwag scored every 4 steps) and 23
-    HellaSwag-format examples."""
+    """A tiny GPT-2-vocabulary checkpoint (8 steps of debug_gpt2; HellaSwag scored every 4 steps by its
+    hellaswag section) and 23 HellaSwag-format examples."""
     corpus = write_jsonl(tmp_path / "corpus.jsonl", shakespeare_docs[:2000])
     examples = write_examples(tmp_path / "hs.jsonl", 23)
     monkeypatch.chdir(tmp_path)
-    main(["fit", "--config", DEBUG, "--data.path", str(corpus), *CALLBACK, "--trainer.callbacks.path", str(examples),
-          "--trainer.callbacks.examples_per_batch", "4"])
+    main(["fit", "--config", DEBUG, "--data.path", str(corpus), "--hellaswag.every_n_steps", "4",
+          "--hellaswag.data.init_args.path", str(examples), "--hellaswag.data.init_args.examples_per_batch", "4"])
     return tmp_path, tmp_path / "out/debug_gpt2/checkpoints/last.ckpt", examples
 
 
-CALLBACK = ["--trainer.callbacks+=lit_gpt_mini.evals.callback.HellaSwagEval", "--trainer.callbacks.every_n_steps", "4"]
-
-
-def eval_figures(cwd, ckpt, examples, *extra) -> dict:
-    """``main.py eval`` in a process of its own, its figures from ``--out``."""
-    out = cwd / f"eval{len(list(cwd.glob('eval*.json')))}.json"
-    run = subprocess.run([sys.executable, str(ROOT / "main.py"), "eval", "--ckpt_path", str(ckpt), "--hellaswag.path",
-                          str(examples), "--hellaswag.examples_per_batch", "4", "--out", str(out), *extra],
-                         cwd=cwd, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-2000:]
-    return json.loads(out.read_text())
-
-
-def test_the_callback_logs_during_fit_and_eval_reports_both_metrics(trained, capsys):
-    tmp_path, ckpt, examples = trained
-    (events,) = (tmp_path / "out/debug_gpt2").glob("version_0/events.*")
+def scalars(run_dir) -> dict[str, list]:
+    """The TensorBoard scalars of the one run in ``run_dir``: tag -> [(step, value)]."""
+    (events,) = run_dir.glob("events.*")
     acc = EventAccumulator(str(events))
     acc.Reload()
-    assert [e.step for e in acc.Scalars("hellaswag/acc")] == [0, 4, 8]
-    assert [e.step for e in acc.Scalars("hellaswag/acc_norm")] == [0, 4, 8]
-    main(["eval", "--ckpt_path", str(ckpt), "--hellaswag.path", str(examples), "--out", "figures.json"])
-    figures = json.loads((tmp_path / "figures.json").read_text())
-    assert figures["examples"] == 23 and 0 <= figures["acc"] <= 1 and 0 <= figures["acc_norm"] <= 1
-    line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert line.startswith(f"hellaswag: acc {figures['acc']:.4f}, acc_norm {figures['acc_norm']:.4f} over 23 examples")
-    # the callback's last evaluation (step 8) scored the model the checkpoint holds
-    assert acc.Scalars("hellaswag/acc")[-1].value == pytest.approx(figures["acc"])
-    assert acc.Scalars("hellaswag/acc_norm")[-1].value == pytest.approx(figures["acc_norm"])
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
-def test_an_exported_model_scores_as_its_checkpoint(trained):
+def run_test(cwd, ckpt, examples, *extra) -> tuple[dict, str]:
+    """``main.py test --data HellaSwagDataModule`` in a process of its own: its logged figures and its output."""
+    name = f"test{len(list((cwd / 'out').glob('test*')))}"
+    run = subprocess.run([sys.executable, str(ROOT / "main.py"), "test", "--ckpt_path", str(ckpt), "--data",
+                          "HellaSwagDataModule", "--data.path", str(examples), "--data.examples_per_batch", "4",
+                          "--trainer.logger.init_args.name", name, *extra],
+                         cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    logged = scalars(cwd / "out" / name / "version_0")
+    return {key.split("/")[1]: values[-1][1] for key, values in logged.items() if key.startswith("hellaswag/")}, run.stdout
+
+
+def independent_figures(ckpt, examples_path) -> dict:
+    """acc, acc_norm and examples by the per-candidate reference scorer (no packing, no batching)."""
+    model, tokenizer = load_checkpoint(ckpt)
+    examples = hellaswag.read_examples(examples_path)
+    right = right_norm = 0
+    for example in examples:
+        total, mean = reference_losses(model, example, tokenizer, model.config.block_size)
+        right += min(range(4), key=total.__getitem__) == example.label
+        right_norm += min(range(4), key=mean.__getitem__) == example.label
+    return {"acc": right / len(examples), "acc_norm": right_norm / len(examples), "examples": len(examples)}
+
+
+def test_test_reports_hellaswag_as_an_independent_scorer_on_one_and_two_processes(trained):
     tmp_path, ckpt, examples = trained
-    main(["export", "--ckpt_path", str(ckpt), "--out", str(tmp_path / "model.pth")])
-    from_ckpt = eval_figures(tmp_path, ckpt, examples, "--accelerator", "cpu")
-    from_pth = eval_figures(tmp_path, tmp_path / "model.pth", examples, "--accelerator", "cpu")
-    assert {k: v for k, v in from_pth.items() if k != "ckpt_path"} == {k: v for k, v in from_ckpt.items() if k != "ckpt_path"}
+    want = independent_figures(ckpt, examples)
+    one, printed = run_test(tmp_path, ckpt, examples, "--trainer.accelerator", "cpu")
+    two, _ = run_test(tmp_path, ckpt, examples, "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+                          "--trainer.strategy", "ddp")
+    for got in (one, two):
+        assert got["examples"] == 23  # an odd number over two processes: each example once, none repeated
+        assert got["acc"] == pytest.approx(want["acc"]) and got["acc_norm"] == pytest.approx(want["acc_norm"])
+    assert one == two
+    # Lightning's results table
+    assert all(f"hellaswag/{name}" in printed for name in ("acc", "acc_norm", "examples"))
 
 
-def test_two_processes_score_each_of_an_odd_number_of_examples_once(trained):
+def test_the_training_section_logs_what_test_reports_for_its_checkpoint(trained):
     tmp_path, ckpt, examples = trained
-    one = eval_figures(tmp_path, ckpt, examples, "--accelerator", "cpu")
-    two = eval_figures(tmp_path, ckpt, examples, "--accelerator", "cpu", "--devices", "2")
-    assert one == two and two["examples"] == 23
+    logged = scalars(tmp_path / "out/debug_gpt2/version_0")
+    assert [step for step, _ in logged["hellaswag/acc"]] == [0, 4, 8]
+    assert [step for step, _ in logged["hellaswag/acc_norm"]] == [0, 4, 8]
+    figures, _ = run_test(tmp_path, ckpt, examples, "--trainer.accelerator", "cpu")
+    # the last evaluation in training (step 8) scored the model the checkpoint holds, through the same code
+    assert logged["hellaswag/acc"][-1][1] == pytest.approx(figures["acc"])
+    assert logged["hellaswag/acc_norm"][-1][1] == pytest.approx(figures["acc_norm"])
+
+
+def test_test_on_a_gpt2_recipe_reports_hellaswag_beside_the_test_loss(trained):
+    tmp_path, ckpt, examples = trained
+    run = subprocess.run([sys.executable, str(ROOT / "main.py"), "test", "--config", DEBUG, "--data.path", "corpus.jsonl",
+                          "--ckpt_path", str(ckpt), "--hellaswag.data.init_args.path", str(examples),
+                          "--trainer.logger.init_args.name", "recipe_test"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    logged = scalars(tmp_path / "out/recipe_test/version_0")
+    assert {"test/loss", "hellaswag/acc", "hellaswag/acc_norm", "hellaswag/examples"} <= set(logged)
+    assert logged["hellaswag/examples"][-1][1] == 23
+    assert math.isfinite(logged["test/loss"][-1][1])
 
 
 def test_a_checkpoint_without_gpt2_vocabulary_is_refused(tmp_path, monkeypatch):
@@ -229,33 +259,34 @@ def test_a_checkpoint_without_gpt2_vocabulary_is_refused(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     write_checkpoint(tmp_path / "char.ckpt", "char")
-    with pytest.raises(SystemExit) as exit:
-        main(["eval", "--ckpt_path", "char.ckpt"])
-    assert str(exit.value) == (
-        "error: char.ckpt has a char tokenizer: hellaswag is scored with GPT-2's "
-        "vocabulary, so only a model trained on GPT-2 tokens (data.tokenizer.kind: gpt2) can be scored on it")
+    for command in (["test", "--data", "HellaSwagDataModule"], ["eval"]):
+        with pytest.raises(SystemExit) as exit:
+            main([*command, "--ckpt_path", "char.ckpt"])
+        assert str(exit.value) == (
+            "error: HellaSwag is scored with gpt2 tokens (50257) and this model's vocabulary has 62: only a model "
+            "trained on gpt2 tokens (data.tokenizer.kind: gpt2) can be scored on it")
     assert not (tmp_path / "data/hellaswag").exists()  # refused before anything was downloaded
 
 
-def test_test_is_the_test_loss_and_points_to_eval_without_a_config(tmp_path, monkeypatch, capsys):
+def test_test_without_a_config_points_to_hellaswag(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit):
-        main(["test", "--ckpt_path", "x.ckpt"])
-    assert "HellaSwag: main.py eval --ckpt_path X" in capsys.readouterr().err
+        main(["test"])
+    assert "HellaSwag: main.py test --ckpt_path X --data HellaSwagDataModule" in capsys.readouterr().err
 
 
 def test_the_validation_file_is_downloaded_once(tmp_path, http_server, monkeypatch):
     root, base = http_server
     write_examples(root / "hellaswag_val.jsonl", 7)
     monkeypatch.setattr(hellaswag, "URL", base + "/hellaswag_{split}.jsonl")
-    data = HellaSwag(data_dir=str(tmp_path / "hs"))
-    data.prepare()
+    data = HellaSwagDataModule(data_dir=str(tmp_path / "hs"))
+    data.prepare_data()
     (root / "hellaswag_val.jsonl").unlink()
-    data.prepare()  # cached: no second download
+    data.prepare_data()  # cached: no second download
     assert len(hellaswag.read_examples(data.file)) == 7
     assert len(list(data.batches(64, rank=1, world_size=2))) == 1  # examples 1, 3, 5
     with pytest.raises(DataError, match="could not download HellaSwag.*put the file at"):
-        HellaSwag(data_dir=str(tmp_path / "other")).prepare()
+        HellaSwagDataModule(data_dir=str(tmp_path / "other")).prepare_data()
 
 
 def test_the_train_split_becomes_training_text_for_the_fineweb_module(tmp_path):
@@ -275,10 +306,10 @@ def test_the_train_split_becomes_training_text_for_the_fineweb_module(tmp_path):
 
 def test_token_ids_are_cached_once_and_follow_the_file(tmp_path, monkeypatch):
     source = write_examples(tmp_path / "h.jsonl", 9, empty_every=4)
-    first = HellaSwag(data_dir=str(tmp_path / "cache"), path=str(source), examples_per_batch=4)
+    first = HellaSwagDataModule(data_dir=str(tmp_path / "cache"), path=str(source), examples_per_batch=4)
     with pytest.raises(DataError, match=r"token ids .* are missing .* each node prepares its own copy"):
         first.batches(64)
-    first.prepare()
+    first.prepare_data()
     (cache,) = (tmp_path / "cache").glob("h.*.gpt2.npz")
     want = first.batches(64, rank=1, world_size=2)
 
@@ -286,21 +317,22 @@ def test_token_ids_are_cached_once_and_follow_the_file(tmp_path, monkeypatch):
         raise AssertionError("tokenized again")
 
     monkeypatch.setattr(hellaswag, "tokenize", no_tokenizing)
-    again = HellaSwag(data_dir=str(tmp_path / "cache"), path=str(source), examples_per_batch=4)
-    again.prepare()  # finds the cache
+    again = HellaSwagDataModule(data_dir=str(tmp_path / "cache"), path=str(source), examples_per_batch=4)
+    again.prepare_data()  # finds the cache
     got = again.batches(64, rank=1, world_size=2)
     assert [b["labels"].tolist() for b in got] == [b["labels"].tolist() for b in want]
-    assert all(torch.equal(g[k], w[k]) for g, w in zip(got, want) for k in w)
+    assert all(torch.equal(g[k], w[k]) if torch.is_tensor(w[k]) else g[k] == w[k] for g, w in zip(got, want) for k in w)
     assert [len(b["labels"]) for b in got] == [4]  # examples 1, 3, 5 and 7: one batch
     monkeypatch.undo()
     write_examples(source, 9, seed=1)  # another file at the same path: another cache, never the stale one
-    HellaSwag(data_dir=str(tmp_path / "cache"), path=str(source)).prepare()
+    HellaSwagDataModule(data_dir=str(tmp_path / "cache"), path=str(source)).prepare_data()
     assert len(list((tmp_path / "cache").glob("h.*.gpt2.npz"))) == 2 and cache.is_file()
 
 
 def test_batches_are_sorted_by_length_and_shard_exactly(tmp_path):
-    data = HellaSwag(data_dir=str(tmp_path), path=str(write_examples(tmp_path / "h.jsonl", 23)), examples_per_batch=3)
-    data.prepare()
+    data = HellaSwagDataModule(data_dir=str(tmp_path), path=str(write_examples(tmp_path / "h.jsonl", 23)),
+                               examples_per_batch=3)
+    data.prepare_data()
     lengths = [b["tokens"].size(1) for b in data.batches(64)]
     assert lengths == sorted(lengths)
     shares = [sum(len(b["labels"]) for b in data.batches(64, rank, 3)) for rank in range(3)]
@@ -308,8 +340,8 @@ def test_batches_are_sorted_by_length_and_shard_exactly(tmp_path):
 
 
 def test_examples_are_cut_to_the_model_context(tmp_path):
-    data = HellaSwag(data_dir=str(tmp_path), path=str(write_examples(tmp_path / "h.jsonl", 12, long_every=2)))
-    data.prepare()
+    data = HellaSwagDataModule(data_dir=str(tmp_path), path=str(write_examples(tmp_path / "h.jsonl", 12, long_every=2)))
+    data.prepare_data()
     # long candidates fill the model's 64 positions (the last token of an ending, at 63, is not fed)
     assert max(b["pos"].max().item() for b in data.batches(64)) == 62
 
@@ -321,7 +353,7 @@ def test_the_callback_scores_through_the_strategy_wrapper(tmp_path):
 
     from lightning.pytorch.strategies.strategy import _ForwardRedirection
 
-    from lit_gpt_mini.evals.callback import HellaSwagEval
+    from lit_gpt_mini.benchmark import BenchmarkEval
     from lit_gpt_mini.lit_module import GPT2
 
     module = GPT2(vocab_size=50257, block_size=64, n_layer=1, n_head=2, n_embd=32)
@@ -346,11 +378,14 @@ def test_the_callback_scores_through_the_strategy_wrapper(tmp_path):
     strategy = SimpleNamespace(model=wrapper, _forward_redirection=_ForwardRedirection(), reduce=lambda t, reduce_op: t)
     trainer = SimpleNamespace(strategy=strategy, global_rank=0, world_size=1,
                               precision_plugin=SimpleNamespace(forward_context=nullcontext))
-    callback = HellaSwagEval(every_n_steps=1, data_dir=str(tmp_path), path=str(write_examples(tmp_path / "h.jsonl", 5)))
-    callback.task.prepare()
+    data = HellaSwagDataModule(data_dir=str(tmp_path), path=str(write_examples(tmp_path / "h.jsonl", 5)))
+    callback = BenchmarkEval(every_n_steps=1, data=data)
+    data.prepare_data()
+    data.connect(64)
+    callback._loader = data.test_dataloader()
     got = callback.evaluate(trainer, module)
     assert seen and all(seen)
-    right = [hellaswag.evaluate_batch(module.model, b) for b in callback.task.batches(64)]
+    right = [scoring.evaluate_batch(module.model, b) for b in data.batches(64)]
     assert got == {"examples": 5, "acc": sum(r[0].sum().item() for r in right) / 5,
                    "acc_norm": sum(r[1].sum().item() for r in right) / 5}
 
@@ -358,14 +393,14 @@ def test_the_callback_scores_through_the_strategy_wrapper(tmp_path):
 @pytest.mark.parametrize("local, global_, per_node, prepares", [
     (0, 0, True, True), (0, 2, True, True), (1, 1, True, False), (0, 2, False, False), (0, 0, False, True)])
 def test_hellaswag_is_prepared_by_the_first_process_of_each_node(local, global_, per_node, prepares):
-    from lit_gpt_mini.evals.callback import HellaSwagEval
+    from lit_gpt_mini.benchmark import BenchmarkEval
 
-    assert HellaSwagEval.prepares_here(local, global_, per_node) is prepares
+    assert BenchmarkEval.prepares_here(local, global_, per_node) is prepares
 
 
 def test_two_nodes_without_a_shared_filesystem_each_download_and_tokenize(tmp_path, http_server, shakespeare_docs):
     """Two single-process 'nodes' (Lightning's NODE_RANK/LOCAL_RANK environment), each in its own directory:
-    HellaSwagEval must download and tokenize on both, not only on global rank 0."""
+    the hellaswag section must download and tokenize on both, not only on global rank 0."""
     import socket
 
     root, base = http_server
@@ -373,11 +408,11 @@ def test_two_nodes_without_a_shared_filesystem_each_download_and_tokenize(tmp_pa
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    script = ("import sys; import lit_gpt_mini.evals.hellaswag as h; h.URL = sys.argv[1]; "
+    script = ("import sys; import data_modules.hellaswag as h; h.URL = sys.argv[1]; "
               "from lit_gpt_mini.cli.main import main; main(sys.argv[2:])")
     args = ["fit", "--config", DEBUG, "--data.path", "corpus.jsonl", "--trainer.strategy", "ddp",
             "--trainer.num_nodes", "2", "--trainer.max_steps", "4",
-            "--trainer.callbacks+=lit_gpt_mini.evals.callback.HellaSwagEval", "--trainer.callbacks.every_n_steps", "2"]
+            "--hellaswag.every_n_steps", "2"]
     runs = []
     for node in (0, 1):
         (tmp_path / f"node{node}").mkdir()

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lit_gpt_mini.evals import hellaswag
+from data_modules import hellaswag
+from lit_gpt_mini import scoring
 from lit_gpt_mini.model import GPT, GPTConfig
 
 from .test_hellaswag import write_examples
@@ -23,8 +24,8 @@ def scores(model, batches, device, autocast=False):
     totals, means = [], []
     with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
         for batch in batches:
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            total, mean = hellaswag.candidate_losses(model, batch)
+            batch = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            total, mean = scoring.candidate_losses(model, batch)
             totals.append(total.float().cpu())
             means.append(mean.float().cpu())
     return torch.cat(totals), torch.cat(means)

@@ -115,13 +115,12 @@ FLOORS = {
     "core": 0,  # lit_gpt_mini's top-level modules and tokenizers: model, training, checkpoints, files, formats
     "data_modules": 1,  # the sources build on the core
     "lit_gpt_mini.inference": 1,  # using a trained model
-    "lit_gpt_mini.evals": 1,
     "lit_gpt_mini.cli": 2,  # the command line runs the rest
 }
 
 
 def floor_of(module: str) -> str:
-    for prefix in ("lit_gpt_mini.inference", "lit_gpt_mini.evals", "lit_gpt_mini.cli", "data_modules"):
+    for prefix in ("lit_gpt_mini.inference", "lit_gpt_mini.cli", "data_modules"):
         if module == prefix or module.startswith(prefix + "."):
             return prefix
     return "core"

@@ -3,7 +3,7 @@ callbacks, gradient accumulation, compile setting, optimizer, logger and checkpo
 change is changed, and the test checks that nothing else was: the model and data shapes (tiny), the data source
 (files and servers the tests make), the step counts (2 optimizer steps, one validation, one checkpoint) and
 ``accelerator: cpu`` where a recipe names a GPU. Then, from that run's ``last.ckpt``: ``validate``, ``generate``
-and, for GPT-2-vocabulary recipes, ``eval`` (HellaSwag) against a local file.
+``test`` (the held-out loss and, for GPT-2-vocabulary recipes, HellaSwag against a local file, as ``eval`` too).
 
 A config added to configs/ joins the matrix by itself; its data module needs a local source in ``SOURCES``.
 """
@@ -43,7 +43,8 @@ SHRINKABLE = {
     *(f"data.init_args.{key}" for key in DATA_SHAPE),
     # data sources and their sizes
     "data.init_args.path", "data.init_args.shard_size", "data.init_args.val_tokens", "data.init_args.titles",
-    "data.init_args.titles_file", "data.init_args.categories", "data.init_args.api_url", "hellaswag.path",
+    "data.init_args.titles_file", "data.init_args.categories", "data.init_args.api_url",
+    "hellaswag.data.init_args.path",
     # batch and step counts of the recipe's callbacks
     "accumulation.total_batch_tokens", "checkpoint.every_n_train_steps", "hellaswag.every_n_steps",
 }
@@ -136,7 +137,9 @@ def shrink(shipped: dict[str, Any], source: dict[str, Any], hellaswag: Path) -> 
     if (config.get("checkpoint") or {}).get("every_n_train_steps"):
         config["checkpoint"]["every_n_train_steps"] = STEPS
     if (config.get("hellaswag") or {}).get("every_n_steps"):
-        config["hellaswag"].update(every_n_steps=STEPS, path=str(hellaswag))
+        config["hellaswag"]["every_n_steps"] = STEPS
+    if (config.get("hellaswag") or {}).get("data"):
+        config["hellaswag"]["data"]["init_args"]["path"] = str(hellaswag)
     return config
 
 
@@ -232,10 +235,12 @@ def test_recipe_trains_as_shipped_then_validates_generates_and_scores(recipe, tm
     (text,) = generate(str(last), prompt="The", max_new_tokens=8, seed=0)
     assert text.startswith("The") and len(text) > len("The")
 
-    tested = main(["test", "--config", str(path), "--ckpt_path", str(last)])
-    assert math.isfinite(tested.trainer.callback_metrics["test/loss"].item())
+    tested = main(["test", "--config", str(path), "--ckpt_path", str(last)]).trainer.callback_metrics
+    assert math.isfinite(tested["test/loss"].item())
 
-    if saved["tokenizer"]["kind"] == "gpt2":
-        main(["eval", "--ckpt_path", str(last), "--hellaswag.path", str(hellaswag_file), "--out", "hellaswag.json"])
-        figures = json.loads((tmp_path / "hellaswag.json").read_text())
-        assert figures["examples"] == HELLASWAG_EXAMPLES and 0 <= figures["acc"] <= 1
+    if saved["tokenizer"]["kind"] == "gpt2":  # every GPT-2-vocabulary recipe reports HellaSwag in test
+        assert tested["hellaswag/examples"].item() == HELLASWAG_EXAMPLES and 0 <= tested["hellaswag/acc"].item() <= 1
+        alone = main(["eval", "--ckpt_path", str(last), "--data.path", str(hellaswag_file)]).trainer.callback_metrics
+        assert {k: alone[k].item() for k in alone} == {k: tested[k].item() for k in alone}
+    else:
+        assert not any(key.startswith("hellaswag/") for key in tested)

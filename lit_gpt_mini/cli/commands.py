@@ -6,8 +6,9 @@ from __future__ import annotations
 COMMANDS = {
     "fit": "Train a model from a config (--config), or resume a run (--ckpt_path).",
     "validate": "Compute a checkpoint's validation loss on a config's data.",
-    "test": "Compute a checkpoint's test loss on a config's data.",
-    "eval": "Score a checkpoint on a benchmark (HellaSwag: GPT-2 vocabulary), on any number of devices.",
+    "test": "Compute a checkpoint's held-out test loss on a config's data, and HellaSwag accuracy (--data "
+            "HellaSwagDataModule, or a GPT-2 recipe's hellaswag section).",
+    "eval": "The same as test --data HellaSwagDataModule: HellaSwag accuracy of a checkpoint.",
     "generate": "Sample text from a checkpoint.",
     "chat": "Talk to a checkpoint in the terminal: turns for a conversation model, else a continuation loop.",
     "serve": "Serve a checkpoint over HTTP: OpenAI-compatible completions and chat, and a playground page.",
@@ -15,6 +16,18 @@ COMMANDS = {
     "prepare": "Prepare a config's data (download, tokenize, write shards) without training.",
 }
 TRAINER_COMMANDS = ("fit", "validate", "test")  # run by LightningCLI (lit_gpt_mini.cli.main)
+# What `eval ARGS` runs: test with HellaSwag's data module (one scoring path).
+EVAL_ALIAS = ("test", "--data", "HellaSwagDataModule")
+# Data modules by short name (--data HellaSwagDataModule), as class paths: the command line imports none of them
+# until one is used (data_modules builds on lit_gpt_mini, not the reverse).
+DATA_MODULES = {
+    "HellaSwagDataModule": "data_modules.hellaswag.HellaSwagDataModule",
+    "ShakespeareDataModule": "data_modules.shakespeare.ShakespeareDataModule",
+    "WikipediaDataModule": "data_modules.wikipedia.WikipediaDataModule",
+    "DiscordDataModule": "data_modules.discord.DiscordDataModule",
+    "RedditDataModule": "data_modules.reddit.RedditDataModule",
+    "FineWebDataModule": "data_modules.fineweb.FineWebDataModule",
+}
 # Every key at the top of a trainer command's config (a config file for one serves `prepare` too). The last four
 # are the sections of the callbacks a recipe tunes (lit_gpt_mini.cli.main.SECTIONS).
 CONFIG_KEYS = ("trainer", "model", "data", "ckpt_path", "seed_everything", "optimizer", "lr_scheduler", "config",

@@ -98,7 +98,7 @@ def error_line(message: str, argv: list[str], function: str = "") -> str:
     required = re.match(r"the following arguments are required: (.+)", detail)
     if required and argv and argv[0] in TRAINER_COMMANDS:  # a command run without a config
         missing = [key.split(".", 1)[-1] for key in required.group(1).split(", ")]
-        alone = " (HellaSwag: main.py eval --ckpt_path X)" if argv[0] == "test" else ""
+        alone = " (HellaSwag: main.py test --ckpt_path X --data HellaSwagDataModule)" if argv[0] == "test" else ""
         return f"{argv[0]} needs {' and '.join(missing)}: give --config <yaml>{alone}{help_hint}"
     unknown = re.match(r"Option '([^']+)' is not accepted", detail)
     if unknown:  # a key inside a class_path's init_args

@@ -21,13 +21,13 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI
 
+from lit_gpt_mini.benchmark import BenchmarkEval, WithBenchmark
 from lit_gpt_mini.callbacks import (ExplainInterrupt, FinalModelCheckpoint, GradientAccumulation, LossProgressBar,
                                     SampleText)
-from lit_gpt_mini.checkpoint import check_ckpt_path
+from lit_gpt_mini.checkpoint import check_ckpt_path, model_class_path
 from lit_gpt_mini.cli.errors import check_config_files, error_line, find_user_error, one_line
-from lit_gpt_mini.cli.commands import COMMANDS, CONFIG_KEYS, TRAINER_COMMANDS, usage
+from lit_gpt_mini.cli.commands import COMMANDS, CONFIG_KEYS, DATA_MODULES, EVAL_ALIAS, TRAINER_COMMANDS, usage
 from lit_gpt_mini.errors import ConfigError, ParseError
-from lit_gpt_mini.evals.callback import HellaSwagEval
 from lit_gpt_mini.lit_module import GPTModule
 from lit_gpt_mini.log import get_logger, global_rank
 
@@ -57,21 +57,20 @@ SEED = 1337
 # The callbacks a recipe tunes, each with a section of its own (checkpoint:, sample:...), so that a recipe states
 # only its values, not a copy of the whole callback list.
 SECTIONS = {"checkpoint": FinalModelCheckpoint, "sample": SampleText, "accumulation": GradientAccumulation,
-            "hellaswag": HellaSwagEval}
+            "hellaswag": BenchmarkEval}
 assert set(SECTIONS) <= set(CONFIG_KEYS)
 
 # The commands that are not a Trainer's: the module whose main(args) parses the options (through jsonargparse)
 # and the function they are the arguments of. Imported only when run: serve's imports (LitServe, FastAPI) are not
 # every command's.
 PLAIN_COMMANDS = {
-    "eval": ("lit_gpt_mini.evals.command", "evaluate"),
     "generate": ("lit_gpt_mini.inference.generate", "generate"),
     "chat": ("lit_gpt_mini.inference.chat", "chat"),
     "serve": ("lit_gpt_mini.inference.serve", "serve"),
     "export": ("lit_gpt_mini.inference.export", "export"),
     "prepare": ("lit_gpt_mini.cli.prepare", "prepare"),
 }
-assert set(PLAIN_COMMANDS) | set(TRAINER_COMMANDS) == set(COMMANDS)
+assert set(PLAIN_COMMANDS) | set(TRAINER_COMMANDS) | {"eval"} == set(COMMANDS)
 
 
 class GPTCLI(LightningCLI):
@@ -126,6 +125,17 @@ class GPTCLI(LightningCLI):
             callbacks.append(LossProgressBar())
         return super().instantiate_trainer(callbacks=callbacks, **kwargs)
 
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        # test on a recipe with a benchmark section: its held-out text and the benchmark in one test loop
+        if getattr(self.datamodule, "benchmark", None) and isinstance(self.model, GPTModule):
+            # a model over another vocabulary is refused before the benchmark is downloaded
+            self.model.check_benchmark(self.datamodule, self.datamodule.connect(self.model.hparams.block_size))
+        if self.subcommand == "test":
+            benchmark = self.config_init["test"].get("hellaswag")
+            if benchmark is not None and benchmark.data is not None and self.datamodule is not None:
+                self.datamodule = WithBenchmark(self.datamodule, benchmark.data)
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         set_matmul_precision(config.get("float32_matmul_precision", "high"))
@@ -175,12 +185,34 @@ warnings.filterwarnings("ignore", message=r".*`IterableDataset` has `__len__` de
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
 
 
+def expand(argv: list[str]) -> list[str]:
+    """The command line as LightningCLI takes it: ``eval`` is ``test --data HellaSwagDataModule``; a data module's
+    short name becomes its class path; ``test``/``validate`` of a checkpoint without a config or ``--model`` take
+    the model class the checkpoint records (its hyperparameters follow, read by LightningCLI)."""
+    if argv and argv[0] == "eval":
+        argv = [*EVAL_ALIAS, *argv[1:]]
+    argv = [DATA_MODULES.get(arg, arg) if i and argv[i - 1] == "--data" else arg for i, arg in enumerate(argv)]
+    argv = [f"--data={DATA_MODULES.get(arg[7:], arg[7:])}" if arg.startswith("--data=") else arg for arg in argv]
+    if argv and argv[0] in ("test", "validate") and not any(
+        a in ("--config", "-c", "--model") or a.startswith(("--config=", "--model=", "--model.")) for a in argv
+    ):
+        ckpt = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--ckpt_path"), None)
+        ckpt = ckpt or next((a.split("=", 1)[1] for a in argv if a.startswith("--ckpt_path=")), None)
+        if ckpt:
+            check_ckpt_path(ckpt, training=False)  # a missing or wrong file is said as such, not as a missing model
+        class_path = model_class_path(ckpt) if ckpt else None
+        if class_path:
+            argv = [*argv, "--model", class_path]
+    return argv
+
+
 def main(args: Optional[list[str]] = None) -> Optional[GPTCLI]:
     """Entry point of ``main.py``; ``args`` default to the command line. Returns the CLI (None for the commands
     that are plain functions)."""
     argv = sys.argv[1:] if args is None else args
     try:
         check_config_files(argv)
+        argv = expand(argv)
         if argv and argv[0] in PLAIN_COMMANDS:
             importlib.import_module(PLAIN_COMMANDS[argv[0]][0]).main(argv[1:])
             return None

@@ -1,5 +1,5 @@
-"""HellaSwag (Zellers et al. 2019), 4-way sentence completion, the usual benchmark of small GPT-2s: its file, its
-token ids, and its scoring. ``main.py eval`` and the ``HellaSwagEval`` training callback both score through here.
+"""HellaSwag (Zellers et al. 2019), 4-way sentence completion, the usual benchmark of small GPT-2s, as a
+LightningDataModule: ``python main.py test --ckpt_path CKPT --data HellaSwagDataModule`` reports its accuracy.
 
 The data: the official jsonl (the validation split: 10,042 examples) is downloaded from the rowanz/hellaswag
 repository into ``data_dir`` when missing, or read from a local ``path``; its token ids are cached beside it once
@@ -9,7 +9,7 @@ The method, standard and completion-style (the numbers are comparable to publish
 four candidates is ``context tokens + tokens of " " + ending``; a candidate's loss is the cross-entropy of the
 ending tokens only. ``acc`` picks the candidate with the lowest summed loss, ``acc_norm`` the one with the lowest
 mean loss per ending token. An empty context becomes the end-of-text token, so every ending token is predicted
-from something.
+from something. The model scores the batches this module packs (:mod:`lit_gpt_mini.scoring`).
 
 How it is made fast, with the same decisions as scoring each candidate alone (the tests compare them):
 
@@ -26,25 +26,27 @@ from __future__ import annotations
 
 import argparse
 import json
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence
 
+import lightning as L
 import numpy as np
 import torch
-from torch.nn import functional as F
+from torch.utils.data import DataLoader
 
 from lit_gpt_mini.download import download
 from lit_gpt_mini.errors import ConfigError, DataError
 from lit_gpt_mini.files import atomic_write, missing_path, sha256_of
 from lit_gpt_mini.log import get_logger
+from lit_gpt_mini.scoring import MultipleChoiceBatches
 from lit_gpt_mini.tokenizers import GPT2Tokenizer, Tokenizer
 
 URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_{split}.jsonl"
 CACHE_FORMAT = 1  # bump when the cached ids change meaning (e.g. how an empty context is tokenized)
 
 NUM_ENDINGS = 4
+TASK = "hellaswag"  # the name its figures are logged under: hellaswag/acc, hellaswag/acc_norm, hellaswag/examples
 
 
 @dataclass(frozen=True)
@@ -178,10 +180,11 @@ def pack(example: TokenizedExample, max_length: int) -> Packed:
     )
 
 
-def collate(rows: Sequence[Packed]) -> dict[str, torch.Tensor]:
-    """A batch of packed examples, padded to the longest (sort rows by length first to waste little):
-    ``tokens``, ``pos``, ``group``, ``branch`` (E, T); ``index`` (flat row-major indices into (E, T)),
-    ``targets`` and ``candidate`` (index into (E, 4)) for each scored token; ``labels`` (E,)."""
+def collate(rows: Sequence[Packed]) -> dict[str, Any]:
+    """A batch of packed examples, padded to the longest (sort rows by length first to waste little), in the
+    multiple-choice form the model scores (:mod:`lit_gpt_mini.scoring`): ``tokens``, ``pos``, ``group``,
+    ``branch`` (E, T); ``index`` (flat row-major indices into (E, T)), ``targets`` and ``candidate`` (index into
+    (E, 4)) for each scored token; ``labels`` (E,); ``choices`` 4 and ``task`` ``"hellaswag"``."""
     length = max(len(r) for r in rows)
     n = len(rows)
     tokens = np.zeros((n, length), dtype=np.int64)
@@ -206,52 +209,12 @@ def collate(rows: Sequence[Packed]) -> dict[str, torch.Tensor]:
         "targets": torch.from_numpy(np.concatenate(targets)),
         "candidate": torch.from_numpy(np.concatenate(candidate)),
         "labels": torch.tensor([r.label for r in rows], dtype=torch.long),
+        "choices": NUM_ENDINGS,
+        "task": TASK,
     }
 
 
-def attention_mask(group: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
-    """(E, T, T) bool: token ``i`` sees token ``j <= i`` of its group when ``j`` is context or on its branch."""
-    length = group.size(1)
-    causal = torch.ones(length, length, dtype=torch.bool, device=group.device).tril()
-    same_group = group[:, :, None] == group[:, None, :]
-    visible = (branch[:, None, :] == 0) | (branch[:, :, None] == branch[:, None, :])
-    return causal & same_group & visible
-
-
-def candidate_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed and mean cross-entropy of each candidate's ending tokens, both (E, 4), in float32.
-
-    ``model`` is a :class:`~lit_gpt_mini.model.GPT`; only the real vocabulary's columns of its head count (the
-    padded ones are never a target and must not take probability).
-    """
-    tokens = batch["tokens"]
-    n = tokens.size(0)
-    hidden = model.hidden_states(tokens, batch["pos"], attention_mask(batch["group"], batch["branch"]))
-    hidden = hidden.flatten(0, 1)[batch["index"]]  # (S, C): the positions that predict an ending token
-    logits = F.linear(hidden, model.lm_head.weight[: model.config.vocab_size])
-    return losses_from_logits(logits, batch["targets"], batch["candidate"], n)
-
-
-def losses_from_logits(
-    logits: torch.Tensor, targets: torch.Tensor, candidate: torch.Tensor, examples: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed and mean cross-entropy per candidate, (E, 4) each, from the logits (S, V) of the scored tokens
-    ``targets`` (S,) of candidates ``candidate`` (S,, indices into E x 4)."""
-    nll = F.cross_entropy(logits.float(), targets, reduction="none")
-    total = torch.zeros(examples * NUM_ENDINGS, dtype=torch.float32, device=nll.device).index_add_(0, candidate, nll)
-    count = torch.zeros_like(total).index_add_(0, candidate, torch.ones_like(nll))  # bincount would sync a GPU
-    return total.view(examples, NUM_ENDINGS), (total / count).view(examples, NUM_ENDINGS)
-
-
-@torch.no_grad()
-def evaluate_batch(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Whether ``acc`` and ``acc_norm`` pick the right ending, per example (two bool tensors of shape (E,))."""
-    total, mean = candidate_losses(model, batch)
-    labels = batch["labels"]
-    return total.argmin(1) == labels, mean.argmin(1) == labels
-
-
-def batches(rows: Sequence[Packed], examples_per_batch: int) -> list[dict[str, torch.Tensor]]:
+def batches(rows: Sequence[Packed], examples_per_batch: int) -> list[dict[str, Any]]:
     """``rows`` sorted by length and collated ``examples_per_batch`` at a time: little padding."""
     ordered = sorted(rows, key=len)
     return [collate(ordered[i : i + examples_per_batch]) for i in range(0, len(ordered), examples_per_batch)]
@@ -296,37 +259,46 @@ def read_token_cache(path: Path, source_sha256: str, tokenizer: str) -> Optional
     return examples
 
 
-class HellaSwag:
-    """HellaSwag's examples on this node, ready to score.
+class HellaSwagDataModule(L.LightningDataModule):
+    """HellaSwag's examples as multiple-choice test batches: ``python main.py test --ckpt_path CKPT --data
+    HellaSwagDataModule`` logs ``hellaswag/acc``, ``hellaswag/acc_norm`` and ``hellaswag/examples``; a GPT-2
+    recipe's ``hellaswag:`` section scores it during training and beside the test loss.
+
+    Its tokenizer is GPT-2's: only a model over GPT-2's vocabulary can be scored. Under several processes each
+    rank scores every ``world_size``-th example (no padding, no repeats) and the counts are summed.
 
     Args:
-        data_dir: Where the downloaded jsonl and the token ids are cached (on each node).
         path: A local HellaSwag jsonl file to use instead of downloading.
         split: ``val`` (10,042 examples with labels; what is reported), ``train`` or ``test`` (no labels).
-        examples_per_batch: Examples (x4 candidates) per forward pass.
         limit: Score only the first ``limit`` examples (``None``: all).
+        examples_per_batch: Examples (x4 candidates) per forward pass.
+        data_dir: Where the downloaded jsonl and the token ids are cached (on each node).
     """
+
+    benchmark = "HellaSwag"  # named in the error for a model over another vocabulary (GPTModule.setup)
 
     def __init__(
         self,
-        data_dir: str = "data/hellaswag",
         path: Optional[str] = None,
         split: Literal["val", "train", "test"] = "val",
-        examples_per_batch: int = 8,
         limit: Optional[int] = None,
+        examples_per_batch: int = 8,
+        data_dir: str = "data/hellaswag",
     ) -> None:
+        super().__init__()
         if examples_per_batch < 1:
-            raise ConfigError(f"hellaswag.examples_per_batch must be at least 1, got {examples_per_batch}")
+            raise ConfigError(f"data.examples_per_batch must be at least 1, got {examples_per_batch}")
         if limit is not None and limit < 1:
-            raise ConfigError(f"hellaswag.limit must be at least 1 (or null for all examples), got {limit}")
+            raise ConfigError(f"data.limit must be at least 1 (or null for all examples), got {limit}")
         self.data_dir = Path(data_dir)
         self.path = Path(path) if path is not None else None
         self.split = split
         self.examples_per_batch = examples_per_batch
         self.limit = limit
+        self.max_length: Optional[int] = None  # the model's context (connect)
         self._tokenizer: Optional[Tokenizer] = None
         self._tokenized: Optional[list[TokenizedExample]] = None
-        self._batches: dict[tuple[int, int, int], list[dict[str, torch.Tensor]]] = {}
+        self._batches: dict[tuple[int, int, int], list[dict[str, Any]]] = {}
 
     @property
     def file(self) -> Path:
@@ -334,10 +306,16 @@ class HellaSwag:
 
     @property
     def tokenizer(self) -> Tokenizer:
-        """GPT-2's, loaded when first needed (making a callback or a config loads nothing)."""
+        """GPT-2's, loaded when first needed (making the module from a config loads nothing)."""
         if self._tokenizer is None:
             self._tokenizer = GPT2Tokenizer()
         return self._tokenizer
+
+    def connect(self, block_size: int) -> Tokenizer:
+        """Take the model's context length (longer candidates lose the start of their context); the model takes
+        GPT-2's tokenizer, and refuses it when its own vocabulary is another."""
+        self.max_length = block_size
+        return self.tokenizer
 
     def cache_file(self, source_sha256: str) -> Path:
         """Where the token ids of the file with this SHA-256 are cached: another file gets another name."""
@@ -355,10 +333,10 @@ class HellaSwag:
             except OSError as e:
                 raise DataError(
                     f"could not download HellaSwag from {url}: {e}. Without internet, put the file at {self.file} "
-                    f"or set the HellaSwag path to a local copy"
+                    f"or give a local copy with --data.path (in a recipe: hellaswag.data.init_args.path)"
                 ) from None
 
-    def prepare(self) -> None:
+    def prepare_data(self) -> None:
         """Fetch the file, then tokenize it once into :meth:`cache_file` (skipped when cached). Once per node."""
         self.fetch()
         sha = sha256_of(self.file)
@@ -366,9 +344,13 @@ class HellaSwag:
             tokenized = [tokenize(e, self.tokenizer) for e in read_examples(self.file)]
             write_token_cache(tokenized, self.cache_file(sha), sha, self.tokenizer.name)
 
+    def setup(self, stage: str) -> None:
+        # every rank checks its node has the data now, rather than failing at the first batch
+        self.tokenized  # noqa: B018
+
     @property
     def tokenized(self) -> list[TokenizedExample]:
-        """The examples' token ids, from the cache :meth:`prepare` wrote on this node."""
+        """The examples' token ids, from the cache :meth:`prepare_data` wrote on this node."""
         if self._tokenized is None:
             if not self.file.is_file():
                 raise DataError(f"HellaSwag file {self.file} is missing on this node: each node prepares its own copy")
@@ -381,11 +363,9 @@ class HellaSwag:
                 )
         return self._tokenized
 
-    def batches(
-        self, max_length: int, rank: int = 0, world_size: int = 1, pin_memory: bool = False
-    ) -> list[dict[str, torch.Tensor]]:
-        """This rank's batches, sorted by length, built once; ``max_length`` is the model's context (longer
-        candidates lose the start of their context). ``pin_memory`` pins them (once) for asynchronous copies."""
+    def batches(self, max_length: int, rank: int = 0, world_size: int = 1, pin_memory: bool = False) -> list[dict[str, Any]]:
+        """Rank ``rank``'s batches, sorted by length, built once; ``max_length`` is the model's context.
+        ``pin_memory`` pins them (once) for asynchronous copies to a GPU."""
         key = (max_length, rank, world_size)
         if key not in self._batches:
             tokenized = self.tokenized
@@ -393,29 +373,19 @@ class HellaSwag:
             self._batches[key] = batches([pack(tokenized[i], max_length) for i in mine], self.examples_per_batch)
         ready = self._batches[key]
         if pin_memory and ready and not ready[0]["tokens"].is_pinned():
-            self._batches[key] = ready = [{k: v.pin_memory() for k, v in b.items()} for b in ready]
+            self._batches[key] = ready = [{k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in b.items()}
+                                          for b in ready]
         return ready
 
-
-def score(
-    batches: Sequence[dict[str, torch.Tensor]],
-    step: Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]],
-    device: torch.device,
-    context: Callable[[], AbstractContextManager] = nullcontext,
-    reduce: Callable[[torch.Tensor], torch.Tensor] = lambda counts: counts,
-) -> dict[str, float]:
-    """``acc``, ``acc_norm`` and ``examples`` of this rank's ``batches`` scored by ``step`` (a batch on ``device``
-    to whether acc and acc_norm are right, per example) under ``context`` (autocast), summed over ranks by
-    ``reduce``. The counts stay on the device until that one reduction."""
-    counts = torch.zeros(3, device=device)  # examples, right by acc, right by acc_norm
-    for batch in batches:
-        # from pinned memory the copy is asynchronous: it overlaps the previous batch's compute
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        with torch.no_grad(), context():
-            correct, correct_norm = step(batch)
-        counts += torch.stack((torch.tensor(float(len(correct)), device=device), correct.sum(), correct_norm.sum()))
-    examples, acc, acc_norm = reduce(counts).tolist()
-    return {"acc": acc / examples, "acc_norm": acc_norm / examples, "examples": int(examples)}
+    def test_dataloader(self) -> DataLoader:
+        """This rank's share of the examples, as ready batches (the model's context from :meth:`connect`)."""
+        if self.max_length is None:
+            raise ConfigError("HellaSwagDataModule needs the model's context length: a model connects to it in setup")
+        trainer = self.trainer
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        on_gpu = trainer is not None and trainer.strategy.root_device.type == "cuda"
+        ready = self.batches(self.max_length, rank, world_size, pin_memory=on_gpu)
+        return DataLoader(MultipleChoiceBatches(TASK, ready), batch_size=None)
 
 
 # --- the train split as training text -----------------------------------------------------------------------------
@@ -432,7 +402,7 @@ def write_training_text(examples: list[Example], out: Path) -> int:
 
 
 def main(args: Optional[list[str]] = None) -> None:
-    """``python -m lit_gpt_mini.evals.hellaswag --split train --out data/hellaswag/train_text.jsonl``: HellaSwag as
+    """``python -m data_modules.hellaswag --split train --out data/hellaswag/train_text.jsonl``: HellaSwag as
     training text (train the model on the train split, score it on val; never train on val)."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--split", default="train", choices=["train", "val"])
@@ -440,7 +410,7 @@ def main(args: Optional[list[str]] = None) -> None:
     parser.add_argument("--path", help="a local HellaSwag jsonl instead of downloading")
     parser.add_argument("--out", required=True, help="the jsonl to write")
     ns = parser.parse_args(args)
-    data = HellaSwag(data_dir=ns.data_dir, path=ns.path, split=ns.split)
+    data = HellaSwagDataModule(data_dir=ns.data_dir, path=ns.path, split=ns.split)
     data.fetch()
     count = write_training_text(read_examples(data.file), Path(ns.out))
     get_logger(__name__).info(f"wrote {count} documents to {ns.out}; train on them with --data.path {ns.out}")

@@ -1,10 +1,13 @@
 """The user's mistakes as one ``error:`` line: config files read before jsonargparse (so an error names the file and
-line), jsonargparse's nested error text condensed to the key, the problem and the closest valid name, and the
-project's own errors found in an exception chain.
+line), jsonargparse's errors condensed to the key, the problem and the closest valid name, and the project's own
+errors found in an exception chain.
 
-jsonargparse reports a bad key or value only as text, so this module reads that text: the jsonargparse range in
-setup.cfg is pinned to the minor release these patterns are tested against (tests/test_bad_input.py,
-tests/test_commands.py).
+jsonargparse (4.53) has no public structured form of a parse error: its ``ArgumentError`` always has
+``argument_name`` None, and ``error_handler`` (deprecated since 4.20) is given the same text. What is structural is
+used: the exception chain (a ``KeyError`` in it is a key no parser declares), the option names from the
+signatures of the classes and functions the options are made from, and the values read from the config files and
+the command line. What only the text says (the nested key, the class_path, the problem) is read in one place,
+:func:`read_message`, whose patterns tests/test_cli_errors.py pins against jsonargparse's own errors.
 """
 
 from __future__ import annotations
@@ -64,76 +67,125 @@ def check_config_files(argv: list[str]) -> None:
             raise ParseError(f"config file {name} holds a {type(data).__name__}, not a mapping of keys to values")
 
 
-def error_line(message: str, argv: list[str], function: str = "") -> str:
-    """jsonargparse's error (nested, many lines) as one line: the full key, what is wrong, the closest name.
-    ``function``: the dotted name of the function whose arguments a plain command's options are."""
+@dataclasses.dataclass
+class Message:
+    """What a jsonargparse error says, read from its text (:func:`read_message`)."""
+
+    keys: list[str]  # the nested key the problem is in ("data", "tokenizer.vocab_size")
+    detail: str  # the first line that says what is wrong
+    class_path: Optional[str] = None  # the class whose arguments the problem is in
+    given: Optional[str] = None  # the value refused, where the detail does not say it
+    unknown: Optional[str] = None  # a key no parser declares: the dotted key below ``keys``
+    unrecognized: Optional[str] = None  # a command-line option no parser declares, without its dashes
+    required: list[str] = dataclasses.field(default_factory=list)  # the required keys not given
+    not_a_mapping: Optional[str] = None  # the value given where a group of settings belongs
+
+
+# jsonargparse 4.53's wording, in the order read_message looks for it (tests/test_cli_errors.py pins each one).
+_NESTED_KEY = re.compile(r'Parser key "([^"]+)":?\s*(.*)')
+_CLASS_PATH = re.compile(r"Problem with given class_path '([^']+)'")
+_RESTATED = ("Does not validate", "Subtypes:", "Errors:", "Given value", "Expected a <class 'NoneType'>")
+_GIVEN = re.compile(r"^\s*Given value: (?!NestedArg)(.*)$", re.MULTILINE)
+_UNKNOWN_KEY = re.compile(r"Option '([^']+)' is not accepted|does not accept option '([^']+)'")
+_NOT_A_MAPPING = re.compile(r"Unable to load config '(.*)'")
+# argparse's own wording (the standard library's, which jsonargparse keeps)
+_UNRECOGNIZED = re.compile(r"[Uu]nrecognized arguments: --([\w.]+)")
+_REQUIRED = re.compile(r"the following arguments are required: (.+)")
+
+
+def read_message(error: BaseException | str) -> Message:
+    """The parts of a jsonargparse error that only its text holds (jsonargparse 4.53's wording)."""
+    text = str(error)
     keys: list[str] = []
-    detail = None
-    class_path = None
-    for line in (raw.strip().lstrip("- ").strip() for raw in message.splitlines()):
-        if not line or line.startswith(("Does not validate", "Subtypes:", "Errors:", "Given value", "Expected a <class 'NoneType'>")):
+    detail = class_path = None
+    for line in (raw.strip().lstrip("- ").strip() for raw in text.splitlines()):
+        if not line or line.startswith(_RESTATED):
             continue
         if detail is not None:
             break  # what follows restates the first problem (jsonargparse nests it once more)
-        nested = re.match(r'Parser key "([^"]+)":?\s*(.*)', line)
+        nested = _NESTED_KEY.match(line)
         if nested:
             keys.append(nested.group(1))
             line = nested.group(2)
             if not line:
                 continue
-        given = re.match(r"Problem with given class_path '([^']+)'", line)
-        if given:
-            class_path = given.group(1)
+        given_class = _CLASS_PATH.match(line)
+        if given_class:
+            class_path = given_class.group(1)
             continue
-        detail = detail or line
-    detail = detail or message.strip().splitlines()[0]
-    given_value = re.search(r"^\s*Given value: (?!NestedArg)(.*)$", message, re.MULTILINE)
-    if detail.startswith("Expected a") and "Got value" not in detail and given_value:  # an Optional's message
-        detail = f"{detail}. Got value: {given_value.group(1)}"
-    where = _source_of(".".join(keys), argv)
+        detail = line
+    message = Message(keys, detail or (text.strip().splitlines() or [""])[0], class_path)
+    given = _GIVEN.search(text)
+    if given and message.detail.startswith("Expected a") and "Got value" not in message.detail:
+        message.given = given.group(1)  # an Optional's message names the type, not the value
+    # A key no parser declares is a KeyError (jsonargparse's NSKeyError) in the chain; its message names the key.
+    key_error = next((e for e in _chain(error) if isinstance(e, KeyError)), None)
+    unknown = _UNKNOWN_KEY.search(str(key_error) if key_error is not None else message.detail)
+    if unknown:
+        message.unknown = unknown.group(1) or unknown.group(2)
+    unrecognized, not_a_mapping, required = (found.match(message.detail)
+                                             for found in (_UNRECOGNIZED, _NOT_A_MAPPING, _REQUIRED))
+    message.unrecognized = unrecognized and unrecognized.group(1)
+    message.not_a_mapping = not_a_mapping and not_a_mapping.group(1)
+    message.required = required.group(1).split(", ") if required else []
+    return message
+
+
+def _chain(error: BaseException | str) -> list[BaseException]:
+    # The exceptions an error was raised from (jsonargparse re-raises with ``from``), itself first.
+    chain: list[BaseException] = []
+    while isinstance(error, BaseException) and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
+
+
+def error_line(error: BaseException | str, argv: list[str], function: str = "") -> str:
+    """jsonargparse's error (nested, many lines) as one line: the full key, what is wrong, the closest name.
+    ``function``: the dotted name of the function whose arguments a plain command's options are."""
+    message = read_message(error)
+    key = ".".join(message.keys)
     help_hint = f" (main.py {argv[0]} --help lists every option)" if argv and not argv[0].startswith("-") else ""
-    given = re.match(r"Unable to load config '(.*)'", detail)
-    if given and keys:  # a value where a group of settings belongs (tokenizer: bpe)
-        return _group_expected(".".join(keys), class_path, given.group(1), where) + help_hint
-    required = re.match(r"the following arguments are required: (.+)", detail)
-    if required and argv and argv[0] in TRAINER_COMMANDS:  # a command run without a config
-        missing = [key.split(".", 1)[-1] for key in required.group(1).split(", ")]
+    if message.not_a_mapping is not None and key:  # a value where a group of settings belongs (tokenizer: bpe)
+        return _group_expected(key, message.class_path, message.not_a_mapping, _source_of(key, argv)) + help_hint
+    if message.required and argv and argv[0] in TRAINER_COMMANDS:  # a command run without a config
+        missing = [name.split(".", 1)[-1] for name in message.required]
         alone = " (HellaSwag: main.py test --ckpt_path X --data HellaSwagDataModule)" if argv[0] == "test" else ""
         return f"{argv[0]} needs {' and '.join(missing)}: give --config <yaml>{alone}{help_hint}"
-    unknown = re.match(r"Option '([^']+)' is not accepted", detail)
-    if unknown:  # a key inside a class_path's init_args
-        name, valid = unknown.group(1), _init_args(class_path)
-    else:  # a key at the top level or in the trainer section
-        unknown = re.search(r"does not accept option '([^']+)'", detail)
-        if unknown:
-            *keys, name = unknown.group(1).split(".")
-            valid = _init_args("lightning.pytorch.Trainer") if keys == ["trainer"] else list(CONFIG_KEYS) if not keys else []
-        else:  # an option of a plain command, or a flag on the command line (abbreviations are not taken)
-            unknown = re.match(r"[Uu]nrecognized arguments: --([\w.]+)", detail)
-            if unknown:
-                *prefix, name = unknown.group(1).split(".")
-                if function:  # a plain command's option (its sections' keys are not looked into)
-                    valid = [] if prefix else _init_args(function)
-                elif prefix == ["trainer"]:
-                    valid = _init_args("lightning.pytorch.Trainer")
-                else:
-                    valid = [] if prefix else list(CONFIG_KEYS)
-                close = difflib.get_close_matches(name, valid, n=1)
-                suggestion = f": did you mean --{'.'.join(prefix + close)}?" if close else ""
-                sections = _init_args(function) if function else list(CONFIG_KEYS)
-                section = difflib.get_close_matches(prefix[0], sections, n=1) if prefix else []
-                if section and section[0] != prefix[0]:  # a misspelt section (--checkpont.save_last)
-                    suggestion = f": did you mean --{'.'.join(section + prefix[1:] + [name])}?"
-                return f"unknown option --{'.'.join(prefix + [name])}{suggestion}{help_hint}"
-    if unknown:
+    if message.unrecognized:  # a plain command's option, or a flag on the command line (abbreviations are not taken)
+        return _unknown_option(message.unrecognized, function) + help_hint
+    if message.unknown:
+        if message.keys:  # a key inside a class_path's init_args
+            keys, name, valid = message.keys, message.unknown, _init_args(message.class_path)
+        else:  # a key at the top level or in the trainer section
+            *keys, name = message.unknown.split(".")
+            trainer = _init_args("lightning.pytorch.Trainer") if keys == ["trainer"] else None
+            valid = trainer if trainer is not None else [] if keys else list(CONFIG_KEYS)
         close = difflib.get_close_matches(name, valid, n=1)
+        full = ".".join(keys + [name])
         suggestion = f": did you mean {'.'.join(keys + close)}?" if close else ""
-        moved = MOVED.get(".".join(keys + [name]))
-        if moved:
-            suggestion = f": {moved}"
-        where = _source_of(".".join(keys + [name]), argv)
-        return f"unknown key {'.'.join(keys + [name])}{where}{suggestion}{help_hint}"
-    return f"{'.'.join(keys) + ': ' if keys else ''}{detail}{where}{help_hint}"
+        suggestion = f": {MOVED[full]}" if full in MOVED else suggestion
+        return f"unknown key {full}{_source_of(full, argv)}{suggestion}{help_hint}"
+    detail = f"{message.detail}. Got value: {message.given}" if message.given is not None else message.detail
+    return f"{key + ': ' if key else ''}{detail}{_source_of(key, argv)}{help_hint}"
+
+
+def _unknown_option(option: str, function: str) -> str:
+    # "did you mean" for --a.b.c: among a plain command's function arguments, or a trainer command's config keys.
+    *prefix, name = option.split(".")
+    if function:  # a plain command's option (its sections' keys are not looked into)
+        valid = [] if prefix else _init_args(function)
+    elif prefix == ["trainer"]:
+        valid = _init_args("lightning.pytorch.Trainer")
+    else:
+        valid = [] if prefix else list(CONFIG_KEYS)
+    close = difflib.get_close_matches(name, valid, n=1)
+    suggestion = f": did you mean --{'.'.join(prefix + close)}?" if close else ""
+    sections = _init_args(function) if function else list(CONFIG_KEYS)
+    section = difflib.get_close_matches(prefix[0], sections, n=1) if prefix else []
+    if section and section[0] != prefix[0]:  # a misspelt section (--checkpont.save_last)
+        suggestion = f": did you mean --{'.'.join(section + prefix[1:] + [name])}?"
+    return f"unknown option --{option}{suggestion}"
 
 
 def _source_of(key: str, argv: list[str]) -> str:

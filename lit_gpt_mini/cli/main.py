@@ -246,7 +246,7 @@ def main(args: Optional[list[str]] = None) -> Optional[GPTCLI]:
         _interrupted(argv, str(e))
     except ArgumentError as e:  # jsonargparse's, raised with exit_on_error=False
         function = ".".join(PLAIN_COMMANDS.get(argv[0] if argv else "", ()))  # whose options a plain command takes
-        print(f"error: {error_line(str(e), argv, function)}", file=sys.stderr)
+        print(f"error: {error_line(e, argv, function)}", file=sys.stderr)
         sys.exit(2)
     except MisconfigurationException as e:  # Lightning's own refusal of a setting: a config error too
         sys.exit(f"error: the Trainer refused the configuration: {' '.join(str(e).split())}")

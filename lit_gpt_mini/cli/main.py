@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import logging
 import sys
 import warnings
 from argparse import ArgumentError
@@ -47,7 +48,9 @@ RECIPE_DEFAULTS: dict[str, Any] = {
         {"class_path": "lit_gpt_mini.callbacks.TokenThroughput"},  # tokens/s, MFU
         {"class_path": "lit_gpt_mini.callbacks.RunTimeEstimate"},  # says early when a run will take very long
     ],
-    "checkpoint.filename": "best-{step}",
+    "checkpoint.filename": "best-step-{step}",  # best-step-500.ckpt: names hold values only, not "step=500"
+    "checkpoint.auto_insert_metric_name": False,
+    "checkpoint.enable_version_counter": False,  # last.ckpt is the latest run's (an earlier run's are moved aside)
     "checkpoint.monitor": "val/loss",
     "checkpoint.save_top_k": 1,
     "checkpoint.save_last": True,
@@ -175,6 +178,19 @@ warnings.filterwarnings("ignore", message=r".*`IterableDataset` has `__len__` de
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
 
 
+class _NoAdvertisement(logging.Filter):
+    """Drops Lightning's "💡 Tip: ... install litlogger/litmodels" notices (printed at every Trainer's start, they
+    read like problems to a new user); every other message of Lightning's rank-zero logger passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+# rank_zero_info logs through the logger of whichever of these modules was imported last
+for _name in ("lightning.fabric.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(_NoAdvertisement())
+
+
 def main(args: Optional[list[str]] = None) -> Optional[GPTCLI]:
     """Entry point of ``main.py``; ``args`` default to the command line. Returns the CLI (None for the commands
     that are plain functions)."""
@@ -203,6 +219,7 @@ def main(args: Optional[list[str]] = None) -> Optional[GPTCLI]:
             subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},
             seed_everything_default=SEED,
+            auto_configure_optimizers=False,  # each module makes its own optimizers: --optimizer would be ignored
             parser_kwargs={"prog": "main.py", **{name: {"description": COMMANDS[name]} for name in TRAINER_COMMANDS}},
             args=argv,
         )

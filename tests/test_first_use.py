@@ -4,6 +4,7 @@ next, quiet offline failures; each through the real ``python main.py`` in a fres
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -74,3 +75,57 @@ def test_optimizer_flag_is_not_offered_and_is_refused_in_one_line(tmp_path):
     assert "--optimizer" not in help_text and "--lr_scheduler" not in help_text
     line = one_error_line(run_main("fit", "--config", DEBUG, "--optimizer", "Adam", cwd=tmp_path))
     assert "--optimizer" in line
+
+
+def test_default_root_dir_is_where_the_run_goes(tmp_path, shakespeare_path):
+    fit_debug(tmp_path, shakespeare_path, 2, "--trainer.default_root_dir", "elsewhere")
+    assert (tmp_path / "elsewhere/debug_char/checkpoints/last.ckpt").is_file()
+    assert list((tmp_path / "elsewhere/debug_char").glob("version_0/config.yaml"))
+    assert not (tmp_path / "out").exists()
+    # and a logger told to write elsewhere too is a contradiction, said before anything runs
+    line = one_error_line(run_main("fit", "--config", DEBUG, "--trainer.default_root_dir", "a",
+                                   "--trainer.logger.init_args.save_dir", "b", cwd=tmp_path))
+    assert "trainer.default_root_dir (a)" in line and "save_dir (b)" in line
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without a GPU")
+def test_a_gpu_recipe_without_a_gpu_names_the_cpu_recipe(tmp_path):
+    line = one_error_line(run_main("fit", "--config", str(CONFIGS / "shakespeare_char.yaml"), cwd=tmp_path))
+    assert "shakespeare_char_cpu.yaml" in line and "--trainer.accelerator cpu" in line
+
+
+# --- offline: one line, at once ------------------------------------------------------------------------------------
+
+
+def closed_port() -> int:
+    """A port of 127.0.0.1 nothing listens on: connections to it are refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_wikipedia_unreachable_ends_the_run_at_the_first_article(tmp_path):
+    api = f"http://127.0.0.1:{closed_port()}/w/api.php"
+    start = time.monotonic()
+    result = run_main("fit", "--config", str(CONFIGS / "bpe_wikipedia.yaml"), "--data.api_url", api, cwd=tmp_path,
+                      timeout=300)
+    elapsed = time.monotonic() - start
+    line = one_error_line(result)
+    assert "cannot connect to 127.0.0.1" in line and "data.api_url" in line
+    assert "could not fetch" not in result.stderr  # not one warning per article with retries in between
+    assert elapsed < 120  # 20 articles, each retried with backoff, took minutes
+
+
+def test_fineweb_without_the_hub_fails_at_once(tmp_path):
+    env = {"HF_ENDPOINT": f"http://127.0.0.1:{closed_port()}", "HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0"}
+    result = run_main("fit", "--config", str(CONFIGS / "gpt2_fineweb.yaml"), "--trainer.accelerator", "cpu",
+                      cwd=tmp_path, env=env, timeout=300)
+    line = one_error_line(result)
+    assert "cannot be reached" in line and "data.path" in line
+    assert "thrown while requesting" not in result.stderr  # no retry lines from huggingface_hub
+
+
+def test_debug_gpt2_without_a_local_path_is_refused(tmp_path):
+    env = {"HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0", "HF_ENDPOINT": f"http://127.0.0.1:{closed_port()}"}
+    line = one_error_line(run_main("fit", "--config", str(CONFIGS / "debug_gpt2.yaml"), cwd=tmp_path, env=env))
+    assert "data.path is not set" in line and "streams no dataset" in line

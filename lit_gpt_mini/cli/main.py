@@ -14,6 +14,7 @@ import logging
 import sys
 import warnings
 from argparse import ArgumentError
+from pathlib import Path
 from typing import Any, Literal, Optional
 
 import lightning as L
@@ -134,6 +135,8 @@ class GPTCLI(LightningCLI):
         set_matmul_precision(config.get("float32_matmul_precision", "high"))
         if self.subcommand is not None:
             check_trainer_args(config.get("trainer"))
+            apply_default_root_dir(config.get("trainer"))
+            check_accelerator(config.get("trainer"), [str(path) for path in config.get("config") or []])
 
 
 def check_trainer_args(trainer: Any) -> None:
@@ -161,6 +164,40 @@ def check_trainer_args(trainer: Any) -> None:
     clip = get("gradient_clip_val")
     if clip is not None and not clip >= 0:
         raise bad("gradient_clip_val", "0 or more (or null: no clipping)")
+
+
+def check_accelerator(trainer: Any, config_files: list[str]) -> None:
+    """A GPU recipe on a machine without one is refused with what to run instead (Lightning says only "No
+    supported gpu backend found!")."""
+    accelerator = trainer.get("accelerator") if trainer is not None else None
+    if accelerator not in ("gpu", "cuda") or torch.cuda.is_available():
+        return
+    if accelerator == "gpu" and torch.backends.mps.is_available():  # Lightning's "gpu" is Apple's GPU there
+        return
+    recipes = [str(Path(f).with_name(Path(f).stem + "_cpu.yaml")) for f in config_files]
+    recipe = next((r for r in recipes if Path(r).is_file()), "a CPU-sized recipe (configs/*_cpu.yaml)")
+    raise ConfigError(
+        f"trainer.accelerator is {accelerator} and torch finds no GPU on this machine: train {recipe} (sized for a "
+        f"CPU), or run this recipe on the CPU with --trainer.accelerator cpu (slow at its size)")
+
+
+def apply_default_root_dir(trainer: Any) -> None:
+    """``trainer.default_root_dir`` moves a run's outputs (logs, config, checkpoints) from ``out/`` to it: the
+    recipes' logger writes under its own ``save_dir``, which Lightning would otherwise keep."""
+    root = trainer.get("default_root_dir") if trainer is not None else None
+    if not root:
+        return
+    default = RECIPE_DEFAULTS["trainer.logger"]["init_args"]["save_dir"]
+    logger = trainer.get("logger")
+    for entry in logger if isinstance(logger, list) else [logger]:
+        init_args = entry.get("init_args") if hasattr(entry, "get") else None
+        if init_args is None or init_args.get("save_dir") in (None, str(root)):
+            continue
+        if init_args.get("save_dir") != default:
+            raise ConfigError(
+                f"trainer.default_root_dir ({root}) and the logger's save_dir ({init_args.get('save_dir')}) both "
+                f"say where the run's outputs go: give only one of them")
+        init_args["save_dir"] = str(root)
 
 
 MatmulPrecision = Literal["highest", "high", "medium"]

@@ -4,6 +4,7 @@ next, quiet offline failures; each through the real ``python main.py`` in a fres
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -129,3 +130,32 @@ def test_debug_gpt2_without_a_local_path_is_refused(tmp_path):
     env = {"HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0", "HF_ENDPOINT": f"http://127.0.0.1:{closed_port()}"}
     line = one_error_line(run_main("fit", "--config", str(CONFIGS / "debug_gpt2.yaml"), cwd=tmp_path, env=env))
     assert "data.path is not set" in line and "streams no dataset" in line
+
+
+def test_ctrl_c_while_starting_is_one_line(tmp_path):
+    # -X importtime reports each import as it finishes: once torch's is reported, Lightning's is still running
+    process = subprocess.Popen([sys.executable, "-X", "importtime", str(ROOT / "main.py"), "fit", "--help"],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    deadline = time.monotonic() + 300
+    for line in process.stderr:
+        lines.append(line)
+        if line.split("|")[-1].strip() == "torch" or time.monotonic() > deadline:
+            break
+    process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=120)
+    err = "".join(line for line in lines + rest.splitlines(keepends=True) if not line.startswith("import time:"))
+    assert process.returncode == 130, err
+    assert err.strip() == "error: interrupted (Ctrl-C) while starting: nothing was done"
+
+
+def test_a_file_of_random_bytes_is_not_called_a_pickle_of_objects(tmp_path):
+    import fractions
+    import random
+
+    (tmp_path / "noise.ckpt").write_bytes(b"\x80\x02" + random.Random(0).randbytes(4096))
+    line = one_error_line(run_main("generate", "--ckpt_path", "noise.ckpt", cwd=tmp_path))
+    assert "damaged or is not a PyTorch checkpoint" in line and "Python objects" not in line
+    torch.save({"state_dict": {}, "x": fractions.Fraction(1, 3)}, tmp_path / "objects.ckpt")
+    line = one_error_line(run_main("generate", "--ckpt_path", "objects.ckpt", cwd=tmp_path))
+    assert "Python objects" in line

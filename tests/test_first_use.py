@@ -159,3 +159,23 @@ def test_a_file_of_random_bytes_is_not_called_a_pickle_of_objects(tmp_path):
     torch.save({"state_dict": {}, "x": fractions.Fraction(1, 3)}, tmp_path / "objects.ckpt")
     line = one_error_line(run_main("generate", "--ckpt_path", "objects.ckpt", cwd=tmp_path))
     assert "Python objects" in line
+
+
+def test_discord_recipe_without_its_export_names_the_command_that_makes_it(tmp_path):
+    line = one_error_line(run_main("fit", "--config", str(CONFIGS / "discord_cpu.yaml"), cwd=tmp_path))
+    assert "does not exist" in line and "python -m data_modules.shakespeare_discord --out" in line
+    assert "README.md" in line
+
+
+def run_module(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=cwd, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_shakespeare_discord_speaks_of_its_own_options(tmp_path, shakespeare_path):
+    line = one_error_line(run_module("data_modules.shakespeare_discord", "--path", "nope", cwd=tmp_path))
+    assert line.startswith("error: --path nope does not exist") and "data.path" not in line
+    (tmp_path / "file").write_text("x")
+    line = one_error_line(run_module("data_modules.shakespeare_discord", "--path", str(shakespeare_path), "--out",
+                                     "file/sub/export.json", cwd=tmp_path))
+    assert "--out file/sub/export.json: file is a file, not a directory" in line and "File exists" not in line

@@ -14,7 +14,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.utilities.throughput import Throughput
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import FSDPStrategy
 
@@ -121,6 +121,39 @@ class LossProgressBar(TQDMProgressBar):
         if loss is not None:
             metrics["train/loss"] = round(loss, 3)
         return metrics
+
+
+class LogLineProgress(ProgressBar):
+    """The progress of a run whose output is a file or a pipe (CI, ``nohup``, ``tee``): one log line every
+    ``every_n_steps`` optimizer steps (default: ``trainer.log_every_n_steps``, the steps whose loss is read anyway)
+    and one after each validation, instead of a bar redrawn with carriage returns thousands of times."""
+
+    def __init__(self, every_n_steps: Optional[int] = None) -> None:
+        super().__init__()
+        self.every_n_steps = every_n_steps
+        self._enabled = True
+        self._reported_step = -1
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        every = self.every_n_steps or trainer.log_every_n_steps
+        if not self._enabled or step == self._reported_step or step % every:
+            return  # (a micro-batch of gradient accumulation leaves the step where it was)
+        self._reported_step = step
+        loss = getattr(pl_module, "logged_loss", None)
+        total = f"/{trainer.max_steps}" if trainer.max_steps and trainer.max_steps > 0 else ""
+        log.info(f"step {step}{total}" + (f"  train/loss {loss:.4f}" if loss is not None else ""))
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get("val/loss")
+        if self._enabled and not trainer.sanity_checking and value is not None and trainer.state.fn == "fit":
+            log.info(f"step {trainer.global_step}  val/loss {float(value):.4f}")
 
 
 def plan_accumulation(total_batch_tokens: int, batch_size: int, block_size: int, world_size: int) -> int:

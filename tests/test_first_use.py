@@ -89,6 +89,24 @@ def test_default_root_dir_is_where_the_run_goes(tmp_path, shakespeare_path):
     assert "trainer.default_root_dir (a)" in line and "save_dir (b)" in line
 
 
+def test_progress_into_a_pipe_is_a_line_per_logged_step(tmp_path, shakespeare_path):
+    result = fit_debug(tmp_path, shakespeare_path, 4, "--trainer.enable_progress_bar", "true",
+                       "--trainer.log_every_n_steps", "2")
+    output = result.stdout + result.stderr
+    assert "\r" not in output  # no bar redrawn in place
+    lines = [line for line in result.stderr.splitlines() if line.startswith("step ")]
+    assert [line.split("  ")[0] for line in lines] == ["step 2/4", "step 2", "step 4/4", "step 4"]
+    assert "train/loss" in lines[0] and "val/loss" in lines[1]
+
+
+def test_recipe_help_lists_its_model_and_data_arguments(tmp_path):
+    result = run_main("fit", "--config", DEBUG, "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "--data.path" in result.stdout and "--data.batch_size" in result.stdout
+    assert "--model.n_layer" in result.stdout
+    assert "data_modules.shakespeare.ShakespeareDataModule" in result.stdout
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without a GPU")
 def test_a_gpu_recipe_without_a_gpu_names_the_cpu_recipe(tmp_path):
     line = one_error_line(run_main("fit", "--config", str(CONFIGS / "shakespeare_char.yaml"), cwd=tmp_path))

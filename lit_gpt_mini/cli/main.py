@@ -8,6 +8,7 @@ here once, and runs; the model learns the data's vocabulary in its ``setup`` (``
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import logging
@@ -19,12 +20,13 @@ from typing import Any, Literal, Optional
 
 import lightning as L
 import torch
+import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI
 
-from lit_gpt_mini.callbacks import (ExplainInterrupt, FinalModelCheckpoint, GradientAccumulation, LossProgressBar,
-                                    SampleText)
+from lit_gpt_mini.callbacks import (ExplainInterrupt, FinalModelCheckpoint, GradientAccumulation, LogLineProgress,
+                                    LossProgressBar, SampleText)
 from lit_gpt_mini.checkpoint import check_ckpt_path
 from lit_gpt_mini.cli.errors import check_config_files, error_line, find_user_error, one_line
 from lit_gpt_mini.cli.commands import COMMANDS, CONFIG_KEYS, TRAINER_COMMANDS, usage
@@ -97,7 +99,17 @@ class GPTCLI(LightningCLI):
         # main() always passes the arguments (read from sys.argv when run as a script): Lightning's warning
         # about being given both does not apply. Lightning then loads --ckpt_path (to re-parse the model's
         # hyperparameters), and again to restore: a missing or wrong file is refused first, in one line.
-        self.config = parser.parse_args(args)
+        try:
+            self.config = parser.parse_args(args)
+        except SystemExit as e:
+            # --help shows a model and a data module chosen by class_path only as that key: with --config, the
+            # recipe's classes are known, and their arguments follow (each help printed by jsonargparse exits)
+            if e.code in (0, None) and ("-h" in args or "--help" in args) and args[0] in TRAINER_COMMANDS:
+                for key, class_path in recipe_classes(args):
+                    print(f"\nThe recipe's {key} ({class_path}):")
+                    with contextlib.suppress(SystemExit):
+                        parser.parse_args([args[0], f"--{key}.help", class_path])
+            raise
         subcommand = self.config.get("subcommand")
         if subcommand:
             check_ckpt_path(self.config[subcommand].get("ckpt_path"), training=subcommand == "fit")
@@ -127,7 +139,8 @@ class GPTCLI(LightningCLI):
         if trainer.get("enable_checkpointing") is not False:
             callbacks.append(config["checkpoint"])
         if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
-            callbacks.append(LossProgressBar())
+            # a bar redrawn in a file or a pipe is thousands of carriage-return lines: a log line per N steps there
+            callbacks.append(LossProgressBar() if sys.stdout.isatty() else LogLineProgress())
         return super().instantiate_trainer(callbacks=callbacks, **kwargs)
 
     def before_instantiate_classes(self) -> None:
@@ -137,6 +150,24 @@ class GPTCLI(LightningCLI):
             check_trainer_args(config.get("trainer"))
             apply_default_root_dir(config.get("trainer"))
             check_accelerator(config.get("trainer"), [str(path) for path in config.get("config") or []])
+
+
+def recipe_classes(args: list[str]) -> list[tuple[str, str]]:
+    """The ``model`` and ``data`` class paths the ``--config`` files among ``args`` name (the last file naming
+    one wins)."""
+    files = [arg.split("=", 1)[1] for arg in args if arg.startswith("--config=")]
+    files += [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--config"]
+    found: dict[str, str] = {}
+    for file in files:
+        try:
+            config = yaml.safe_load(Path(file).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue  # the parse itself reports a bad file
+        for key in ("model", "data"):
+            section = config.get(key) if isinstance(config, dict) else None
+            if isinstance(section, dict) and isinstance(section.get("class_path"), str):
+                found[key] = section["class_path"]
+    return list(found.items())
 
 
 def check_trainer_args(trainer: Any) -> None:

@@ -75,7 +75,7 @@ def test_optimizer_flag_is_not_offered_and_is_refused_in_one_line(tmp_path):
     help_text = run_main("fit", "--help", cwd=tmp_path).stdout
     assert "--optimizer" not in help_text and "--lr_scheduler" not in help_text
     line = one_error_line(run_main("fit", "--config", DEBUG, "--optimizer", "Adam", cwd=tmp_path))
-    assert "--optimizer" in line
+    assert "--optimizer" in line and "model.optimizer" in line
 
 
 def test_default_root_dir_is_where_the_run_goes(tmp_path, shakespeare_path):

@@ -61,9 +61,9 @@ class _Transport(httpx.BaseTransport):
     each request goes to that MediaWiki API endpoint, query unchanged (``wikipedia-api`` always builds
     ``https://<language>.wikipedia.org/w/api.php`` itself)."""
 
-    def __init__(self, api_url: Optional[str] = None) -> None:
+    def __init__(self, api_url: Optional[str] = None, inner: Optional[httpx.BaseTransport] = None) -> None:
         self.url = httpx.URL(api_url) if api_url else None
-        self.transport = httpx.HTTPTransport()
+        self.transport = inner or httpx.HTTPTransport()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if self.url is not None:

@@ -214,7 +214,9 @@ class DiscordDataModule(InMemoryTokenDataModule):
         elif self.path.is_file():
             files = [self.path]
         else:
-            raise missing_path(self.path)
+            raise missing_path(self.path, fix=(
+                f"make one from Tiny Shakespeare with `python -m data_modules.shakespeare_discord --out {self.path}`, "
+                f"or export your own chats (README.md, 'Talk to your model'; docs/data-sources.md, Discord)"))
         if not files:
             raise DataError(f"{self.path} holds no .json or .csv exports")
         return files

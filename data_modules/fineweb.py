@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import socket
 import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
+from urllib.parse import urlsplit
 
 
 from data_modules.base import StreamedTokenDataModule, positive
@@ -35,11 +38,30 @@ _REPORTED_ROWS = 10  # bad rows reported one by one; the rest are only counted
 def stream_dataset(dataset: str, name: Optional[str], split: str) -> Iterable[dict[str, Any]]:
     """Rows of a dataset streamed by ``datasets`` (from the hub, or a local folder ``datasets`` can read).
 
-    This is the module's one network boundary.
+    This is the module's one network boundary. A hub dataset is streamed only after the hub answered a
+    connection: offline, ``datasets`` would retry for half a minute, a warning line each time, before failing.
     """
     from datasets import load_dataset  # imported here: it is slow to import and only preparation needs it
 
+    if not Path(dataset).exists():
+        _check_hub_reachable(dataset)
     return load_dataset(dataset, name=name, split=split, streaming=True)
+
+
+def _check_hub_reachable(dataset: str) -> None:
+    if any(os.environ.get(key, "").upper() in ("1", "ON", "YES", "TRUE")
+           for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+        return  # offline mode: datasets answers from its cache, or says itself that it cannot
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")  # huggingface_hub's own setting
+    url = urlsplit(endpoint)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=15).close()
+    except OSError as e:  # name resolution, refused, unreachable, timed out: no request can succeed
+        reason = e.strerror or type(e).__name__
+        raise DataError(
+            f"cannot stream {dataset}: the Hugging Face hub ({endpoint}) cannot be reached ({reason}). Connect to "
+            f"the internet, or set data.path to local .jsonl/.parquet files"
+        ) from None
 
 
 def local_files(path: Path) -> list[Path]:
@@ -193,7 +215,8 @@ class FineWebDataModule(StreamedTokenDataModule):
     """FineWeb-Edu, or any dataset of documents with a text field, by default tokenized with GPT-2's vocabulary.
 
     Args:
-        dataset: A ``datasets`` dataset id (streamed from the hub) or a local folder ``datasets`` can read.
+        dataset: A ``datasets`` dataset id (streamed from the hub) or a local folder ``datasets`` can read;
+            ``None``: local files only (``path`` must be set).
         name: The dataset's configuration (FineWeb-Edu: ``sample-10BT``, ``sample-100BT``, ...).
         split: The dataset split to stream.
         path: Local ``.jsonl``/``.jsonl.gz``/``.parquet`` file or directory to read instead of ``dataset``.
@@ -210,7 +233,7 @@ class FineWebDataModule(StreamedTokenDataModule):
     def __init__(
         self,
         data_dir: str = "data/fineweb_edu",
-        dataset: str = "HuggingFaceFW/fineweb-edu",
+        dataset: Optional[str] = "HuggingFaceFW/fineweb-edu",
         name: Optional[str] = "sample-10BT",
         split: str = "train",
         path: Optional[str] = None,
@@ -246,8 +269,13 @@ class FineWebDataModule(StreamedTokenDataModule):
     def documents(self) -> Iterator[str]:
         if self.path is not None:
             return self.reader.files(local_files(self.path))
+        if self.dataset is None:
+            raise DataError("data.path is not set, and this recipe streams no dataset (data.dataset is null): give "
+                            "it local .jsonl/.parquet files with --data.path")
         try:
             rows = stream_dataset(self.dataset, self.name, self.split)
+        except DataError:
+            raise
         except Exception as e:  # datasets raises many types (connection, missing config, auth...)
             raise DataError(
                 f"could not stream {self.source} with datasets: {type(e).__name__}: {e}. Check data.dataset/"

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Optional
 
 from lit_gpt_mini.errors import DataError, UserError
-from lit_gpt_mini.files import atomic_write
+from lit_gpt_mini.files import atomic_write, missing_path
 
 _SPEAKER = re.compile(r"([^\n:]{1,40}):(?:\n|$)")  # "First Citizen:" on a line of its own
 START = datetime(2024, 1, 1, tzinfo=timezone.utc)
@@ -104,13 +104,21 @@ def convert(out: str, path: Optional[str] = None, data_dir: str = "data/shakespe
     if gap_minutes <= 60:
         raise UserError(f"--gap_minutes {gap_minutes}: a scene break must be a silence longer than the Discord data "
                         f"module's default conversation_gap_minutes (60)")
+    if path is not None and Path(path).is_dir():
+        raise UserError(f"--path {path} is a directory: give the Tiny Shakespeare text file")
+    if path is not None and not Path(path).is_file():
+        raise missing_path(Path(path), what="--path", fix="give a local Tiny Shakespeare, or leave --path out to "
+                           "download it")
+    out_path = Path(out)
+    blocking = next((parent for parent in out_path.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        raise UserError(f"--out {out}: {blocking} is a file, not a directory: give a path in a directory")
     text = ShakespeareDataModule(data_dir=data_dir, path=path).read_text()
     items, empty = speeches(text, cast_window)
     if not items:
         raise DataError(f"{path or data_dir}: no speech found (expected blocks 'NAME:' + lines, separated by blank "
                         f"lines)")
     export = to_export(items, gap_minutes)
-    out_path = Path(out)
     if out_path.is_dir():
         raise UserError(f"--out {out} is a directory: give the .json file to write")
     with atomic_write(out_path, "w", encoding="utf-8") as f:

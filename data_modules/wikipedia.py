@@ -41,30 +41,39 @@ def make_client(
     """The ``wikipedia-api`` client: this module's one network boundary. It retries failed requests
     ``max_retries`` times with exponential backoff from ``retry_wait`` seconds (and honours HTTP 429's
     ``Retry-After``). With ``api_url`` its requests go to that MediaWiki API instead of Wikipedia's."""
-    extra = {"transport": _Endpoint(api_url)} if api_url else {}
     return wikipediaapi.Wikipedia(
         user_agent=user_agent,
         language=language,
         extract_format=wikipediaapi.ExtractFormat.WIKI,
         max_retries=max_retries,
         retry_wait=retry_wait,
-        **extra,
+        transport=_Transport(api_url),
     )
 
 
-class _Endpoint(httpx.BaseTransport):
-    """Sends each request to another MediaWiki API endpoint, query unchanged (``wikipedia-api`` always builds
+class HostUnreachable(Exception):
+    """The wiki's host cannot be connected to at all (its name does not resolve, it refuses connections): no
+    request can succeed, so this passes through ``wikipedia-api``'s retries, which would wait on every article."""
+
+
+class _Transport(httpx.BaseTransport):
+    """httpx's transport, raising :class:`HostUnreachable` where httpx says it could not connect; with ``api_url``,
+    each request goes to that MediaWiki API endpoint, query unchanged (``wikipedia-api`` always builds
     ``https://<language>.wikipedia.org/w/api.php`` itself)."""
 
-    def __init__(self, api_url: str) -> None:
-        self.url = httpx.URL(api_url)
-        self.transport = httpx.HTTPTransport()
+    def __init__(self, api_url: Optional[str] = None, inner: Optional[httpx.BaseTransport] = None) -> None:
+        self.url = httpx.URL(api_url) if api_url else None
+        self.transport = inner or httpx.HTTPTransport()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        request.url = request.url.copy_with(scheme=self.url.scheme, host=self.url.host, port=self.url.port,
-                                            path=self.url.path)
-        request.headers["Host"] = self.url.netloc.decode("ascii")
-        return self.transport.handle_request(request)
+        if self.url is not None:
+            request.url = request.url.copy_with(scheme=self.url.scheme, host=self.url.host, port=self.url.port,
+                                                path=self.url.path)
+            request.headers["Host"] = self.url.netloc.decode("ascii")
+        try:
+            return self.transport.handle_request(request)
+        except httpx.ConnectError as e:  # a timeout, a 5xx or a dropped reply may be one article's: retried
+            raise HostUnreachable(str(e) or type(e).__name__) from None
 
     def close(self) -> None:
         self.transport.close()
@@ -210,6 +219,8 @@ class WikipediaDataModule(InMemoryTokenDataModule):
         self._wait_turn()
         try:
             members = self.client.page(name).categorymembers
+        except HostUnreachable as e:
+            raise self._unreachable(e, 0) from None
         except wikipediaapi.WikipediaException as e:
             raise DataError(f"could not list {name} on {self.site}: {e}") from None
         titles = sorted(title for title, page in members.items() if page.namespace == 0)
@@ -241,6 +252,8 @@ class WikipediaDataModule(InMemoryTokenDataModule):
                     exists = page.exists()
                     record = {"requested": title, "title": page.title, "text": page.text} if exists else {
                         "requested": title, "missing": True}
+                except HostUnreachable as e:
+                    raise self._unreachable(e, fetched) from None
                 except wikipediaapi.WikipediaException as e:
                     log.warning(f"{title!r}: could not fetch it ({type(e).__name__}: {e}); a re-run tries again")
                     failed.append(title)
@@ -271,6 +284,11 @@ class WikipediaDataModule(InMemoryTokenDataModule):
             raise DataError("none of the requested Wikipedia articles exists or has text: check the titles")
         self._articles = articles
         return articles
+
+    def _unreachable(self, e: HostUnreachable, fetched: int) -> DataError:
+        where = "data.api_url" if self.api_url else "the network connection (or data.language)"
+        kept = f"; the {fetched} article(s) fetched before are cached" if fetched else ""
+        return DataError(f"cannot connect to {self.site} ({e}): check {where} and run again{kept}")
 
     # --- the document stream and the shards ------------------------------------------------------------------
 

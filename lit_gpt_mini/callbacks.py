@@ -6,6 +6,7 @@ import math
 import os
 import random
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -13,7 +14,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.utilities.throughput import Throughput
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import FSDPStrategy
 
@@ -120,6 +121,39 @@ class LossProgressBar(TQDMProgressBar):
         if loss is not None:
             metrics["train/loss"] = round(loss, 3)
         return metrics
+
+
+class LogLineProgress(ProgressBar):
+    """The progress of a run whose output is a file or a pipe (CI, ``nohup``, ``tee``): one log line every
+    ``every_n_steps`` optimizer steps (default: ``trainer.log_every_n_steps``, the steps whose loss is read anyway)
+    and one after each validation, instead of a bar redrawn with carriage returns thousands of times."""
+
+    def __init__(self, every_n_steps: Optional[int] = None) -> None:
+        super().__init__()
+        self.every_n_steps = every_n_steps
+        self._enabled = True
+        self._reported_step = -1
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        every = self.every_n_steps or trainer.log_every_n_steps
+        if not self._enabled or step == self._reported_step or step % every:
+            return  # (a micro-batch of gradient accumulation leaves the step where it was)
+        self._reported_step = step
+        loss = getattr(pl_module, "logged_loss", None)
+        total = f"/{trainer.max_steps}" if trainer.max_steps and trainer.max_steps > 0 else ""
+        log.info(f"step {step}{total}" + (f"  train/loss {loss:.4f}" if loss is not None else ""))
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get("val/loss")
+        if self._enabled and not trainer.sanity_checking and value is not None and trainer.state.fn == "fit":
+            log.info(f"step {trainer.global_step}  val/loss {float(value):.4f}")
 
 
 def plan_accumulation(total_batch_tokens: int, batch_size: int, block_size: int, world_size: int) -> int:
@@ -397,8 +431,15 @@ class FinalModelCheckpoint(ModelCheckpoint):
 
     Lightning saves on its interval (``every_n_train_steps``, or after validations) and, at the end, only if
     it never saved: with 19,073 steps and a checkpoint every 2,500, ``last.ckpt`` would hold step 17,500.
-    With ``save_last`` this saves the final step too, whatever the interval. Arguments are Lightning's.
+    With ``save_last`` this saves the final step too, whatever the interval.
+
+    The files in the directory are always the latest run's, so ``last.ckpt`` is the model the last ``fit`` trained:
+    a run that does not resume (no ``--ckpt_path``) first moves an earlier run's ``*.ckpt`` files into
+    ``previous-1/`` (then ``previous-2/``...) inside the directory; a resumed run goes on writing beside its own
+    files. Arguments are Lightning's.
     """
+
+    PREVIOUS = "previous-"  # the subdirectories that hold earlier runs' checkpoints, numbered oldest first
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._last_path = ""
@@ -421,7 +462,20 @@ class FinalModelCheckpoint(ModelCheckpoint):
         self._trainer_ref = trainer
         if self.dirpath is None and trainer.logger is not None and trainer.logger.save_dir is not None:
             self.dirpath = os.path.join(trainer.logger.save_dir, str(trainer.logger.name), "checkpoints")
-        super().setup(trainer, pl_module, stage)
+        with warnings.catch_warnings():
+            # files of an earlier run are moved aside when training starts (on_train_start): nothing to warn about
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+            super().setup(trainer, pl_module, stage)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Here, not in setup: only now does every strategy (FSDP restores late) know whether the run resumes.
+        super().on_train_start(trainer, pl_module)
+        if trainer.ckpt_path is None and trainer.is_global_zero and self.dirpath and self.save_top_k != 0:
+            moved = move_earlier_run(Path(self.dirpath), self.PREVIOUS)
+            if moved is not None:
+                log.info(f"{self.dirpath} held an earlier run's checkpoints: moved to {moved}; this run's "
+                         f"last.ckpt will be in {self.dirpath}")
+        trainer.strategy.barrier("FinalModelCheckpoint.on_train_start")
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
@@ -430,6 +484,20 @@ class FinalModelCheckpoint(ModelCheckpoint):
             path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
             self.last_model_path = path  # before saving: it is part of the saved state
             trainer.save_checkpoint(path, self.save_weights_only)
+
+
+def move_earlier_run(dirpath: Path, prefix: str) -> Optional[Path]:
+    """Move the ``*.ckpt`` files of ``dirpath`` into a new ``<prefix><N>`` subdirectory (N one more than the
+    highest there); return it, or None when there was nothing to move."""
+    files = sorted(dirpath.glob("*.ckpt")) if dirpath.is_dir() else []
+    if not files:
+        return None
+    numbers = [int(p.name[len(prefix):]) for p in dirpath.glob(prefix + "*") if p.name[len(prefix):].isdigit()]
+    target = dirpath / f"{prefix}{max(numbers, default=0) + 1}"
+    target.mkdir()
+    for path in files:
+        path.rename(target / path.name)
+    return target
 
 
 def _random_state() -> dict[str, Any]:

@@ -38,6 +38,7 @@ HF_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", 
 # code the file holds: never the right advice for a file of unknown origin, so it is never passed on.
 _UNSAFE = ("it holds Python objects other than tensors and plain types, which are never loaded (they could run "
            "code)")
+_NOT_A_CHECKPOINT = "the file is damaged or is not a PyTorch checkpoint"
 
 
 def load_file(path: str | Path, device: str = "cpu", mmap: bool = False) -> Any:
@@ -52,15 +53,18 @@ def load_file(path: str | Path, device: str = "cpu", mmap: bool = False) -> Any:
     mmap = mmap and zipfile.is_zipfile(path)
     try:
         return torch.load(path, map_location=device, weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError:
-        raise CheckpointError(f"{path} could not be loaded as a checkpoint: {_UNSAFE}; lit-gpt-mini writes none") from None
+    except pickle.UnpicklingError as e:
+        # torch's one error type for both: a class the file names (objects), or bytes no pickle is made of
+        if "Unsupported global" in str(e):
+            raise CheckpointError(f"{path} could not be loaded as a checkpoint: {_UNSAFE}; lit-gpt-mini writes none") from None
+        raise CheckpointError(f"{path} could not be loaded as a checkpoint: {_NOT_A_CHECKPOINT}") from None
     except Exception as e:  # not a zip/pickle at all, truncated, unreadable...
         reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
         if "weights_only" in reason:
             reason = ""
         raise CheckpointError(
             f"{path} could not be loaded as a checkpoint ({type(e).__name__}{': ' + reason if reason else ''}): "
-            f"the file is damaged or is not a PyTorch checkpoint"
+            f"{_NOT_A_CHECKPOINT}"
         ) from None
 
 

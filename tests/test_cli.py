@@ -24,7 +24,7 @@ def test_fit_writes_checkpoints_and_tensorboard_logs(tmp_path, monkeypatch, shak
     cli = fit(tmp_path, monkeypatch, data_path=shakespeare_path)
     assert cli.trainer.global_step == 20
     ckpt_dir = tmp_path / "out/debug_char/checkpoints"
-    assert (ckpt_dir / "last.ckpt").is_file() and list(ckpt_dir.glob("best-step=*.ckpt"))
+    assert (ckpt_dir / "last.ckpt").is_file() and list(ckpt_dir.glob("best-step-*.ckpt"))
     ckpt = torch.load(ckpt_dir / "last.ckpt", weights_only=True)  # plain types only
     assert ckpt["tokenizer"]["kind"] == "char" and len(ckpt["tokenizer"]["chars"]) == 65
     assert ckpt["hyper_parameters"]["vocab_size"] == 65  # linked from the data

@@ -46,7 +46,7 @@ def test_fit_accumulates_to_the_total_batch_and_logs_the_recipe_metrics(tmp_path
     assert [step for step, _ in logged["val/loss"]] == [3, 7]  # after optimizer steps 4 and 8
     assert logged["val/loss"][-1][1] < math.log(50257)
     checkpoints = tmp_path / "out/debug_gpt2/checkpoints"
-    assert {p.name for p in checkpoints.iterdir()} == {"step-step=4.ckpt", "step-step=8.ckpt", "last.ckpt"}
+    assert {p.name for p in checkpoints.iterdir()} == {"step-4.ckpt", "step-8.ckpt", "last.ckpt"}
     ckpt = torch.load(checkpoints / "last.ckpt", weights_only=True)
     assert ckpt["tokenizer"] == {"kind": "gpt2"} and ckpt["hyper_parameters"]["vocab_size"] == 50257
     (text,) = generate(str(checkpoints / "last.ckpt"), prompt="ROMEO:", max_new_tokens=5, seed=0)
@@ -68,7 +68,7 @@ def test_resumed_run_sees_the_same_batches_and_ends_with_the_same_model(tmp_path
                     "--trainer.callbacks.path", "out/second", "--data.num_workers", "2"])
     assert resumed.trainer.global_step == 8
     # the optimizer's state (Muon's momentum too) travels in the checkpoint
-    saved = torch.load(tmp_path / "split/out/debug_gpt2/checkpoints/step-step=4.ckpt", weights_only=True)
+    saved = torch.load(tmp_path / "split/out/debug_gpt2/checkpoints/step-4.ckpt", weights_only=True)
     state_keys = {key for state in saved["optimizer_states"][0]["state"].values() for key in state}
     assert state_keys == ({"step", "exp_avg", "exp_avg_sq", "momentum_buffer"} if optimizer == "muon"
                           else {"step", "exp_avg", "exp_avg_sq"})

@@ -86,4 +86,5 @@ def test_a_missing_text_is_one_error_line(tmp_path):
                              str(tmp_path / "none.txt"), "--out", str(tmp_path / "e.json")],
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip() == f"error: data.path {tmp_path / 'none.txt'} does not exist; fix the path, or remove it to download"
+    assert result.stderr.strip() == (f"error: --path {tmp_path / 'none.txt'} does not exist; give a local Tiny "
+                                     f"Shakespeare, or leave --path out to download it")

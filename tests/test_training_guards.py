@@ -57,7 +57,7 @@ def test_the_last_step_is_checkpointed_whatever_the_interval(tmp_path, monkeypat
               "100", "--trainer.limit_val_batches", "0", "--checkpoint.monitor", "null", "--checkpoint.every_n_train_steps",
               "4", "--checkpoint.filename", "step-{step}", "--checkpoint.save_top_k", "-1")
     checkpoints = tmp_path / "out/debug_char/checkpoints"
-    assert sorted(p.name for p in checkpoints.iterdir()) == ["last.ckpt", "step-step=4.ckpt", "step-step=8.ckpt"]
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["last.ckpt", "step-4.ckpt", "step-8.ckpt"]
     last = torch.load(checkpoints / "last.ckpt", weights_only=True)
     assert last["global_step"] == cli.trainer.global_step == 10
     for name, value in cli.model.state_dict().items():

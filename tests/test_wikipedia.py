@@ -64,8 +64,8 @@ def fake_wiki(monkeypatch, shakespeare_path):
         fail_first={"Grace Hopper"},
     )
     # The real client, with its HTTP transport replaced: everything above the socket runs for real.
-    client = functools.partial(wikipediaapi.Wikipedia, transport=httpx.MockTransport(fake))
-    monkeypatch.setattr(wikipedia_module.wikipediaapi, "Wikipedia", client)
+    transport = functools.partial(wikipedia_module._Transport, inner=httpx.MockTransport(fake))
+    monkeypatch.setattr(wikipedia_module, "_Transport", transport)
     return fake
 
 
@@ -172,7 +172,8 @@ fake = FakeMediaWiki({{t: text[i * 30000 : (i + 1) * 30000] for i, t in enumerat
 def transport(request):
     note(request=dict(request.url.params))
     return fake(request)
-wikipediaapi.Wikipedia = functools.partial(wikipediaapi.Wikipedia, transport=httpx.MockTransport(transport))
+import data_modules.wikipedia as wikipedia
+wikipedia._Transport = functools.partial(wikipedia._Transport, inner=httpx.MockTransport(transport))
 
 train = recipe.train_bpe
 def counted_train(*args, **kwargs):

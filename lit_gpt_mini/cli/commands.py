@@ -30,7 +30,7 @@ DATA_MODULES = {
 }
 # Every key at the top of a trainer command's config (a config file for one serves `prepare` too). The last four
 # are the sections of the callbacks a recipe tunes (lit_gpt_mini.cli.main.SECTIONS).
-CONFIG_KEYS = ("trainer", "model", "data", "ckpt_path", "seed_everything", "optimizer", "lr_scheduler", "config",
+CONFIG_KEYS = ("trainer", "model", "data", "ckpt_path", "seed_everything", "config",
                "float32_matmul_precision", "checkpoint", "sample", "accumulation", "hellaswag")
 
 

@@ -29,6 +29,8 @@ from lit_gpt_mini.errors import ParseError, UserError
 # Keys that older configs hold, and where their value is declared now.
 MOVED = {
     "data.block_size": "the window length is the model's context, model.block_size (declared once, for both)",
+    "optimizer": "the model makes its own: model.optimizer (adamw or muon), model.learning_rate, model.weight_decay",
+    "lr_scheduler": "the model's schedule is warmup + cosine: model.warmup_steps, model.lr_decay_steps, model.min_lr",
 }
 
 
@@ -185,6 +187,8 @@ def _unknown_option(option: str, function: str) -> str:
     section = difflib.get_close_matches(prefix[0], sections, n=1) if prefix else []
     if section and section[0] != prefix[0]:  # a misspelt section (--checkpont.save_last)
         suggestion = f": did you mean --{'.'.join(section + prefix[1:] + [name])}?"
+    if option in MOVED:
+        suggestion = f": {MOVED[option]}"
     return f"unknown option --{option}{suggestion}"
 
 

@@ -8,22 +8,26 @@ here once, and runs; the model learns the data's vocabulary in its ``setup`` (``
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
+import logging
 import sys
 import warnings
 from argparse import ArgumentError
+from pathlib import Path
 from typing import Any, Literal, Optional
 
 import lightning as L
 import torch
+import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI
 
 from lit_gpt_mini.benchmark import BenchmarkEval, WithBenchmark
-from lit_gpt_mini.callbacks import (ExplainInterrupt, FinalModelCheckpoint, GradientAccumulation, LossProgressBar,
-                                    SampleText)
+from lit_gpt_mini.callbacks import (ExplainInterrupt, FinalModelCheckpoint, GradientAccumulation, LogLineProgress,
+                                    LossProgressBar, SampleText)
 from lit_gpt_mini.checkpoint import check_ckpt_path, model_class_path
 from lit_gpt_mini.cli.errors import check_config_files, error_line, find_user_error, one_line
 from lit_gpt_mini.cli.commands import COMMANDS, CONFIG_KEYS, DATA_MODULES, EVAL_ALIAS, TRAINER_COMMANDS, usage
@@ -47,7 +51,9 @@ RECIPE_DEFAULTS: dict[str, Any] = {
         {"class_path": "lit_gpt_mini.callbacks.TokenThroughput"},  # tokens/s, MFU
         {"class_path": "lit_gpt_mini.callbacks.RunTimeEstimate"},  # says early when a run will take very long
     ],
-    "checkpoint.filename": "best-{step}",
+    "checkpoint.filename": "best-step-{step}",  # best-step-500.ckpt: names hold values only, not "step=500"
+    "checkpoint.auto_insert_metric_name": False,
+    "checkpoint.enable_version_counter": False,  # last.ckpt is the latest run's (an earlier run's are moved aside)
     "checkpoint.monitor": "val/loss",
     "checkpoint.save_top_k": 1,
     "checkpoint.save_last": True,
@@ -92,7 +98,17 @@ class GPTCLI(LightningCLI):
         # main() always passes the arguments (read from sys.argv when run as a script): Lightning's warning
         # about being given both does not apply. Lightning then loads --ckpt_path (to re-parse the model's
         # hyperparameters), and again to restore: a missing or wrong file is refused first, in one line.
-        self.config = parser.parse_args(args)
+        try:
+            self.config = parser.parse_args(args)
+        except SystemExit as e:
+            # --help shows a model and a data module chosen by class_path only as that key: with --config, the
+            # recipe's classes are known, and their arguments follow (each help printed by jsonargparse exits)
+            if e.code in (0, None) and ("-h" in args or "--help" in args) and args[0] in TRAINER_COMMANDS:
+                for key, class_path in recipe_classes(args):
+                    print(f"\nThe recipe's {key} ({class_path}):")
+                    with contextlib.suppress(SystemExit):
+                        parser.parse_args([args[0], f"--{key}.help", class_path])
+            raise
         subcommand = self.config.get("subcommand")
         if subcommand:
             check_ckpt_path(self.config[subcommand].get("ckpt_path"), training=subcommand == "fit")
@@ -122,7 +138,8 @@ class GPTCLI(LightningCLI):
         if trainer.get("enable_checkpointing") is not False:
             callbacks.append(config["checkpoint"])
         if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
-            callbacks.append(LossProgressBar())
+            # a bar redrawn in a file or a pipe is thousands of carriage-return lines: a log line per N steps there
+            callbacks.append(LossProgressBar() if sys.stdout.isatty() else LogLineProgress())
         return super().instantiate_trainer(callbacks=callbacks, **kwargs)
 
     def instantiate_classes(self) -> None:
@@ -141,6 +158,26 @@ class GPTCLI(LightningCLI):
         set_matmul_precision(config.get("float32_matmul_precision", "high"))
         if self.subcommand is not None:
             check_trainer_args(config.get("trainer"))
+            apply_default_root_dir(config.get("trainer"))
+            check_accelerator(config.get("trainer"), [str(path) for path in config.get("config") or []])
+
+
+def recipe_classes(args: list[str]) -> list[tuple[str, str]]:
+    """The ``model`` and ``data`` class paths the ``--config`` files among ``args`` name (the last file naming
+    one wins)."""
+    files = [arg.split("=", 1)[1] for arg in args if arg.startswith("--config=")]
+    files += [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--config"]
+    found: dict[str, str] = {}
+    for file in files:
+        try:
+            config = yaml.safe_load(Path(file).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue  # the parse itself reports a bad file
+        for key in ("model", "data"):
+            section = config.get(key) if isinstance(config, dict) else None
+            if isinstance(section, dict) and isinstance(section.get("class_path"), str):
+                found[key] = section["class_path"]
+    return list(found.items())
 
 
 def check_trainer_args(trainer: Any) -> None:
@@ -168,6 +205,40 @@ def check_trainer_args(trainer: Any) -> None:
     clip = get("gradient_clip_val")
     if clip is not None and not clip >= 0:
         raise bad("gradient_clip_val", "0 or more (or null: no clipping)")
+
+
+def check_accelerator(trainer: Any, config_files: list[str]) -> None:
+    """A GPU recipe on a machine without one is refused with what to run instead (Lightning says only "No
+    supported gpu backend found!")."""
+    accelerator = trainer.get("accelerator") if trainer is not None else None
+    if accelerator not in ("gpu", "cuda") or torch.cuda.is_available():
+        return
+    if accelerator == "gpu" and torch.backends.mps.is_available():  # Lightning's "gpu" is Apple's GPU there
+        return
+    recipes = [str(Path(f).with_name(Path(f).stem + "_cpu.yaml")) for f in config_files]
+    recipe = next((r for r in recipes if Path(r).is_file()), "a CPU-sized recipe (configs/*_cpu.yaml)")
+    raise ConfigError(
+        f"trainer.accelerator is {accelerator} and torch finds no GPU on this machine: train {recipe} (sized for a "
+        f"CPU), or run this recipe on the CPU with --trainer.accelerator cpu (slow at its size)")
+
+
+def apply_default_root_dir(trainer: Any) -> None:
+    """``trainer.default_root_dir`` moves a run's outputs (logs, config, checkpoints) from ``out/`` to it: the
+    recipes' logger writes under its own ``save_dir``, which Lightning would otherwise keep."""
+    root = trainer.get("default_root_dir") if trainer is not None else None
+    if not root:
+        return
+    default = RECIPE_DEFAULTS["trainer.logger"]["init_args"]["save_dir"]
+    logger = trainer.get("logger")
+    for entry in logger if isinstance(logger, list) else [logger]:
+        init_args = entry.get("init_args") if hasattr(entry, "get") else None
+        if init_args is None or init_args.get("save_dir") in (None, str(root)):
+            continue
+        if init_args.get("save_dir") != default:
+            raise ConfigError(
+                f"trainer.default_root_dir ({root}) and the logger's save_dir ({init_args.get('save_dir')}) both "
+                f"say where the run's outputs go: give only one of them")
+        init_args["save_dir"] = str(root)
 
 
 MatmulPrecision = Literal["highest", "high", "medium"]
@@ -205,6 +276,18 @@ def expand(argv: list[str]) -> list[str]:
             argv = [*argv, "--model", class_path]
     return argv
 
+class _NoAdvertisement(logging.Filter):
+    """Drops Lightning's "💡 Tip: ... install litlogger/litmodels" notices (printed at every Trainer's start, they
+    read like problems to a new user); every other message of Lightning's rank-zero logger passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+# rank_zero_info logs through the logger of whichever of these modules was imported last
+for _name in ("lightning.fabric.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(_NoAdvertisement())
+
 
 def main(args: Optional[list[str]] = None) -> Optional[GPTCLI]:
     """Entry point of ``main.py``; ``args`` default to the command line. Returns the CLI (None for the commands
@@ -235,6 +318,7 @@ def main(args: Optional[list[str]] = None) -> Optional[GPTCLI]:
             subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},
             seed_everything_default=SEED,
+            auto_configure_optimizers=False,  # each module makes its own optimizers: --optimizer would be ignored
             parser_kwargs={"prog": "main.py", **{name: {"description": COMMANDS[name]} for name in TRAINER_COMMANDS}},
             args=argv,
         )

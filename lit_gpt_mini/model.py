@@ -115,6 +115,7 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     (T, 1, D/2) or (B, T, 1, D/2). The dot product of a rotated query and key then depends only on their distance.
     """
     x1, x2 = x.chunk(2, dim=-1)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1)
 
 
@@ -145,7 +146,8 @@ class CausalSelfAttention(nn.Module):
         if self.modern:
             # QK-norm: queries and keys of unit RMS per head bound the attention logits (|q.k| / sqrt(hs) <= sqrt(hs)),
             # so no large learning rate can saturate the softmax. Normalised before the rotation, which keeps norms.
-            q, k = apply_rotary(rms_norm(q), *rotary), apply_rotary(rms_norm(k), *rotary)
+            # Back to v's dtype: under autocast RMSNorm runs in float32 while the projections are bf16.
+            q, k = apply_rotary(rms_norm(q), *rotary).to(v.dtype), apply_rotary(rms_norm(k), *rotary).to(v.dtype)
         # (B, T, nh, hs) -> (B, nh, T, hs)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if cache is not None:
@@ -277,7 +279,7 @@ class GPT(nn.Module):
         self.apply(self._init_weights)
         if modern:
             # Not in the state dict (persistent=False): computed from the config, in float32 (positions up to
-            # block_size need float32's precision for the angles), cast to the activations' dtype when used.
+            # block_size need float32's precision for the angles), cast to the queries' dtype when used.
             cos, sin = rotary_tables(config.n_embd // config.n_head, config.block_size)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
@@ -323,7 +325,7 @@ class GPT(nn.Module):
         if self.config.block == "modern":
             # (T, 1, hs/2) or (B, T, 1, hs/2): broadcast over the heads of (B, T, nh, hs)
             cos, sin = self.rope_cos[pos].unsqueeze(-2), self.rope_sin[pos].unsqueeze(-2)
-            return self.transformer.drop(rms_norm(x)), (cos.to(x.dtype), sin.to(x.dtype))
+            return self.transformer.drop(rms_norm(x)), (cos, sin)
         return self.transformer.drop(x + self.transformer.wpe(pos)), None
 
     def forward(

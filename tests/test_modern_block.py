@@ -178,3 +178,15 @@ def test_compiled_loss_and_gradients_equal_the_eager_ones():
     torch.testing.assert_close(loss, reference, rtol=0, atol=1e-5)
     for name, p in model.named_parameters():
         torch.testing.assert_close(p.grad, expected[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_bf16_autocast_and_bf16_weights_train_and_sample():
+    model = modern().train()
+    idx = torch.randint(0, 65, (2, 16))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(idx, idx)
+    loss.backward()
+    assert torch.isfinite(loss)
+    half = model.eval().to(torch.bfloat16)
+    cached = half.generate(idx[:, :4], 8, temperature=0, use_cache=True)
+    assert cached.shape == (2, 12)

@@ -94,12 +94,33 @@ class GPTConfig:
         return asdict(self)
 
 
+class _RMSNormFunction(torch.autograd.Function):
+    # On a CPU F.rms_norm is a chain of elementwise kernels (square, mean, add, rsqrt, mul) whose autograd backward
+    # is longer still: for a small model those passes cost as much as its matmuls. The closed-form backward,
+    # dx = (g - y * mean(g * y)) / rms, takes half the passes and keeps only y and 1/rms.
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, eps: float) -> torch.Tensor:
+        rstd = x.square().mean(-1, keepdim=True).add_(eps).rsqrt_()
+        y = x * rstd
+        ctx.save_for_backward(y, rstd)
+        return y
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+        y, rstd = ctx.saved_tensors
+        return (g - y * (g * y).mean(-1, keepdim=True)).mul_(rstd), None
+
+
 def rms_norm(x: torch.Tensor) -> torch.Tensor:
     """Parameter-free RMSNorm over the last dimension (the modern block's only normalisation).
 
     No gain: a gain in front of a Linear layer is redundant with that layer's weights, and Muon (which trains the
-    matrices) then sets the scale alone. ``F.rms_norm`` is one fused kernel on CPU and CUDA.
+    matrices) then sets the scale alone. ``eps`` is ``F.rms_norm``'s default (the dtype's machine epsilon).
+    float32 takes the two-pass function above; lower precisions (autocast) take ``F.rms_norm``, which computes the
+    mean of squares in float32.
     """
+    if x.dtype == torch.float32:
+        return _RMSNormFunction.apply(x, torch.finfo(torch.float32).eps)
     return F.rms_norm(x, (x.size(-1),))
 
 
@@ -110,13 +131,33 @@ def rotary_tables(head_size: int, length: int, base: float = ROPE_BASE) -> tuple
     return angles.cos(), angles.sin()
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate each pair (x[i], x[i + D/2]) of ``x`` (B, T, nh, D) by its position's angle; ``cos``/``sin`` are
-    (T, 1, D/2) or (B, T, 1, D/2). The dot product of a rotated query and key then depends only on their distance.
-    """
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1)
+
+
+class _RotaryFunction(torch.autograd.Function):
+    # A rotation's gradient is the gradient rotated back (by -angle): one pass of the same arithmetic, where
+    # autograd through the slices, products and concatenation takes about twice as many.
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(cos, sin)
+        return _rotate(x, cos, sin)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        cos, sin = ctx.saved_tensors
+        return _rotate(g, cos, -sin), None, None
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each pair (x[i], x[i + D/2]) of ``x`` (..., D) by its position's angle; ``cos``/``sin`` (..., D/2)
+    broadcast against ``x``'s leading dimensions. The dot product of a rotated query and key then depends only on
+    their distance."""
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    if cos.requires_grad or sin.requires_grad:  # never in this model; keep autograd exact if someone trains angles
+        return _rotate(x, cos, sin)
+    return _RotaryFunction.apply(x, cos, sin)
 
 
 class CausalSelfAttention(nn.Module):
@@ -142,12 +183,17 @@ class CausalSelfAttention(nn.Module):
         rotary: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
     ) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).unbind(2)  # each (B, T, nh, hs)
+        qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head)
         if self.modern:
             # QK-norm: queries and keys of unit RMS per head bound the attention logits (|q.k| / sqrt(hs) <= sqrt(hs)),
             # so no large learning rate can saturate the softmax. Normalised before the rotation, which keeps norms.
-            # Back to v's dtype: under autocast RMSNorm runs in float32 while the projections are bf16.
-            q, k = apply_rotary(rms_norm(q), *rotary).to(v.dtype), apply_rotary(rms_norm(k), *rotary).to(v.dtype)
+            # Queries and keys go through together (half the kernel launches); back to v's dtype after, since under
+            # autocast RMSNorm runs in float32 while the projections are bf16.
+            cos, sin = rotary
+            qk = apply_rotary(rms_norm(qkv[:, :, :2]), cos.unsqueeze(-3), sin.unsqueeze(-3))
+            (q, k), v = qk.to(qkv.dtype).unbind(2), qkv[:, :, 2]
+        else:
+            q, k, v = qkv.unbind(2)  # each (B, T, nh, hs)
         # (B, T, nh, hs) -> (B, nh, T, hs)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if cache is not None:
@@ -169,7 +215,22 @@ class ReLU2(nn.Module):
     modded-nanogpt's and nanochat's small-model runs (Primer, So et al. 2021)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(x).square()
+        return _ReLUSquaredFunction.apply(x)
+
+
+class _ReLUSquaredFunction(torch.autograd.Function):
+    # Autograd through relu then square makes three passes backward (2r, times g, relu's mask); the derivative is
+    # 2·relu(x), which is already zero where the mask would be: one product with the saved relu(x).
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        r = F.relu(x)
+        ctx.save_for_backward(r)
+        return r * r
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> torch.Tensor:
+        (r,) = ctx.saved_tensors
+        return (g * r).mul_(2.0)
 
 
 class MLP(nn.Module):
@@ -323,7 +384,7 @@ class GPT(nn.Module):
         # The input of the first block, and the rotary (cos, sin) of the positions ``pos`` ((T,) or (B, T)).
         x = self.transformer.wte(idx)
         if self.config.block == "modern":
-            # (T, 1, hs/2) or (B, T, 1, hs/2): broadcast over the heads of (B, T, nh, hs)
+            # (T, 1, hs/2) or (B, T, 1, hs/2): broadcast over the heads
             cos, sin = self.rope_cos[pos].unsqueeze(-2), self.rope_sin[pos].unsqueeze(-2)
             return self.transformer.drop(rms_norm(x)), (cos, sin)
         return self.transformer.drop(x + self.transformer.wpe(pos)), None

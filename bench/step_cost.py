@@ -9,11 +9,18 @@ top operators for each case (where the time of a step goes).
     python bench/step_cost.py                                    # GPT-2 vs modern block at the baby shape
     python bench/step_cost.py --compile --steps 100 --threads 1
     python bench/step_cost.py --profile --steps 20
+    python bench/step_cost.py --cases modern-autograd:muon,modern:muon   # the model's own backward formulas
+                                                                         # against autograd's (before/after)
+
+A block name ending in ``-autograd`` runs the modern block with plain autograd through ``F.rms_norm``, the
+rotation and relu().square() instead of the model's closed-form backward functions: the same numbers, more
+elementwise passes.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
@@ -24,15 +31,34 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report import emit  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+import lit_gpt_mini.model as model_module  # noqa: E402
 from lit_gpt_mini.model import GPT, GPTConfig  # noqa: E402
 from lit_gpt_mini.muon import MuonAdamW  # noqa: E402
 from lit_gpt_mini.optim import matrix_names, muon_param_groups, param_groups  # noqa: E402
 
 
+@contextlib.contextmanager
+def plain_autograd(on: bool):
+    """The modern block through autograd's generic backward (the reference the closed forms are measured against)."""
+    if not on:
+        yield
+        return
+    saved = model_module.rms_norm, model_module.apply_rotary, model_module.ReLU2.forward
+    model_module.rms_norm = lambda x: F.rms_norm(x, (x.size(-1),))
+    model_module.apply_rotary = lambda x, cos, sin: model_module._rotate(x, cos.to(x.dtype), sin.to(x.dtype))
+    model_module.ReLU2.forward = lambda self, x: F.relu(x).square()
+    try:
+        yield
+    finally:
+        model_module.rms_norm, model_module.apply_rotary, model_module.ReLU2.forward = saved
+
+
 def make(block: str, optimizer: str, args) -> tuple[GPT, torch.optim.Optimizer]:
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=65, block_size=args.context, n_layer=args.n_layer, n_head=args.n_head,
-                          n_embd=args.n_embd, bias=False, block=block))
+                          n_embd=args.n_embd, bias=False, block=block.removesuffix("-autograd")))
     if optimizer == "muon":
         opt = MuonAdamW(muon_param_groups(model, 0.03, 0.0, 3e-3, 0.1), fused=True)
     else:
@@ -78,15 +104,16 @@ def main() -> None:
     for r in range(args.rounds):
         for c in (cases if r % 2 == 0 else cases[::-1]):
             model, opt = built[c]
-            for _ in range(args.warmup):
-                step(model, opt, x, y)
-            for _ in range(args.steps):
-                t = time.perf_counter()
-                step(model, opt, x, y)
-                times[c].append(time.perf_counter() - t)
+            with plain_autograd(c[0].endswith("-autograd")):
+                for _ in range(args.warmup):
+                    step(model, opt, x, y)
+                for _ in range(args.steps):
+                    t = time.perf_counter()
+                    step(model, opt, x, y)
+                    times[c].append(time.perf_counter() - t)
     for c in cases:
         ms = 1e3 * statistics.median(times[c])
-        print(f"{c[0]:7s} {c[1]:6s} {ms:7.2f} ms/step  {args.batch_size * args.context / ms * 1e3:9.0f} tok/s")
+        print(f"{c[0]:16s} {c[1]:6s} {ms:7.2f} ms/step  {args.batch_size * args.context / ms * 1e3:9.0f} tok/s")
         emit("step_cost", f"{c[0]}:{c[1]}", "ms_per_step", ms, batch_size=args.batch_size, context=args.context,
              compile=args.compile, threads=torch.get_num_threads())
     if len(cases) > 1:
@@ -99,7 +126,7 @@ def main() -> None:
 
         for c in cases:
             model, opt = built[c]
-            with profile(activities=[ProfilerActivity.CPU]) as prof:
+            with plain_autograd(c[0].endswith("-autograd")), profile(activities=[ProfilerActivity.CPU]) as prof:
                 for _ in range(args.steps):
                     step(model, opt, x, y)
             print(f"\n== {c[0]} {c[1]}: {args.steps} steps")

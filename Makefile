@@ -1,6 +1,6 @@
 # make run   : create .venv, install, train the CPU char-level GPT on Tiny Shakespeare, print a sample
 # make test  : create .venv, install with test extras, run the test suite
-# make bench : every CPU benchmark in bench/ (throughput, data preparation, BPE training, sampling, serving,
+# make bench : (installs the bench extra: matplotlib) every CPU benchmark in bench/ (throughput, data preparation, BPE training, sampling, serving,
 #              the laptop chat recipe, HellaSwag, time to loss, bf16 vs fp32)
 #
 # TORCH_SPEC pins torch (a CPU build installs from a local wheel here; an unpinned torch pulls a multi-GB
@@ -9,9 +9,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
-CONFIG ?= configs/shakespeare_char_cpu.yaml
+CONFIG ?= configs/shakespeare_char_cpu_modern.yaml
 ARGS ?=
-CKPT ?= out/shakespeare_char_cpu/checkpoints/last.ckpt
+CKPT ?= out/shakespeare_char_cpu_modern/checkpoints/last.ckpt
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
@@ -36,6 +36,7 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,bench]'
 	$(PY) bench/train_throughput.py
 	$(PY) bench/prepare_data.py
 	$(PY) bench/bpe_train.py
@@ -45,6 +46,7 @@ bench: $(STAMP)
 	$(PY) bench/hellaswag_eval.py
 	$(PY) bench/bad_input_memory.py
 	$(PY) bench/time_to_loss.py
+	$(PY) bench/time_to_loss.py --as-shipped --cases char_adamw,char_tuned,char_modern --plot docs/time_to_loss.png
 	$(PY) bench/cpu_precision.py
 
 clean:

@@ -14,6 +14,13 @@ Cases:
     gpt2_adamw   a debug_gpt2-sized model (2 layers, 32 wide) over GPT-2 tokens of Tiny Shakespeare, AdamW
     gpt2_muon    the same with Muon
     char_tuned_2000  (not in the default list) the tuned recipe stretched to 2000 steps, run to the end
+    char_modern  configs/shakespeare_char_cpu_modern.yaml: the modern block + Muon, what `make run` trains
+
+``--as-shipped`` (the laptop race): each config's own schedule and validation interval, on the whole split, to
+its last step; the wall clock runs from the start of ``main.py fit`` (building, data, compiling) to its end,
+its validations included. ``--plot`` writes validation loss against those seconds, one line per case.
+
+    python bench/time_to_loss.py --as-shipped --cases char_adamw,char_tuned,char_modern --plot docs/time_to_loss.png
 
 Cases that are compared run in one process, one after the other, and every round reverses the order (the
 second group starts reversed), so that neither side always runs first on a shared machine.
@@ -69,8 +76,12 @@ CASES = {
     "gpt2_muon": ("configs/debug_gpt2.yaml", [*GPT2_ARGS, "--model.optimizer", "muon"], GPT2_TARGET, True),
     "char_tuned_2000": ("configs/shakespeare_char_cpu_fast.yaml", ["--trainer.max_steps", "2000"], CHAR_TARGET,
                         False),
+    "char_modern": ("configs/shakespeare_char_cpu_modern.yaml", [], CHAR_TARGET, True),
 }
-GROUPS = [["char_adamw", "char_muon", "char_tuned"], ["gpt2_adamw", "gpt2_muon"], ["char_tuned_2000"]]
+GROUPS = [["char_adamw", "char_muon", "char_tuned", "char_modern"], ["gpt2_adamw", "gpt2_muon"], ["char_tuned_2000"]]
+LABELS = {"char_adamw": "baby recipe (GPT-2 block, AdamW)", "char_tuned": "tuned GPT-2 block (Muon)",
+          "char_modern": "modern block (Muon): make run"}
+_FIT_START: list[float] = [0.0]  # set just before each `main.py fit` starts
 DEFAULT_CASES = "char_adamw,char_muon,char_tuned,gpt2_adamw,gpt2_muon"
 
 
@@ -87,6 +98,8 @@ class TimeToLoss(L.Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.t0 = time.perf_counter()
+        self.fit_start = _FIT_START[0]
+        self.curve: list[tuple[int, float, float]] = []  # (step, seconds since fit started, val loss)
 
     def on_validation_start(self, trainer, pl_module) -> None:
         self.val_started = time.perf_counter()
@@ -99,6 +112,7 @@ class TimeToLoss(L.Callback):
         wall = now - self.t0
         loss = float(trainer.callback_metrics["val/loss"])
         self.evals.append((trainer.global_step, wall, wall - self.val_seconds, loss))
+        self.curve.append((trainer.global_step, now - self.fit_start, loss))
         print(f"    step {trainer.global_step:5d}  val {loss:.4f}  wall {wall:7.1f} s", file=sys.__stdout__,
               flush=True)
         if self.hit is None and loss <= self.target:
@@ -121,9 +135,10 @@ def run_case(name: str, args, work: Path, corpus: Path) -> dict:
     target = args.target if args.target is not None else target
     run_dir = work / f"{name}-{time.monotonic_ns()}"
     run_dir.mkdir()
-    argv = ["fit", "--config", str(ROOT / config), *extra,
-            "--trainer.val_check_interval", str(args.eval_every), "--trainer.limit_val_batches", "1.0",
+    argv = ["fit", "--config", str(ROOT / config), *extra, "--trainer.limit_val_batches", "1.0",
             "--trainer.num_sanity_val_steps", "0"]
+    if not args.as_shipped:
+        argv += ["--trainer.val_check_interval", str(args.eval_every)]
     if "gpt2" in name:
         argv += ["--data.path", str(corpus), "--data.data_dir", str(work / "data_gpt2")]
     else:
@@ -131,14 +146,16 @@ def run_case(name: str, args, work: Path, corpus: Path) -> dict:
     if args.max_steps:
         argv += ["--trainer.max_steps", str(args.max_steps)]
     argv += args.override
-    stop = stop and not args.run_to_max
+    stop = stop and not (args.run_to_max or args.as_shipped)
     cwd = os.getcwd()
     os.chdir(run_dir)  # checkpoints and TensorBoard logs of the run land in the scratch directory
     try:
         # the run's own output (progress bar, model summary) goes to a log beside it; this bench prints the evals
         with open(run_dir / "fit.log", "w") as log, contextlib.redirect_stdout(log):
+            _FIT_START[0] = time.perf_counter()
             cli = cli_main([*argv, "--trainer.callbacks+=__main__.TimeToLoss", "--trainer.callbacks.target",
                             str(target), "--trainer.callbacks.stop_at_target", str(stop).lower()])
+            fit_seconds = time.perf_counter() - _FIT_START[0]
     finally:
         os.chdir(cwd)
     (timer,) = [c for c in cli.trainer.callbacks if isinstance(c, TimeToLoss)]
@@ -150,6 +167,7 @@ def run_case(name: str, args, work: Path, corpus: Path) -> dict:
         "train_seconds_to_target": hit[2] if hit else None,
         "final_step": last[0], "final_loss": last[3], "total_seconds": last[1],
         "ms_per_step": 1e3 * last[2] / max(1, last[0]),
+        "fit_seconds": fit_seconds, "curve": timer.curve,
     }
 
 
@@ -163,6 +181,10 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, help="override trainer.max_steps (and so the LR schedule)")
     parser.add_argument("--rounds", type=int, default=1, help="runs per case, alternating the order; median")
     parser.add_argument("--run-to-max", action="store_true", help="do not stop at the target")
+    parser.add_argument("--as-shipped", action="store_true", help="each config's own validation interval, run to "
+                        "its last step, timed from the start of `main.py fit` to its end")
+    parser.add_argument("--plot", help="write validation loss against wall-clock seconds to this PNG "
+                        "(needs matplotlib: pip install -e '.[bench]')")
     parser.add_argument("--threads", type=int, help="torch threads (1 on a machine shared with other jobs: two "
                         "threads that wait on each other's busy cores can be 5-10x slower)")
     parser.add_argument("--override", action="append", default=[],
@@ -175,8 +197,9 @@ def main() -> None:
         parser.error(f"unknown case(s) {unknown}; choose from {list(CASES)}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    every = "each config's own interval" if args.as_shipped else f"every {args.eval_every} steps"
     print(f"torch {torch.__version__}, lightning {L.__version__}, {torch.get_num_threads()} threads, "
-          f"{os.cpu_count()} cpus; validation on the whole split every {args.eval_every} steps")
+          f"{os.cpu_count()} cpus, load average {os.getloadavg()[0]:.2f}; validation on the whole split {every}")
     results: dict[str, list[dict]] = {c: [] for c in cases}
     with tempfile.TemporaryDirectory(prefix="ttl-") as tmp:
         work = Path(tmp)
@@ -196,11 +219,11 @@ def main() -> None:
 
     print()
     print(f"{'case':16s} {'target':>6s} {'steps':>6s} {'wall s':>8s} {'train s':>8s} {'final step':>10s} "
-          f"{'final loss':>10s} {'ms/step':>8s}")
+          f"{'final loss':>10s} {'ms/step':>8s} {'fit s':>7s}")
     rows = []
     for name in cases:
         row = {k: median(name, k) for k in ("steps_to_target", "seconds_to_target", "train_seconds_to_target",
-                                           "final_step", "final_loss", "ms_per_step")}
+                                           "final_step", "final_loss", "ms_per_step", "fit_seconds")}
         row["target"] = results[name][0]["target"]
         rows.append((name, row))
 
@@ -209,11 +232,11 @@ def main() -> None:
 
         print(f"{name:16s} {row['target']:6.2f} {fmt(row['steps_to_target'], '6.0f'):>6s} "
               f"{fmt(row['seconds_to_target'], '8.1f'):>8s} {fmt(row['train_seconds_to_target'], '8.1f'):>8s} "
-              f"{row['final_step']:10.0f} {row['final_loss']:10.4f} {row['ms_per_step']:8.1f}")
+              f"{row['final_step']:10.0f} {row['final_loss']:10.4f} {row['ms_per_step']:8.1f} {row['fit_seconds']:7.1f}")
     print()
     for name, row in rows:
         for metric in ("steps_to_target", "seconds_to_target", "train_seconds_to_target", "final_loss",
-                       "final_step", "ms_per_step"):
+                       "final_step", "ms_per_step", "fit_seconds"):
             emit("time_to_loss", name, metric, row[metric], target=row["target"])
     by_name = dict(rows)
     for tuned, baseline in (("char_tuned", "char_adamw"), ("char_muon", "char_adamw"), ("gpt2_muon", "gpt2_adamw")):
@@ -222,6 +245,33 @@ def main() -> None:
             metric = "ratio_tuned_over_baseline" if tuned == "char_tuned" else "ratio_over_baseline"
             emit("time_to_loss", f"{tuned}/{baseline}", metric, a / b if a is not None and b is not None else None,
                  target=by_name[tuned]["target"])
+    if "char_modern" in by_name and "char_adamw" in by_name:  # the laptop race: `make run` against the baby recipe
+        emit("time_to_loss", "char_modern/char_adamw", "fit_seconds_ratio",
+             by_name["char_modern"]["fit_seconds"] / by_name["char_adamw"]["fit_seconds"],
+             as_shipped=args.as_shipped)
+    if args.plot:
+        plot(results, args.plot)
+
+
+def plot(results: dict[str, list[dict]], out: str) -> None:
+    """Validation loss against seconds since `main.py fit` started, one line per case (its first round)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for name, runs in results.items():
+        curve = runs[0]["curve"]
+        ax.plot([c[1] for c in curve], [c[2] for c in curve], marker="o", label=LABELS.get(name, name))
+    ax.set_xlabel("wall-clock seconds since `main.py fit` started")
+    ax.set_ylabel("validation loss (whole split, nats/char)")
+    ax.set_title("Tiny Shakespeare, character level, CPU")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -90,7 +90,8 @@ def _config_from(path: Path, hparams: Any) -> GPTConfig:
         if f.name not in hparams:
             continue
         value = hparams[f.name]
-        expected = {"dropout": (int, float), "bias": (bool,)}.get(f.name, (int,))
+        # (a checkpoint without "block" predates the modern block: GPTConfig's default, GPT-2's, is its block)
+        expected = {"dropout": (int, float), "bias": (bool,), "block": (str,)}.get(f.name, (int,))
         if not isinstance(value, expected) or (isinstance(value, bool) and f.name != "bias"):
             raise CheckpointError(f"{path}: its model configuration has {f.name} = {value!r}, which is not a {f.type}")
         values[f.name] = value

@@ -38,6 +38,9 @@ class GPTModule(L.LightningModule):
         block_size: Context length (the longest sequence the model can see), and the length of the training and
             validation windows, which the data takes from here (``setup``).
         n_layer, n_head, n_embd, dropout, bias: The model's shape, as in :class:`~lit_gpt_mini.model.GPTConfig`.
+        block: ``gpt2`` (GPT-2's block: Hugging Face import and export) or ``modern`` (rotary positions,
+            parameter-free RMSNorm, QK-norm, ReLU², untied zero-init head; see docs/model.md). Checkpoints from
+            before this option load as ``gpt2``.
         learning_rate: Peak learning rate, reached after ``warmup_steps``.
         min_lr: Learning rate at the end of the cosine decay.
         warmup_steps: Optimizer steps of linear warmup.
@@ -70,6 +73,7 @@ class GPTModule(L.LightningModule):
         n_embd: int = 768,
         dropout: float = 0.0,
         bias: bool = True,
+        block: Literal["gpt2", "modern"] = "gpt2",
         learning_rate: float = 6e-4,
         min_lr: float = 6e-5,
         warmup_steps: int = 0,
@@ -90,7 +94,7 @@ class GPTModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self._shape = dict(block_size=block_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd, dropout=dropout,
-                           bias=bias)
+                           bias=bias, block=block)
         # The shape is checked now; the vocabulary is the data's unless given, known in setup (see there).
         shape = GPTConfig(vocab_size=1 if vocab_size is None else vocab_size, **self._shape)
         self.config: Optional[GPTConfig] = shape if vocab_size is not None else None
@@ -147,9 +151,10 @@ class GPTModule(L.LightningModule):
             differ = sorted(k for k in mine if theirs.get(k) != mine[k])[:3]
             raise ConfigError(
                 f"model.init_from {source}: its weights do not fit this model ({', '.join(differ)} differ): set "
-                f"model.n_layer/n_head/n_embd/block_size/vocab_size/bias to the pretrained shape "
+                f"model.n_layer/n_head/n_embd/block_size/vocab_size/bias/block to the pretrained shape "
                 f"({pretrained.config.n_layer}/{pretrained.config.n_head}/{pretrained.config.n_embd}/"
-                f"{pretrained.config.block_size}/{pretrained.config.vocab_size}/{pretrained.config.bias})"
+                f"{pretrained.config.block_size}/{pretrained.config.vocab_size}/{pretrained.config.bias}/"
+                f"{pretrained.config.block})"
             )
         self.model.load_state_dict(pretrained.state_dict())
 

@@ -55,8 +55,11 @@ def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
 
 def to_hf(model: GPT):
     """A ``transformers.GPT2LMHeadModel`` with this model's weights."""
-    transformers = transformers_module()
     c = model.config
+    if c.block != "gpt2":
+        raise ConfigError(f"Hugging Face's GPT-2 format has no {c.block} block (rotary positions, RMSNorm, untied "
+                          f"head): export this model with --format pth")
+    transformers = transformers_module()
     if not c.bias:
         raise ConfigError("GPT-2's Hugging Face layout has biases: only models trained with bias: true can be exported")
     config = transformers.GPT2Config(

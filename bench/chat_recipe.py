@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -53,7 +55,12 @@ def main() -> None:
     parser.add_argument("--text", default=str(ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"),
                         help="Tiny Shakespeare (a local copy)")
     parser.add_argument("--keep", default=None, help="work in this directory and keep it")
+    parser.add_argument("--override", action="append", default=[],
+                        help="an extra `main.py fit` argument, e.g. --override=--model.block=modern (repeatable)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     load = os.getloadavg()[0]
     with contextlib.ExitStack() as stack:
         work = Path(args.keep) if args.keep else Path(stack.enter_context(tempfile.TemporaryDirectory()))
@@ -63,12 +70,12 @@ def main() -> None:
         start = time.perf_counter()
         cli_main(["prepare", "--config", str(CONFIG)])
         prepared = time.perf_counter()
-        cli = cli_main(["fit", "--config", str(CONFIG)])
+        cli = cli_main(["fit", "--config", str(CONFIG), *args.override])
         trained = time.perf_counter()
         steps = cli.trainer.global_step
         tokens_seen = steps * cli.datamodule.batch_size * cli.datamodule.block_size
         ckpt = work / "out/discord_cpu/checkpoints/last.ckpt"
-        validated = cli_main(["validate", "--config", str(CONFIG), "--ckpt_path", str(ckpt),
+        validated = cli_main(["validate", "--config", str(CONFIG), *args.override, "--ckpt_path", str(ckpt),
                               "--trainer.limit_val_batches", "1.0"])
         val_loss = validated.trainer.callback_metrics["val/loss"].item()
         tokens, chars = chars_per_token(cli.datamodule.shard_dir, load_model(ckpt).tokenizer)

@@ -116,11 +116,15 @@ class LossProgressBar(TQDMProgressBar):
     """
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Union[int, str, float, dict[str, float]]]:
-        metrics = super().get_metrics(trainer, pl_module)
-        loss = getattr(pl_module, "logged_loss", None)
-        if loss is not None:
-            metrics["train/loss"] = round(loss, 3)
-        return metrics
+        return _with_logged_loss(super().get_metrics(trainer, pl_module), pl_module)
+
+
+def _with_logged_loss(metrics: dict, pl_module: L.LightningModule) -> dict:
+    # both progress displays show the loss the module read back on the last logged step
+    loss = getattr(pl_module, "logged_loss", None)
+    if loss is not None:
+        metrics["train/loss"] = round(loss, 3)
+    return metrics
 
 
 class LogLineProgress(ProgressBar):
@@ -139,6 +143,9 @@ class LogLineProgress(ProgressBar):
 
     def enable(self) -> None:
         self._enabled = True
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Union[int, str, float, dict[str, float]]]:
+        return _with_logged_loss(super().get_metrics(trainer, pl_module), pl_module)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         step = trainer.global_step

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import pickletools
+import warnings
 import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -41,6 +43,26 @@ _UNSAFE = ("it holds Python objects other than tensors and plain types, which ar
 _NOT_A_CHECKPOINT = "the file is damaged or is not a PyTorch checkpoint"
 
 
+def _pickles_objects(path: Path, limit: int = 64 << 20) -> bool:
+    """Whether ``path`` (a plain pickle, or torch's zip with its ``data.pkl``) is a whole pickle that names Python
+    objects. Read with :mod:`pickletools`, which parses opcodes and never runs them. torch's weights-only reader
+    stops at the first opcode it does not take (a newer protocol's framing) before it sees any global, so its
+    error alone cannot tell a pickle of objects from bytes that are no pickle at all."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                name = next(n for n in archive.namelist() if n.endswith("data.pkl"))
+                data = archive.read(name)
+        else:
+            with open(path, "rb") as f:
+                data = f.read(limit + 1)
+            if len(data) > limit:
+                return False
+        return any(op.name in ("GLOBAL", "STACK_GLOBAL", "INST") for op, _, _ in pickletools.genops(data))
+    except Exception:  # not a pickle, a truncated one, no data.pkl in the zip: damaged, not objects
+        return False
+
+
 def load_file(path: str | Path, device: str = "cpu", mmap: bool = False) -> Any:
     """``torch.load(path, weights_only=True)``, with every failure turned into one line naming the file."""
     path = Path(path)
@@ -52,10 +74,12 @@ def load_file(path: str | Path, device: str = "cpu", mmap: bool = False) -> Any:
     # plainly, so that what is said is about the file, not torch's advice to save it again with other options.
     mmap = mmap and zipfile.is_zipfile(path)
     try:
-        return torch.load(path, map_location=device, weights_only=True, mmap=mmap)
+        with warnings.catch_warnings():  # torch's note on a pickle protocol it may not read: the error says more
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location=device, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         # torch's one error type for both: a class the file names (objects), or bytes no pickle is made of
-        if "Unsupported global" in str(e):
+        if "Unsupported global" in str(e) or _pickles_objects(path):
             raise CheckpointError(f"{path} could not be loaded as a checkpoint: {_UNSAFE}; lit-gpt-mini writes none") from None
         raise CheckpointError(f"{path} could not be loaded as a checkpoint: {_NOT_A_CHECKPOINT}") from None
     except Exception as e:  # not a zip/pickle at all, truncated, unreadable...

@@ -36,16 +36,12 @@ def flush_denormals() -> None:
     """
     torch.set_flush_denormal(True)
 
-# Shapes of the GPT-2 family (OpenAI's four sizes) and of the small models this project trains on a CPU.
+# OpenAI's four GPT-2 shapes, by their Hugging Face names (the recipes declare every other shape in YAML).
 PRESETS: dict[str, dict[str, Any]] = {
     "gpt2": dict(n_layer=12, n_head=12, n_embd=768, vocab_size=50257, block_size=1024, bias=True),  # 124M
     "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024, vocab_size=50257, block_size=1024, bias=True),  # 350M
     "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280, vocab_size=50257, block_size=1024, bias=True),  # 774M
     "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600, vocab_size=50257, block_size=1024, bias=True),  # 1558M
-    # nanoGPT's Shakespeare recipes: the GPU one and the "baby" CPU one.
-    "shakespeare-char": dict(n_layer=6, n_head=6, n_embd=384, vocab_size=65, block_size=256, dropout=0.2),
-    "shakespeare-char-cpu": dict(n_layer=4, n_head=4, n_embd=128, vocab_size=65, block_size=64),
-    "tiny": dict(n_layer=2, n_head=2, n_embd=32, vocab_size=65, block_size=32),
 }
 
 

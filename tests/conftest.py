@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import signal
 import threading
 from pathlib import Path
 
@@ -29,6 +30,18 @@ def _float32_matmul_precision():
     before = torch.get_float32_matmul_precision()
     yield
     torch.set_float32_matmul_precision(before)
+
+
+@pytest.fixture(autouse=True)
+def _denormals():
+    """Each test starts with denormal floats as the CPU computes them by default: building a GPT flushes them for
+    the whole process (lit_gpt_mini.model.flush_denormals), and hypothesis refuses to draw floats where subnormals
+    read as zero."""
+    import torch
+
+    torch.set_flush_denormal(False)
+    yield
+    torch.set_flush_denormal(False)
 
 
 @pytest.fixture(scope="session")
@@ -177,3 +190,10 @@ def chat_checkpoint(tmp_path_factory, shakespeare_path) -> Path:
         os.chdir(cwd)
         torch.set_num_threads(threads)
     return root / "out/discord_cpu/checkpoints/last.ckpt"
+
+
+def sigint_as_in_a_terminal() -> None:
+    """A child process's ``preexec_fn`` for tests that press Ctrl-C: SIGINT back to its default action. A suite run
+    as a background job (``cmd &`` in a script) passes SIGINT ignored to its children, and Python then installs no
+    KeyboardInterrupt handler, so the interrupt would do nothing; in a terminal it is never ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -28,7 +28,7 @@ import torch
 from data_modules.shards import HEADER_BYTES, MANIFEST, ShardHeader
 from lit_gpt_mini.cli.main import main
 
-from .conftest import CONFIGS, ROOT, SHARED_DATA
+from .conftest import CONFIGS, ROOT, SHARED_DATA, sigint_as_in_a_terminal
 
 DEBUG = str(CONFIGS / "debug_char.yaml")
 TEXT = str(SHARED_DATA / "tinyshakespeare.txt")
@@ -572,6 +572,7 @@ def run_cli(args: list[str], cwd: Path, read_only: Optional[Path] = None, limit_
     that root, who writes anyway, sees through a read-only mount of its own; ``limit_file_size``: RLIMIT_FSIZE
     in bytes (a file over it fails with EFBIG)."""
     def limit() -> None:
+        sigint_as_in_a_terminal()
         if limit_file_size is not None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit_file_size, limit_file_size))
 

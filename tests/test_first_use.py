@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import CONFIGS, ROOT
+from .conftest import CONFIGS, ROOT, sigint_as_in_a_terminal
 
 DEBUG = str(CONFIGS / "debug_char.yaml")
 
@@ -153,7 +153,8 @@ def test_debug_gpt2_without_a_local_path_is_refused(tmp_path):
 def test_ctrl_c_while_starting_is_one_line(tmp_path):
     # -X importtime reports each import as it finishes: once torch's is reported, Lightning's is still running
     process = subprocess.Popen([sys.executable, "-X", "importtime", str(ROOT / "main.py"), "fit", "--help"],
-                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=sigint_as_in_a_terminal)
     lines = []
     deadline = time.monotonic() + 300
     for line in process.stderr:

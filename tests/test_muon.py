@@ -18,7 +18,7 @@ from .conftest import CONFIGS
 
 
 def test_muon_trains_the_block_matrices_and_adamw_everything_else():
-    model = GPT(GPTConfig.from_name("tiny", bias=True))
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=65, block_size=32, bias=True))
     muon, decay, no_decay = muon_param_groups(model, muon_lr=0.02, muon_weight_decay=0.01, adamw_lr=1e-3,
                                               weight_decay=0.1)
     assert [g["name"] for g in (muon, decay, no_decay)] == ["muon", "adamw_decay", "adamw_no_decay"]

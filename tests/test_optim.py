@@ -6,7 +6,7 @@ from lit_gpt_mini.optim import param_groups, warmup_cosine_lr
 
 
 def test_weight_decay_applies_to_matrices_only():
-    model = GPT(GPTConfig.from_name("tiny"))
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=65, block_size=32))
     decay, no_decay = param_groups(model, weight_decay=0.1)
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     names = {id(p): n for n, p in model.named_parameters()}

@@ -46,10 +46,10 @@ def interrupt(directory: Path, keep: int) -> None:
             path.unlink()
 
 
-# --- a source read whole: the tail is validation, the part before it test ----------------------------------------
+# --- a source read whole: the tail is validation, the head test ------------------------------------------------------
 
 
-def test_a_fraction_split_is_train_then_test_then_the_unchanged_validation_tail(tmp_path, shakespeare_path):
+def test_a_fraction_split_is_test_then_train_then_the_unchanged_validation_tail(tmp_path, shakespeare_path):
     dm = ShakespeareDataModule(data_dir=str(tmp_path / "d"), path=str(shakespeare_path), num_proc=1)
     dm.prepare_data()
     splits = split_arrays(dm)
@@ -58,8 +58,9 @@ def test_a_fraction_split_is_train_then_test_then_the_unchanged_validation_tail(
     # validation is the last val_fraction, exactly the tokens it was before there was a test split
     assert np.array_equal(splits["val"], stream[n - int(n * 0.1):])
     assert len(splits["test"]) == int(n * 0.05) > 0
-    # train, test, validation: disjoint consecutive parts that together are the whole stream
-    assert np.array_equal(np.concatenate([splits["train"], splits["test"], splits["val"]]), stream)
+    # test, train, validation: disjoint consecutive parts that together are the whole stream (training keeps the
+    # text just before validation)
+    assert np.array_equal(np.concatenate([splits["test"], splits["train"], splits["val"]]), stream)
     manifest = read_manifest(dm.shard_dir)
     assert manifest["tokens"] == {k: len(v) for k, v in splits.items()}
     assert manifest["settings"]["test_fraction"] == 0.05

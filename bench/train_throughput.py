@@ -79,8 +79,9 @@ class Setup:
 
 
 def write_shards(directory: Path, tokens: np.ndarray, tokenizer: Tokenizer) -> None:
-    """The token array as shards (10% validation), as every data module writes them."""
-    writer = ShardWriter(directory, tokenizer, shard_size=len(tokens), val_tokens=len(tokens) // 10, settings={})
+    """The token array as shards (10% validation, 5% test), as every data module writes them."""
+    writer = ShardWriter(directory, tokenizer, shard_size=len(tokens), val_tokens=len(tokens) // 10, settings={},
+                         test_tokens=len(tokens) // 20)
     writer.resume()
     writer.add(0, tokens)
     writer.finish()

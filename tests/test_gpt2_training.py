@@ -53,10 +53,11 @@ def test_fit_accumulates_to_the_total_batch_and_logs_the_recipe_metrics(tmp_path
     assert text.startswith("ROMEO:")
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
-def test_resumed_run_sees_the_same_batches_and_ends_with_the_same_model(tmp_path, monkeypatch, corpus, optimizer):
+@pytest.mark.parametrize("optimizer, block", [("adamw", "gpt2"), ("muon", "gpt2"), ("adamw", "modern")])
+def test_resumed_run_sees_the_same_batches_and_ends_with_the_same_model(tmp_path, monkeypatch, corpus, optimizer,
+                                                                        block):
     common = ["--config", DEBUG, "--data.path", str(corpus), "--model.lr_decay_steps", "8",
-              "--model.optimizer", optimizer]
+              "--model.optimizer", optimizer, "--model.block", block]
     (tmp_path / "full").mkdir()
     monkeypatch.chdir(tmp_path / "full")
     full = main(["fit", *common, RECORD])
@@ -82,12 +83,13 @@ def test_resumed_run_sees_the_same_batches_and_ends_with_the_same_model(tmp_path
     assert loss[0] == pytest.approx(loss[1], abs=1e-6)
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
-def test_ddp_on_two_cpu_processes_splits_the_batch_between_ranks(tmp_path, corpus, optimizer):
+@pytest.mark.parametrize("optimizer, block", [("adamw", "gpt2"), ("muon", "gpt2"), ("muon", "modern")])
+def test_ddp_on_two_cpu_processes_splits_the_batch_between_ranks(tmp_path, corpus, optimizer, block):
     # Same 256-token step on 2 processes: no accumulation, each rank takes half of every global batch. In
     # bf16-mixed, clipped at every step (the norm is above 0.05 throughout): one device and DDP clip alike.
     common = ["fit", "--config", DEBUG, "--data.path", str(corpus), "--trainer.limit_val_batches", "1.0", RECORD,
-              "--model.optimizer", optimizer, "--trainer.precision", "bf16-mixed", "--trainer.gradient_clip_val", "0.05"]
+              "--model.optimizer", optimizer, "--model.block", block, "--trainer.precision", "bf16-mixed",
+              "--trainer.gradient_clip_val", "0.05"]
     single = subprocess.run([sys.executable, str(ROOT / "main.py"), *common], cwd=tmp_path, capture_output=True,
                             text=True, timeout=600)
     assert single.returncode == 0, single.stderr[-3000:]

@@ -165,7 +165,11 @@ def test_local_path_is_used_without_checksum(small_text):
     dm = ShakespeareDataModule(data_dir=str(small_text.parent / "data"), path=str(small_text))
     dm.prepare_data()
     dm.setup("fit")
-    assert dm.tokenizer.decode(dm.train_shards.read(0, np.array([0]), 7)[0].tolist()) == "Line 0:"
+    text = small_text.read_text(encoding="utf-8")
+    # the local file's text is what was tokenized: its head is the test split, training follows it
+    assert dm.tokenizer.decode(dm.test_shards.read(0, np.array([0]), 7)[0].tolist()) == "Line 0:"
+    n_test = int(dm.test_shards.lengths.sum())
+    assert dm.tokenizer.decode(dm.train_shards.read(0, np.array([0]), 7)[0].tolist()) == text[n_test:n_test + 7]
     assert not (small_text.parent / "data" / "tinyshakespeare.txt").exists()
 
 

@@ -89,6 +89,14 @@ def test_default_root_dir_is_where_the_run_goes(tmp_path, shakespeare_path):
     assert "trainer.default_root_dir (a)" in line and "save_dir (b)" in line
 
 
+def test_a_run_without_a_logger_writes_where_the_logger_would_have(tmp_path, shakespeare_path):
+    # Lightning's own default root is the current directory: config.yaml and checkpoints/ would land there
+    fit_debug(tmp_path, shakespeare_path, 2, "--trainer.logger", "false")
+    assert (tmp_path / "out/debug_char/checkpoints/last.ckpt").is_file()
+    assert (tmp_path / "out/debug_char/config.yaml").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "out"]
+
+
 def test_progress_into_a_pipe_is_a_line_per_logged_step(tmp_path, shakespeare_path):
     result = fit_debug(tmp_path, shakespeare_path, 4, "--trainer.enable_progress_bar", "true",
                        "--trainer.log_every_n_steps", "2")

@@ -22,7 +22,7 @@ import lightning as L
 import torch
 import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from lightning.pytorch.cli import LightningCLI
 
 from lit_gpt_mini.benchmark import BenchmarkEval, WithBenchmark
@@ -135,6 +135,9 @@ class GPTCLI(LightningCLI):
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         trainer = config["trainer"]
         callbacks = list(trainer.get("callbacks") or []) + [ExplainInterrupt()]
+        if trainer.get("logger") is False:
+            # the learning-rate curves have nowhere to go, and Lightning refuses the monitor without a logger
+            callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
         if trainer.get("enable_checkpointing") is not False:
             callbacks.append(config["checkpoint"])
         if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
@@ -158,8 +161,9 @@ class GPTCLI(LightningCLI):
         set_matmul_precision(config.get("float32_matmul_precision", "high"))
         if self.subcommand is not None:
             check_trainer_args(config.get("trainer"))
-            apply_default_root_dir(config.get("trainer"))
-            check_accelerator(config.get("trainer"), [str(path) for path in config.get("config") or []])
+            config_files = [str(path) for path in config.get("config") or []]
+            apply_default_root_dir(config.get("trainer"), config_files)
+            check_accelerator(config.get("trainer"), config_files)
 
 
 def recipe_classes(args: list[str]) -> list[tuple[str, str]]:
@@ -222,13 +226,22 @@ def check_accelerator(trainer: Any, config_files: list[str]) -> None:
         f"CPU), or run this recipe on the CPU with --trainer.accelerator cpu (slow at its size)")
 
 
-def apply_default_root_dir(trainer: Any) -> None:
+def apply_default_root_dir(trainer: Any, config_files: list[str]) -> None:
     """``trainer.default_root_dir`` moves a run's outputs (logs, config, checkpoints) from ``out/`` to it: the
-    recipes' logger writes under its own ``save_dir``, which Lightning would otherwise keep."""
-    root = trainer.get("default_root_dir") if trainer is not None else None
+    recipes' logger writes under its own ``save_dir``, which Lightning would otherwise keep. Without a logger
+    (``--trainer.logger false``) and without a root, the outputs go where the logger would have put them,
+    ``out/<recipe>/`` (each recipe names its run after its file), not into the current directory, Lightning's
+    default."""
+    if trainer is None:
+        return
+    root = trainer.get("default_root_dir")
+    default = RECIPE_DEFAULTS["trainer.logger"]["init_args"]["save_dir"]
+    if not root and trainer.get("logger") is False:
+        run = Path(config_files[-1]).stem if config_files else RECIPE_DEFAULTS["trainer.logger"]["init_args"]["name"]
+        trainer["default_root_dir"] = str(Path(default) / run)
+        return
     if not root:
         return
-    default = RECIPE_DEFAULTS["trainer.logger"]["init_args"]["save_dir"]
     logger = trainer.get("logger")
     for entry in logger if isinstance(logger, list) else [logger]:
         init_args = entry.get("init_args") if hasattr(entry, "get") else None

@@ -162,10 +162,10 @@ def test_tiny_fit_from_the_api_keeps_the_token_out_of_configs_and_checkpoints(tm
     monkeypatch.setenv("DISCORD_TOKEN", TOKEN)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "small.yaml").write_text("""
+accumulation:
+  total_batch_tokens: 128
 trainer:
   callbacks:
-    - class_path: lit_gpt_mini.callbacks.GradientAccumulation
-      init_args: {total_batch_tokens: 128}
     - class_path: lightning.pytorch.callbacks.ModelCheckpoint
       init_args: {dirpath: out/gpt2_discord/checkpoints, save_last: true}
 """)

@@ -147,6 +147,22 @@ def test_a_total_batch_that_does_not_divide_is_one_clear_error(tmp_path, corpus)
     )
 
 
+def test_a_second_gradient_accumulation_is_refused_in_one_line(tmp_path, corpus):
+    # two would compound: the second multiplies the micro-batches (and validation interval) the first one set
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "fit", "--config", DEBUG, "--data.path", str(corpus),
+         "--trainer.callbacks+=lit_gpt_mini.callbacks.GradientAccumulation",
+         "--trainer.callbacks.total_batch_tokens", "128"],
+        cwd=tmp_path, capture_output=True, text=True,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: trainer.callbacks holds a GradientAccumulation, and the accumulation: section makes one already: "
+        "set accumulation.total_batch_tokens instead"
+    )
+    assert not (tmp_path / "out").exists()
+
+
 def _free_port() -> int:
     import socket
 

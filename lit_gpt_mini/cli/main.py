@@ -135,6 +135,11 @@ class GPTCLI(LightningCLI):
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         trainer = config["trainer"]
         callbacks = list(trainer.get("callbacks") or []) + [ExplainInterrupt()]
+        if any(isinstance(c, GradientAccumulation) for c in callbacks):
+            # the accumulation: section always makes one; a second would multiply its micro-batches and validation
+            # interval by the first one's, silently
+            raise ConfigError("trainer.callbacks holds a GradientAccumulation, and the accumulation: section makes "
+                              "one already: set accumulation.total_batch_tokens instead")
         if trainer.get("logger") is False:
             # the learning-rate curves have nowhere to go, and Lightning refuses the monitor without a logger
             callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
